@@ -1,0 +1,1 @@
+"""Faust agents: they move data between topics and call into ``streamapp.domain`` for decisions."""

@@ -1,0 +1,139 @@
+"""Ingest: raw storage records -> canonical storage events, or dead letters.
+
+The decisions live in ``streamapp.domain.normalize``; this agent only moves bytes. At-least-once:
+a batch's input offsets are acknowledged only after every output of the batch (event or dead
+letter) has been acknowledged by the broker; an output that cannot be written stops the worker
+before the input is acknowledged, so the records are consumed again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamapp.app import app, settings
+from streamapp.domain.deadletter import DeadLetterContext
+from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent
+from streamapp.domain.normalize import Normalized, Rejected, normalize
+from streamapp.metrics import INGEST_EVENTS, INGEST_RECORDS
+from streamapp.topics import ALL_DECLARED, dead_letters, raw_storage_records, storage_events
+
+log = logging.getLogger(__name__)
+
+EXIT_OUTPUT_LOST = 70  # EX_SOFTWARE: the supervisor restarts us and we re-consume the input
+_EVENT_HEADERS = [("content-type", CONTENT_TYPE.encode())]
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@app.task
+async def declare_topics() -> None:
+    """Create the topics this worker uses with the configured partition counts."""
+    for topic in ALL_DECLARED:
+        await topic.maybe_declare()
+
+
+@app.agent(raw_storage_records, concurrency=1)  # concurrency>1 can commit past in-flight records
+async def ingest(stream: Any) -> None:
+    async for batch in stream.take_events(
+        settings.ingest_batch_max, within=settings.ingest_batch_within
+    ):
+        records = [_raw_record(event) for event in batch]
+        await _finish_even_if_cancelled(ingest_records(records))
+
+
+def _raw_record(event: Any) -> RawRecord:
+    message = event.message
+    value = message.value if message.value is not None else b""
+    return RawRecord(
+        topic=message.topic or "",
+        partition=message.partition if message.partition is not None else -1,
+        offset=message.offset if message.offset is not None else -1,
+        key=message.key,
+        value=value if isinstance(value, bytes) else str(value).encode(),
+    )
+
+
+async def ingest_records(records: Sequence[RawRecord]) -> None:
+    """Normalize ``records`` and wait until every output is on the broker."""
+    pending: list[Awaitable[Any]] = []
+    for record in records:
+        outcomes = normalize(
+            record.value, settings.source_for(record.topic), max_bytes=settings.max_record_bytes
+        )
+        rejections = [outcome.reason for outcome in outcomes if isinstance(outcome, Rejected)]
+        produced = False
+        for outcome in outcomes:
+            if isinstance(outcome, Normalized):
+                pending.append(await _send_event(outcome.event))
+                INGEST_EVENTS.labels(outcome.event["type"]).inc()
+                produced = True
+        if rejections:
+            pending.append(await _send_dead_letter(record, "; ".join(rejections)))
+        outcome_label = "rejected" if rejections else ("event" if produced else "skipped")
+        INGEST_RECORDS.labels(record.topic, outcome_label).inc()
+    await _wait_delivered(pending)
+
+
+async def _send_event(event: CanonicalEvent) -> Awaitable[Any]:
+    fut: Awaitable[Any] = await storage_events.send(
+        key=event["subject"],
+        value=orjson.dumps(event),
+        value_serializer="raw",
+        headers=_EVENT_HEADERS,
+    )
+    return fut
+
+
+async def _send_dead_letter(record: RawRecord, reason: str) -> Awaitable[Any]:
+    context = DeadLetterContext(
+        reason=reason,
+        stage="ingest",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )
+    fut: Awaitable[Any] = await dead_letters.send(
+        key=record.key, value=record.value, headers=context.headers()
+    )
+    return fut
+
+
+async def _wait_delivered(pending: Sequence[Awaitable[Any]]) -> None:
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures:
+        # Acknowledging the input now would lose it; exiting hard skips faust's commit on stop.
+        log.critical(
+            "ingest: %d of %d outputs could not be written (first: %r); exiting without "
+            "acknowledging the input",
+            len(failures),
+            len(results),
+            failures[0],
+        )
+        logging.shutdown()
+        os._exit(EXIT_OUTPUT_LOST)
+
+
+async def _finish_even_if_cancelled(work: Awaitable[None]) -> None:
+    """Run ``work`` to the end even if the agent is cancelled (graceful stop): the stream
+    acknowledges the batch when we return or raise, so half a batch must never be left."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

@@ -1,0 +1,29 @@
+"""The faust application, built from the one settings object. Agents, commands and views
+register themselves by autodiscovery; this module stays thin."""
+
+from __future__ import annotations
+
+import faust
+
+from streamapp.settings import Settings
+
+settings = Settings.from_env()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker,
+    store=settings.store,
+    datadir=str(settings.data_dir),
+    topic_partitions=settings.topic_partitions,
+    autodiscover=["streamapp.agents", "streamapp.commands"],
+    origin="streamapp",
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    # The built-in /table endpoints would serve table contents to anyone: never on.
+    web_tables_enabled=False,
+    producer_linger=settings.producer_linger_s,
+    producer_acks=-1,
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=settings.heartbeat_interval_s,
+    consumer_auto_offset_reset="earliest",
+)

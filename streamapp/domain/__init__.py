@@ -1,0 +1,1 @@
+"""Pure decisions of streamapp: no faust, no aiohttp, no I/O. Most tests live against this package."""

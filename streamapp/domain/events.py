@@ -1,0 +1,63 @@
+"""The canonical storage event: a CloudEvents 1.0 object in structured JSON form.
+
+This module is the contract; ``streamapp.records.events`` holds the faust models that mirror it
+(a unit test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/cloudevents+json"
+DATA_CONTENT_TYPE = "application/json"
+
+
+class EventType(StrEnum):
+    CREATED = "storage.object.created"
+    READ = "storage.object.read"
+    DELETED = "storage.object.deleted"
+    STAGED = "storage.object.staged"
+    ARCHIVED = "storage.object.archived"
+    TRANSFER_FAILED = "storage.transfer.failed"
+
+
+class StorageKind(StrEnum):
+    DCACHE = "dcache"
+    S3 = "s3"
+
+
+class ObjectData(TypedDict):
+    """The ``data`` member. ``path`` equals the event's ``subject``; ``size`` is bytes or None."""
+
+    path: str
+    size: int | None
+    storage: str
+    # dCache
+    operation: NotRequired[str]
+    direction: NotRequired[str]
+    pnfsid: NotRequired[str]
+    storageClass: NotRequired[str]
+    protocol: NotRequired[str]
+    transferSize: NotRequired[int]
+    status: NotRequired[dict[str, Any]]
+    # S3
+    bucket: NotRequired[str]
+    key: NotRequired[str]
+    etag: NotRequired[str]
+    versionId: NotRequired[str]
+    sequencer: NotRequired[str]
+    eventName: NotRequired[str]
+    eventSource: NotRequired[str]
+
+
+class CanonicalEvent(TypedDict):
+    specversion: str
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: str
+    datacontenttype: str
+    data: ObjectData

@@ -1,0 +1,367 @@
+"""Raw storage records -> canonical storage events (CloudEvents 1.0).
+
+One raw record (a Kafka message value, or a line for ``streamapp normalize``) yields a list of
+outcomes: a canonical event, a skip (a valid record that is not an object-state change) or a
+rejection (malformed or unrecognized: the service dead-letters it). Nothing here raises on bad
+input and nothing here does I/O; the ingest agent and the CLI share this code path.
+
+Recognized inputs (facts: shared/docs/formats.md §1 and §3):
+- dCache billing records as dCache's Kafka producer publishes them (``msgType`` ...);
+- S3 event notifications from AWS S3, Ceph RGW and MinIO (``{"Records": [...]}``), including
+  MinIO's Kafka value wrapper ``{"EventName", "Key", "Records"}``, and the S3 test event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import unquote_plus
+
+import orjson
+
+from streamapp.domain.events import (
+    DATA_CONTENT_TYPE,
+    SPEC_VERSION,
+    CanonicalEvent,
+    EventType,
+    ObjectData,
+    StorageKind,
+)
+from streamapp.domain.paths import PathError, normalize_absolute_path, s3_object_path
+
+DEFAULT_MAX_RECORD_BYTES: Final = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    event: CanonicalEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+
+
+Outcome = Normalized | Skipped | Rejected
+
+
+class _Reject(Exception):
+    """Internal: the record is malformed or unrecognized."""
+
+
+class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Internal: the record is valid but not an object-state change."""
+
+
+def normalize(
+    raw: bytes, source: str, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> list[Outcome]:
+    """Normalize one raw record published by a storage system identified by ``source``."""
+    try:
+        record = _parse_object(raw, max_bytes)
+        if "msgType" in record:
+            return [_outcome(lambda: _dcache_billing(record, source))]
+        if "Records" in record:
+            return _s3_notification(record, source)
+        if record.get("Event") == "s3:TestEvent":
+            return [Skipped("S3 test event (sent when notifications are configured)")]
+        raise _Reject(
+            "unrecognized record: neither a dCache billing record (msgType) "
+            "nor an S3 notification (Records)"
+        )
+    except _Reject as exc:
+        return [Rejected(str(exc))]
+
+
+def _outcome(build: Any) -> Outcome:
+    try:
+        return Normalized(build())
+    except _Skip as exc:
+        return Skipped(str(exc))
+    except _Reject as exc:
+        return Rejected(str(exc))
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def _parse_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise _Reject(f"record of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        raise _Reject("empty record")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "UTF-8" in str(exc) or "surrogate" in str(exc):
+            raise _Reject(f"record is not valid UTF-8 JSON: {exc}") from None
+        raise _Reject(f"record is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _Reject(f"record is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def event_id(record: Mapping[str, Any]) -> str:
+    """A deterministic id from the record's content (key order and whitespace do not matter)."""
+    canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _rfc3339(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Reject(f"{field} is missing or not a string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Reject(f"{field} {value!r} is not an ISO-8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise _Reject(f"{field} {value!r} has no UTC offset")
+    moment = moment.astimezone(UTC)
+    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def _size(value: Any, field: str) -> int | None:
+    """Integer bytes; Ceph documents ``size`` as a string, so digit strings are accepted."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _Reject(f"{field} is a boolean, not a size")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        size = int(value.strip())
+    else:
+        raise _Reject(f"{field} {value!r} is not an integer number of bytes")
+    if size < 0:
+        raise _Reject(f"{field} {value!r} is negative")
+    return size
+
+
+def _object_event(
+    record: Mapping[str, Any], source: str, kind: EventType, time: str, data: ObjectData
+) -> CanonicalEvent:
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event_id(record),
+        "source": source,
+        "type": kind.value,
+        "subject": data["path"],
+        "time": time,
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "data": data,
+    }
+
+
+# --- dCache billing ----------------------------------------------------------------------------
+
+# Valid billing records that say nothing about an object's state.
+_DCACHE_NOT_STATE: Final = {
+    "request": "dCache door request record (the pool's transfer record carries the outcome)",
+    "hit": "dCache pool cache hit",
+    "warning": "dCache warning record",
+}
+_DCACHE_HANDLED: Final = frozenset({"transfer", "remove", "store", "restore"})
+
+
+def _dcache_billing(record: Mapping[str, Any], source: str) -> CanonicalEvent:
+    msg_type = record.get("msgType")
+    if not isinstance(msg_type, str):
+        raise _Reject("dCache msgType is not a string")
+    if msg_type in _DCACHE_NOT_STATE:
+        raise _Skip(_DCACHE_NOT_STATE[msg_type])
+    if msg_type not in _DCACHE_HANDLED:
+        raise _Reject(f"unknown dCache msgType {msg_type!r}")
+
+    code, message = _dcache_status(record)
+    direction: str | None = None
+    if msg_type == "transfer":
+        p2p = record.get("isP2p", False)
+        if not isinstance(p2p, bool):
+            raise _Reject(f"dCache isP2p {p2p!r} is not a boolean")
+        if p2p:
+            raise _Skip("dCache pool-to-pool transfer (internal replication)")
+        direction = record.get("isWrite")
+        if direction not in ("write", "read"):
+            raise _Reject(f"dCache isWrite {direction!r} is neither 'write' nor 'read'")
+        if code != 0:
+            kind = EventType.TRANSFER_FAILED
+        else:
+            kind = EventType.CREATED if direction == "write" else EventType.READ
+    elif msg_type == "remove":
+        if code != 0:
+            raise _Skip(f"dCache removal failed (status {code}): the object is unchanged")
+        kind = EventType.DELETED
+    elif msg_type == "store":
+        kind = EventType.ARCHIVED if code == 0 else EventType.TRANSFER_FAILED
+    else:  # restore
+        kind = EventType.STAGED if code == 0 else EventType.TRANSFER_FAILED
+
+    path = _dcache_path(record.get("billingPath"))
+    time = _rfc3339(record.get("date"), "dCache date")
+    data: ObjectData = {
+        "path": path,
+        "size": _size(record.get("fileSize"), "dCache fileSize"),
+        "storage": StorageKind.DCACHE.value,
+        "operation": msg_type,
+    }
+    if isinstance(pnfsid := record.get("pnfsid"), str) and pnfsid:
+        data["pnfsid"] = pnfsid
+    if isinstance(storage_class := record.get("storageInfo"), str) and storage_class:
+        data["storageClass"] = storage_class
+    if direction is not None:
+        data["direction"] = direction
+        protocol_info = record.get("protocolInfo")
+        if isinstance(protocol_info, dict) and isinstance(protocol_info.get("protocol"), str):
+            data["protocol"] = protocol_info["protocol"]
+        if (transferred := _optional_size(record.get("transferSize"))) is not None:
+            data["transferSize"] = transferred
+    if code != 0:
+        data["status"] = {"code": code, "msg": message}
+    return _object_event(record, source, kind, time, data)
+
+
+def _optional_size(value: Any) -> int | None:
+    try:
+        return _size(value, "size")
+    except _Reject:
+        return None
+
+
+def _dcache_status(record: Mapping[str, Any]) -> tuple[int, str]:
+    status = record.get("status")
+    if not isinstance(status, dict):
+        raise _Reject("dCache status is missing or not an object")
+    code = status.get("code")
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise _Reject(f"dCache status.code {code!r} is not an integer")
+    message = status.get("msg")
+    return code, message if isinstance(message, str) else ""
+
+
+def _dcache_path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Reject("dCache billingPath is missing or not a string")
+    if value.startswith("parent:"):
+        # Namespace-side removals may name the parent directory's pnfsid instead of a path.
+        raise _Reject(f"dCache billingPath {value!r} is a parent reference, not a namespace path")
+    try:
+        return normalize_absolute_path(value)
+    except PathError as exc:
+        raise _Reject(f"dCache billingPath: {exc}") from None
+
+
+# --- S3 notifications ------------------------------------------------------------------------
+
+# MinIO files metadata-only changes under ObjectCreated; they create no data.
+_S3_METADATA_ONLY_CREATED: Final = frozenset(
+    {"PutRetention", "PutLegalHold", "PutTagging", "DeleteTagging"}
+)
+# Known event families that never change an object's data.
+_S3_NOT_STATE_FAMILIES: Final = frozenset(
+    {
+        "ObjectTagging",
+        "ObjectAcl",
+        "Replication",
+        "IntelligentTiering",
+        "LifecycleTransition",
+        "ObjectTransition",
+        "BucketCreated",
+        "BucketRemoved",
+        "Scanner",
+        "TestEvent",
+    }
+)
+
+
+def _s3_notification(notification: Mapping[str, Any], source: str) -> list[Outcome]:
+    records = notification.get("Records")
+    if not isinstance(records, list) or not records:
+        raise _Reject("S3 notification has no Records")
+    outcomes: list[Outcome] = []
+    for index, record in enumerate(records):
+        outcome = _outcome(lambda record=record: _s3_record(record, source))
+        if isinstance(outcome, Rejected) and len(records) > 1:
+            outcome = Rejected(f"Records[{index}]: {outcome.reason}")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _s3_event_type(event_name: str) -> EventType:
+    # MinIO writes "s3:ObjectCreated:Put"; AWS and Ceph write "ObjectCreated:Put".
+    name = event_name.removeprefix("s3:")
+    family, _, action = name.partition(":")
+    if family == "ObjectCreated":
+        if action in _S3_METADATA_ONLY_CREATED:
+            raise _Skip(f"S3 {name}: metadata change, no new data")
+        return EventType.CREATED
+    if family == "ObjectRemoved":
+        return EventType.DELETED
+    if family == "LifecycleExpiration" and action in ("Delete", "DeleteMarkerCreated"):
+        return EventType.DELETED
+    if family == "ObjectRestore":
+        if action == "Completed":
+            return EventType.STAGED
+        raise _Skip(f"S3 {name}: restore request or expiry of a restored copy")
+    if family == "ObjectAccessed":
+        if action == "Get":
+            return EventType.READ
+        raise _Skip(f"S3 {name}: access without reading the data")
+    if family in _S3_NOT_STATE_FAMILIES or family == "LifecycleExpiration":
+        raise _Skip(f"S3 {name}: not an object-state change")
+    raise _Reject(f"unrecognized S3 eventName {event_name!r}")
+
+
+def _s3_record(record: Any, source: str) -> CanonicalEvent:
+    if not isinstance(record, dict):
+        raise _Reject("S3 record is not an object")
+    event_name = record.get("eventName")
+    if not isinstance(event_name, str) or not event_name:
+        raise _Reject("S3 eventName is missing or not a string")
+    kind = _s3_event_type(event_name)
+
+    s3 = record.get("s3")
+    if not isinstance(s3, dict):
+        raise _Reject("S3 record has no s3 object")
+    bucket = s3.get("bucket")
+    obj = s3.get("object")
+    if not isinstance(bucket, dict) or not isinstance(bucket.get("name"), str):
+        raise _Reject("S3 s3.bucket.name is missing or not a string")
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        raise _Reject("S3 s3.object.key is missing or not a string")
+    bucket_name: str = bucket["name"]
+    try:
+        # Keys arrive URL-encoded with '+' for space; a non-UTF-8 escape is malformed.
+        key = unquote_plus(obj["key"], encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise _Reject(f"S3 object key {obj['key']!r} is not UTF-8 once URL-decoded") from None
+    try:
+        path = s3_object_path(bucket_name, key)
+    except PathError as exc:
+        raise _Reject(f"S3 object: {exc}") from None
+
+    time = _rfc3339(record.get("eventTime"), "S3 eventTime")
+    data: ObjectData = {
+        "path": path,
+        "size": _size(obj.get("size"), "S3 object size"),
+        "storage": StorageKind.S3.value,
+        "bucket": bucket_name,
+        "key": key,
+        "eventName": event_name.removeprefix("s3:"),
+    }
+    if isinstance(event_source := record.get("eventSource"), str) and event_source:
+        data["eventSource"] = event_source
+    for field, target in (("eTag", "etag"), ("versionId", "versionId"), ("sequencer", "sequencer")):
+        if isinstance(value := obj.get(field), str) and value:
+            data[target] = value  # type: ignore[literal-required]
+    return _object_event(record, source, kind, time, data)

@@ -1,0 +1,1 @@
+"""faust.Record models of what travels on streamapp's topics (and nothing else)."""

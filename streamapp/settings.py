@@ -1,0 +1,134 @@
+"""The one settings object: read from ``STREAMAPP_*`` environment variables, in this module only.
+
+Faust reads its own ``F_``/``FAUST_`` variables; everything streamapp decides is here, typed and
+frozen, so a setting is looked up in one place and a test can build its own ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "STREAMAPP_"
+
+
+class SettingsError(ValueError):
+    """A ``STREAMAPP_*`` variable holds a value that cannot be used."""
+
+
+def parse_topic_sources(text: str) -> dict[str, str]:
+    """Parse ``topic=source-uri,topic2=source-uri2`` into an ordered mapping.
+
+    A bare ``topic`` gets the source ``urn:streamapp:topic:<topic>`` so an unconfigured topic
+    still yields a stable, distinct CloudEvents ``source``.
+    """
+    sources: dict[str, str] = {}
+    for item in text.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        topic, sep, source = entry.partition("=")
+        topic, source = topic.strip(), source.strip()
+        if not topic:
+            raise SettingsError(f"raw topic entry {entry!r} has no topic name")
+        if sep and not source:
+            raise SettingsError(f"raw topic {topic!r} has an empty source after '='")
+        sources[topic] = source or default_source_for(topic)
+    if not sources:
+        raise SettingsError("no raw topics configured")
+    return sources
+
+
+def default_source_for(topic: str) -> str:
+    return f"urn:streamapp:topic:{topic}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(ENV_PREFIX + name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker or a command needs to know, immutable once read."""
+
+    app_id: str = "streamapp"
+    broker: str = "kafka://127.0.0.1:19092"
+    # raw topic name -> CloudEvents ``source`` of the storage system publishing on it
+    raw_topics: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "dcache.billing": "dcache://dcache.example.org",
+            "s3.events": "s3://s3.example.org",
+        }
+    )
+    normalized_topic: str = "storage.events"
+    deadletter_topic: str = "streamapp.deadletter"
+    topic_partitions: int = 4
+    data_dir: Path = Path("var/data")
+    store: str = "rocksdb://"
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    # ingest batching: how many raw records to normalize before waiting for the broker's acks
+    ingest_batch_max: int = 1000
+    ingest_batch_within: float = 0.05
+    producer_linger_s: float = 0.005
+    session_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 3.0
+    # Largest raw record accepted; anything bigger is dead-lettered, not parsed.
+    max_record_bytes: int = 1_048_576
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+        raw = env.get(ENV_PREFIX + "RAW_TOPICS")
+        return cls(
+            app_id=_str(env, "APP_ID", defaults.app_id),
+            broker=_str(env, "BROKER", defaults.broker),
+            raw_topics=parse_topic_sources(raw) if raw else defaults.raw_topics,
+            normalized_topic=_str(env, "NORMALIZED_TOPIC", defaults.normalized_topic),
+            deadletter_topic=_str(env, "DEADLETTER_TOPIC", defaults.deadletter_topic),
+            topic_partitions=_int(env, "TOPIC_PARTITIONS", defaults.topic_partitions),
+            data_dir=Path(_str(env, "DATA_DIR", str(defaults.data_dir))),
+            store=_str(env, "STORE", defaults.store),
+            web_port=_int(env, "WEB_PORT", defaults.web_port),
+            web_host=_str(env, "WEB_HOST", defaults.web_host),
+            ingest_batch_max=_int(env, "INGEST_BATCH_MAX", defaults.ingest_batch_max),
+            ingest_batch_within=_float(env, "INGEST_BATCH_WITHIN", defaults.ingest_batch_within),
+            producer_linger_s=_float(env, "PRODUCER_LINGER", defaults.producer_linger_s),
+            session_timeout_s=_float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
+            heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),
+            max_record_bytes=_int(env, "MAX_RECORD_BYTES", defaults.max_record_bytes),
+        )
+
+    def source_for(self, topic: str) -> str:
+        return self.raw_topics.get(topic) or default_source_for(topic)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker list without faust's ``kafka://`` scheme, for plain aiokafka clients."""
+        return ",".join(
+            part.split("://", 1)[-1] for part in self.broker.split(";") if part.strip()
+        )
