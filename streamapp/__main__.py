@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from streamapp.app import app
+
 
 def main() -> None:
-    from streamapp.app import app
-
     app.main()
 
 

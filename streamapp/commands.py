@@ -23,9 +23,7 @@ CLI_SOURCE = "urn:streamapp:cli"
     option("--source", default=None, help="CloudEvents source URI of the storage system."),
     option("--topic", default=None, help="Take the source configured for this raw topic."),
 )
-async def normalize(
-    self: AppCommand, file: str, source: str | None, topic: str | None
-) -> None:
+async def normalize(self: AppCommand, file: str, source: str | None, topic: str | None) -> None:
     """Normalize raw storage records (one per line) into canonical events as JSON lines."""
     chosen = source or (settings.source_for(topic) if topic else CLI_SOURCE)
     try:

@@ -129,6 +129,4 @@ class Settings:
     @property
     def bootstrap_servers(self) -> str:
         """The broker list without faust's ``kafka://`` scheme, for plain aiokafka clients."""
-        return ",".join(
-            part.split("://", 1)[-1] for part in self.broker.split(";") if part.strip()
-        )
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";") if part.strip())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote_plus
 
 
 def dcache_transfer(**overrides: Any) -> dict[str, Any]:
@@ -129,8 +130,6 @@ def s3_notification(*records: dict[str, Any]) -> dict[str, Any]:
 
 
 def minio_wrapped(record: dict[str, Any]) -> dict[str, Any]:
-    from urllib.parse import unquote_plus
-
     name = record["eventName"]
     key = f"{record['s3']['bucket']['name']}/{unquote_plus(record['s3']['object']['key'])}"
     return {"EventName": name, "Key": key, "Records": [record]}

@@ -39,7 +39,7 @@ class RawRecord:
     value: bytes
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
 async def declare_topics() -> None:
     """Create the topics this worker uses with the configured partition counts."""
     for topic in ALL_DECLARED:

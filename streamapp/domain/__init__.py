@@ -1,1 +1,1 @@
-"""Pure decisions of streamapp: no faust, no aiohttp, no I/O. Most tests live against this package."""
+"""Pure decisions of streamapp: no faust, no aiohttp, no I/O. Most tests live here."""

@@ -53,7 +53,7 @@ class Rejected:
 Outcome = Normalized | Skipped | Rejected
 
 
-class _Reject(Exception):
+class _MalformedError(Exception):
     """Internal: the record is malformed or unrecognized."""
 
 
@@ -73,12 +73,14 @@ def normalize(
             return _s3_notification(record, source)
         if record.get("Event") == "s3:TestEvent":
             return [Skipped("S3 test event (sent when notifications are configured)")]
-        raise _Reject(
+    except _MalformedError as exc:
+        return [Rejected(str(exc))]
+    return [
+        Rejected(
             "unrecognized record: neither a dCache billing record (msgType) "
             "nor an S3 notification (Records)"
         )
-    except _Reject as exc:
-        return [Rejected(str(exc))]
+    ]
 
 
 def _outcome(build: Any) -> Outcome:
@@ -86,7 +88,7 @@ def _outcome(build: Any) -> Outcome:
         return Normalized(build())
     except _Skip as exc:
         return Skipped(str(exc))
-    except _Reject as exc:
+    except _MalformedError as exc:
         return Rejected(str(exc))
 
 
@@ -95,19 +97,19 @@ def _outcome(build: Any) -> Outcome:
 
 def _parse_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
-        raise _Reject(f"record of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
+        raise _MalformedError(f"record of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if not raw.strip():
-        raise _Reject("empty record")
+        raise _MalformedError("empty record")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "UTF-8" in str(exc) or "surrogate" in str(exc):
-            raise _Reject(f"record is not valid UTF-8 JSON: {exc}") from None
-        raise _Reject(f"record is not valid JSON: {exc}") from None
+            raise _MalformedError(f"record is not valid UTF-8 JSON: {exc}") from None
+        raise _MalformedError(f"record is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise _Reject(f"record is a JSON {type(value).__name__}, not an object")
+        raise _MalformedError(f"record is a JSON {type(value).__name__}, not an object")
     return value
 
 
@@ -119,13 +121,13 @@ def event_id(record: Mapping[str, Any]) -> str:
 
 def _rfc3339(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
-        raise _Reject(f"{field} is missing or not a string")
+        raise _MalformedError(f"{field} is missing or not a string")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _Reject(f"{field} {value!r} is not an ISO-8601 timestamp") from None
+        raise _MalformedError(f"{field} {value!r} is not an ISO-8601 timestamp") from None
     if moment.tzinfo is None:
-        raise _Reject(f"{field} {value!r} has no UTC offset")
+        raise _MalformedError(f"{field} {value!r} has no UTC offset")
     moment = moment.astimezone(UTC)
     spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
     return moment.isoformat(timespec=spec).replace("+00:00", "Z")
@@ -136,15 +138,15 @@ def _size(value: Any, field: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _Reject(f"{field} is a boolean, not a size")
+        raise _MalformedError(f"{field} is a boolean, not a size")
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
         size = int(value.strip())
     else:
-        raise _Reject(f"{field} {value!r} is not an integer number of bytes")
+        raise _MalformedError(f"{field} {value!r} is not an integer number of bytes")
     if size < 0:
-        raise _Reject(f"{field} {value!r} is negative")
+        raise _MalformedError(f"{field} {value!r} is negative")
     return size
 
 
@@ -177,23 +179,23 @@ _DCACHE_HANDLED: Final = frozenset({"transfer", "remove", "store", "restore"})
 def _dcache_billing(record: Mapping[str, Any], source: str) -> CanonicalEvent:
     msg_type = record.get("msgType")
     if not isinstance(msg_type, str):
-        raise _Reject("dCache msgType is not a string")
+        raise _MalformedError("dCache msgType is not a string")
     if msg_type in _DCACHE_NOT_STATE:
         raise _Skip(_DCACHE_NOT_STATE[msg_type])
     if msg_type not in _DCACHE_HANDLED:
-        raise _Reject(f"unknown dCache msgType {msg_type!r}")
+        raise _MalformedError(f"unknown dCache msgType {msg_type!r}")
 
     code, message = _dcache_status(record)
     direction: str | None = None
     if msg_type == "transfer":
         p2p = record.get("isP2p", False)
         if not isinstance(p2p, bool):
-            raise _Reject(f"dCache isP2p {p2p!r} is not a boolean")
+            raise _MalformedError(f"dCache isP2p {p2p!r} is not a boolean")
         if p2p:
             raise _Skip("dCache pool-to-pool transfer (internal replication)")
         direction = record.get("isWrite")
         if direction not in ("write", "read"):
-            raise _Reject(f"dCache isWrite {direction!r} is neither 'write' nor 'read'")
+            raise _MalformedError(f"dCache isWrite {direction!r} is neither 'write' nor 'read'")
         if code != 0:
             kind = EventType.TRANSFER_FAILED
         else:
@@ -234,31 +236,33 @@ def _dcache_billing(record: Mapping[str, Any], source: str) -> CanonicalEvent:
 def _optional_size(value: Any) -> int | None:
     try:
         return _size(value, "size")
-    except _Reject:
+    except _MalformedError:
         return None
 
 
 def _dcache_status(record: Mapping[str, Any]) -> tuple[int, str]:
     status = record.get("status")
     if not isinstance(status, dict):
-        raise _Reject("dCache status is missing or not an object")
+        raise _MalformedError("dCache status is missing or not an object")
     code = status.get("code")
     if isinstance(code, bool) or not isinstance(code, int):
-        raise _Reject(f"dCache status.code {code!r} is not an integer")
+        raise _MalformedError(f"dCache status.code {code!r} is not an integer")
     message = status.get("msg")
     return code, message if isinstance(message, str) else ""
 
 
 def _dcache_path(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise _Reject("dCache billingPath is missing or not a string")
+        raise _MalformedError("dCache billingPath is missing or not a string")
     if value.startswith("parent:"):
         # Namespace-side removals may name the parent directory's pnfsid instead of a path.
-        raise _Reject(f"dCache billingPath {value!r} is a parent reference, not a namespace path")
+        raise _MalformedError(
+            f"dCache billingPath {value!r} is a parent reference, not a namespace path"
+        )
     try:
         return normalize_absolute_path(value)
     except PathError as exc:
-        raise _Reject(f"dCache billingPath: {exc}") from None
+        raise _MalformedError(f"dCache billingPath: {exc}") from None
 
 
 # --- S3 notifications ------------------------------------------------------------------------
@@ -287,7 +291,7 @@ _S3_NOT_STATE_FAMILIES: Final = frozenset(
 def _s3_notification(notification: Mapping[str, Any], source: str) -> list[Outcome]:
     records = notification.get("Records")
     if not isinstance(records, list) or not records:
-        raise _Reject("S3 notification has no Records")
+        raise _MalformedError("S3 notification has no Records")
     outcomes: list[Outcome] = []
     for index, record in enumerate(records):
         outcome = _outcome(lambda record=record: _s3_record(record, source))
@@ -319,36 +323,38 @@ def _s3_event_type(event_name: str) -> EventType:
         raise _Skip(f"S3 {name}: access without reading the data")
     if family in _S3_NOT_STATE_FAMILIES or family == "LifecycleExpiration":
         raise _Skip(f"S3 {name}: not an object-state change")
-    raise _Reject(f"unrecognized S3 eventName {event_name!r}")
+    raise _MalformedError(f"unrecognized S3 eventName {event_name!r}")
 
 
 def _s3_record(record: Any, source: str) -> CanonicalEvent:
     if not isinstance(record, dict):
-        raise _Reject("S3 record is not an object")
+        raise _MalformedError("S3 record is not an object")
     event_name = record.get("eventName")
     if not isinstance(event_name, str) or not event_name:
-        raise _Reject("S3 eventName is missing or not a string")
+        raise _MalformedError("S3 eventName is missing or not a string")
     kind = _s3_event_type(event_name)
 
     s3 = record.get("s3")
     if not isinstance(s3, dict):
-        raise _Reject("S3 record has no s3 object")
+        raise _MalformedError("S3 record has no s3 object")
     bucket = s3.get("bucket")
     obj = s3.get("object")
     if not isinstance(bucket, dict) or not isinstance(bucket.get("name"), str):
-        raise _Reject("S3 s3.bucket.name is missing or not a string")
+        raise _MalformedError("S3 s3.bucket.name is missing or not a string")
     if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
-        raise _Reject("S3 s3.object.key is missing or not a string")
+        raise _MalformedError("S3 s3.object.key is missing or not a string")
     bucket_name: str = bucket["name"]
     try:
         # Keys arrive URL-encoded with '+' for space; a non-UTF-8 escape is malformed.
         key = unquote_plus(obj["key"], encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise _Reject(f"S3 object key {obj['key']!r} is not UTF-8 once URL-decoded") from None
+        raise _MalformedError(
+            f"S3 object key {obj['key']!r} is not UTF-8 once URL-decoded"
+        ) from None
     try:
         path = s3_object_path(bucket_name, key)
     except PathError as exc:
-        raise _Reject(f"S3 object: {exc}") from None
+        raise _MalformedError(f"S3 object: {exc}") from None
 
     time = _rfc3339(record.get("eventTime"), "S3 eventTime")
     data: ObjectData = {

@@ -6,7 +6,6 @@ from typing import Any
 
 import faust
 
-
 # Members the contract requires even when null (``size`` is null when unknown).
 _ALWAYS_PRESENT = frozenset({"path", "size", "storage"})
 

@@ -35,41 +35,106 @@ def event_of(record: Any, source: str = SOURCE) -> dict[str, Any]:
 # --- dCache billing: (record, expected type, expected subject, expected size) ------------------
 
 DCACHE_EVENTS = [
-    pytest.param(dcache_transfer(), "storage.object.created", "/data/alice/run42/file.root",
-                 100709673, id="write-transfer"),
-    pytest.param(dcache_transfer(isWrite="read"), "storage.object.read",
-                 "/data/alice/run42/file.root", 100709673, id="read-transfer"),
-    pytest.param(dcache_transfer(status={"code": 10006, "msg": "Transfer interrupted"}),
-                 "storage.transfer.failed", "/data/alice/run42/file.root", 100709673,
-                 id="failed-transfer"),
-    pytest.param(dcache_transfer(billingPath="/data/alice/run42/final.root",
-                                 transferPath="/upload/5/4f1c2d/final.root"),
-                 "storage.object.created", "/data/alice/run42/final.root", 100709673,
-                 id="billingPath-not-transferPath"),
-    pytest.param(dcache_transfer(fileSize="2048"), "storage.object.created",
-                 "/data/alice/run42/file.root", 2048, id="size-as-string"),
-    pytest.param(dcache_transfer(fileSize=None), "storage.object.created",
-                 "/data/alice/run42/file.root", None, id="size-unknown"),
-    pytest.param(dcache_transfer(billingPath="//data/./alice//run42/tmp/../file.root"),
-                 "storage.object.created", "/data/alice/run42/file.root", 100709673,
-                 id="path-normalized-within-root"),
-    pytest.param({k: v for k, v in dcache_transfer().items() if k != "version"} | {"VERSION": "1.0"},
-                 "storage.object.created", "/data/alice/run42/file.root", 100709673,
-                 id="upper-case-VERSION"),
-    pytest.param(dcache_record("remove"), "storage.object.deleted",
-                 "/data/alice/run42/file.root", 4096, id="remove"),
-    pytest.param(dcache_record("store"), "storage.object.archived",
-                 "/data/alice/run42/file.root", 4096, id="store-to-tape"),
-    pytest.param(dcache_record("restore"), "storage.object.staged",
-                 "/data/alice/run42/file.root", 4096, id="restore-from-tape"),
-    pytest.param(dcache_record("store", status={"code": 31, "msg": "tape full"}),
-                 "storage.transfer.failed", "/data/alice/run42/file.root", 4096,
-                 id="store-failed"),
-    pytest.param(dcache_record("restore", status={"code": 1, "msg": "no tape"}),
-                 "storage.transfer.failed", "/data/alice/run42/file.root", 4096,
-                 id="restore-failed"),
-    pytest.param(dcache_transfer(billingPath="/data/ünï/データ.h5"), "storage.object.created",
-                 "/data/ünï/データ.h5", 100709673, id="unicode-path"),
+    pytest.param(
+        dcache_transfer(),
+        "storage.object.created",
+        "/data/alice/run42/file.root",
+        100709673,
+        id="write-transfer",
+    ),
+    pytest.param(
+        dcache_transfer(isWrite="read"),
+        "storage.object.read",
+        "/data/alice/run42/file.root",
+        100709673,
+        id="read-transfer",
+    ),
+    pytest.param(
+        dcache_transfer(status={"code": 10006, "msg": "Transfer interrupted"}),
+        "storage.transfer.failed",
+        "/data/alice/run42/file.root",
+        100709673,
+        id="failed-transfer",
+    ),
+    pytest.param(
+        dcache_transfer(
+            billingPath="/data/alice/run42/final.root", transferPath="/upload/5/4f1c2d/final.root"
+        ),
+        "storage.object.created",
+        "/data/alice/run42/final.root",
+        100709673,
+        id="billingPath-not-transferPath",
+    ),
+    pytest.param(
+        dcache_transfer(fileSize="2048"),
+        "storage.object.created",
+        "/data/alice/run42/file.root",
+        2048,
+        id="size-as-string",
+    ),
+    pytest.param(
+        dcache_transfer(fileSize=None),
+        "storage.object.created",
+        "/data/alice/run42/file.root",
+        None,
+        id="size-unknown",
+    ),
+    pytest.param(
+        dcache_transfer(billingPath="//data/./alice//run42/tmp/../file.root"),
+        "storage.object.created",
+        "/data/alice/run42/file.root",
+        100709673,
+        id="path-normalized-within-root",
+    ),
+    pytest.param(
+        {k: v for k, v in dcache_transfer().items() if k != "version"} | {"VERSION": "1.0"},
+        "storage.object.created",
+        "/data/alice/run42/file.root",
+        100709673,
+        id="upper-case-VERSION",
+    ),
+    pytest.param(
+        dcache_record("remove"),
+        "storage.object.deleted",
+        "/data/alice/run42/file.root",
+        4096,
+        id="remove",
+    ),
+    pytest.param(
+        dcache_record("store"),
+        "storage.object.archived",
+        "/data/alice/run42/file.root",
+        4096,
+        id="store-to-tape",
+    ),
+    pytest.param(
+        dcache_record("restore"),
+        "storage.object.staged",
+        "/data/alice/run42/file.root",
+        4096,
+        id="restore-from-tape",
+    ),
+    pytest.param(
+        dcache_record("store", status={"code": 31, "msg": "tape full"}),
+        "storage.transfer.failed",
+        "/data/alice/run42/file.root",
+        4096,
+        id="store-failed",
+    ),
+    pytest.param(
+        dcache_record("restore", status={"code": 1, "msg": "no tape"}),
+        "storage.transfer.failed",
+        "/data/alice/run42/file.root",
+        4096,
+        id="restore-failed",
+    ),
+    pytest.param(
+        dcache_transfer(billingPath="/data/ünï/データ.h5"),
+        "storage.object.created",
+        "/data/ünï/データ.h5",
+        100709673,
+        id="unicode-path",
+    ),
 ]
 
 
@@ -89,13 +154,19 @@ def test_dcache_records_become_events(
 
 DCACHE_SKIPPED = [
     pytest.param(dcache_transfer(isP2p=True), "pool-to-pool", id="pool-to-pool"),
-    pytest.param(dcache_transfer(isP2p=True, status={"code": 1, "msg": "x"}), "pool-to-pool",
-                 id="failed-pool-to-pool"),
+    pytest.param(
+        dcache_transfer(isP2p=True, status={"code": 1, "msg": "x"}),
+        "pool-to-pool",
+        id="failed-pool-to-pool",
+    ),
     pytest.param(dcache_record("request"), "door request", id="request-with-VERSION"),
     pytest.param(dcache_record("hit"), "cache hit", id="hit"),
     pytest.param(dcache_record("warning"), "warning", id="warning"),
-    pytest.param(dcache_record("remove", status={"code": 2, "msg": "denied"}),
-                 "removal failed", id="failed-remove"),
+    pytest.param(
+        dcache_record("remove", status={"code": 2, "msg": "denied"}),
+        "removal failed",
+        id="failed-remove",
+    ),
 ]
 
 
@@ -107,11 +178,13 @@ def test_dcache_records_that_change_no_object_are_skipped(record: dict[str, Any]
 
 
 DCACHE_REJECTED = [
-    pytest.param(dcache_record("remove", billingPath="parent:[0000ABCD]/file.root"),
-                 "parent reference", id="parent-path"),
+    pytest.param(
+        dcache_record("remove", billingPath="parent:[0000ABCD]/file.root"),
+        "parent reference",
+        id="parent-path",
+    ),
     pytest.param(dcache_transfer(billingPath="/../etc/passwd"), "escapes", id="traversal"),
-    pytest.param(dcache_transfer(billingPath="/data/a/../../../x"), "escapes",
-                 id="deep-traversal"),
+    pytest.param(dcache_transfer(billingPath="/data/a/../../../x"), "escapes", id="deep-traversal"),
     pytest.param(dcache_transfer(billingPath="data/relative"), "not absolute", id="relative"),
     pytest.param(dcache_transfer(billingPath="/data/a\u0000b"), "NUL", id="nul-byte"),
     pytest.param(dcache_transfer(billingPath=None), "billingPath", id="no-billingPath"),
@@ -123,8 +196,9 @@ DCACHE_REJECTED = [
     pytest.param(dcache_transfer(date="2026-05-04T10:18:30"), "UTC offset", id="naive-date"),
     pytest.param(dcache_transfer(fileSize=-1), "negative", id="negative-size"),
     pytest.param(dcache_transfer(fileSize="12kB"), "fileSize", id="size-not-a-number"),
-    pytest.param(dcache_transfer(msgType="frobnicate"), "unknown dCache msgType",
-                 id="unknown-msgType"),
+    pytest.param(
+        dcache_transfer(msgType="frobnicate"), "unknown dCache msgType", id="unknown-msgType"
+    ),
 ]
 
 
@@ -159,34 +233,76 @@ def test_failed_transfer_carries_its_status() -> None:
 # --- S3 family ----------------------------------------------------------------------------------
 
 S3_EVENTS = [
-    pytest.param(s3_notification(s3_record("ObjectCreated:Put")), "storage.object.created",
-                 "/beamtime-11012345/raw/scan 1/frame_000.tif", 2048, id="aws-put-no-prefix"),
-    pytest.param(s3_notification(s3_record("s3:ObjectCreated:Put", event_source="minio:s3")),
-                 "storage.object.created", "/beamtime-11012345/raw/scan 1/frame_000.tif", 2048,
-                 id="minio-s3-prefix"),
-    pytest.param(minio_wrapped(s3_record("s3:ObjectCreated:CompleteMultipartUpload")),
-                 "storage.object.created", "/beamtime-11012345/raw/scan 1/frame_000.tif", 2048,
-                 id="minio-kafka-wrapper"),
-    pytest.param(s3_notification(s3_record("ObjectCreated:Copy", size="4096",
-                                           event_source="ceph:s3")),
-                 "storage.object.created", "/beamtime-11012345/raw/scan 1/frame_000.tif", 4096,
-                 id="ceph-size-as-string"),
-    pytest.param(s3_notification(s3_record("ObjectRemoved:Delete", size=None)),
-                 "storage.object.deleted", "/beamtime-11012345/raw/scan 1/frame_000.tif", None,
-                 id="delete-without-size"),
-    pytest.param(s3_notification(s3_record("ObjectRemoved:DeleteMarkerCreated")),
-                 "storage.object.deleted", "/beamtime-11012345/raw/scan 1/frame_000.tif", 2048,
-                 id="delete-marker"),
-    pytest.param(s3_notification(s3_record("ObjectRestore:Completed")), "storage.object.staged",
-                 "/beamtime-11012345/raw/scan 1/frame_000.tif", 2048, id="restore-completed"),
-    pytest.param(s3_notification(s3_record("s3:ObjectAccessed:Get")), "storage.object.read",
-                 "/beamtime-11012345/raw/scan 1/frame_000.tif", 2048, id="minio-get"),
-    pytest.param(s3_notification(s3_record(key="a%2Bb/%C3%A9t%C3%A9+2026.h5")),
-                 "storage.object.created", "/beamtime-11012345/a+b/été 2026.h5", 2048,
-                 id="url-encoded-key"),
-    pytest.param(s3_notification(s3_record(key="raw/tmp/../final.h5")),
-                 "storage.object.created", "/beamtime-11012345/raw/final.h5", 2048,
-                 id="dotdot-inside-bucket"),
+    pytest.param(
+        s3_notification(s3_record("ObjectCreated:Put")),
+        "storage.object.created",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        2048,
+        id="aws-put-no-prefix",
+    ),
+    pytest.param(
+        s3_notification(s3_record("s3:ObjectCreated:Put", event_source="minio:s3")),
+        "storage.object.created",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        2048,
+        id="minio-s3-prefix",
+    ),
+    pytest.param(
+        minio_wrapped(s3_record("s3:ObjectCreated:CompleteMultipartUpload")),
+        "storage.object.created",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        2048,
+        id="minio-kafka-wrapper",
+    ),
+    pytest.param(
+        s3_notification(s3_record("ObjectCreated:Copy", size="4096", event_source="ceph:s3")),
+        "storage.object.created",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        4096,
+        id="ceph-size-as-string",
+    ),
+    pytest.param(
+        s3_notification(s3_record("ObjectRemoved:Delete", size=None)),
+        "storage.object.deleted",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        None,
+        id="delete-without-size",
+    ),
+    pytest.param(
+        s3_notification(s3_record("ObjectRemoved:DeleteMarkerCreated")),
+        "storage.object.deleted",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        2048,
+        id="delete-marker",
+    ),
+    pytest.param(
+        s3_notification(s3_record("ObjectRestore:Completed")),
+        "storage.object.staged",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        2048,
+        id="restore-completed",
+    ),
+    pytest.param(
+        s3_notification(s3_record("s3:ObjectAccessed:Get")),
+        "storage.object.read",
+        "/beamtime-11012345/raw/scan 1/frame_000.tif",
+        2048,
+        id="minio-get",
+    ),
+    pytest.param(
+        s3_notification(s3_record(key="a%2Bb/%C3%A9t%C3%A9+2026.h5")),
+        "storage.object.created",
+        "/beamtime-11012345/a+b/été 2026.h5",
+        2048,
+        id="url-encoded-key",
+    ),
+    pytest.param(
+        s3_notification(s3_record(key="raw/tmp/../final.h5")),
+        "storage.object.created",
+        "/beamtime-11012345/raw/final.h5",
+        2048,
+        id="dotdot-inside-bucket",
+    ),
 ]
 
 
@@ -207,17 +323,29 @@ def test_s3_data_keeps_the_real_key_while_subject_is_normalized() -> None:
     assert event["subject"] == "/beamtime-11012345/raw/final 1.h5"
     # the key is what an S3 client needs to fetch the object: decoded, not resolved
     assert (event["data"]["bucket"], event["data"]["key"]) == (
-        "beamtime-11012345", "raw/tmp/../final 1.h5")
+        "beamtime-11012345",
+        "raw/tmp/../final 1.h5",
+    )
 
 
 S3_SKIPPED = [
-    pytest.param({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-20T13:00:00Z",
-                  "Bucket": "b", "RequestId": "x", "HostId": "y"}, id="aws-test-event"),
+    pytest.param(
+        {
+            "Service": "Amazon S3",
+            "Event": "s3:TestEvent",
+            "Time": "2026-11-20T13:00:00Z",
+            "Bucket": "b",
+            "RequestId": "x",
+            "HostId": "y",
+        },
+        id="aws-test-event",
+    ),
     pytest.param(s3_notification(s3_record("ObjectRestore:Post")), id="restore-initiated"),
     pytest.param(s3_notification(s3_record("s3:ObjectAccessed:Head")), id="head"),
     pytest.param(s3_notification(s3_record("ObjectTagging:Put")), id="tagging"),
-    pytest.param(s3_notification(s3_record("s3:ObjectCreated:PutTagging")),
-                 id="minio-tagging-under-created"),
+    pytest.param(
+        s3_notification(s3_record("s3:ObjectCreated:PutTagging")), id="minio-tagging-under-created"
+    ),
 ]
 
 
@@ -227,22 +355,30 @@ def test_s3_events_that_change_no_object_are_skipped(notification: dict[str, Any
 
 
 S3_REJECTED = [
-    pytest.param(s3_notification(s3_record(key="../other-bucket/x")), "escapes",
-                 id="key-escapes-bucket"),
-    pytest.param(s3_notification(s3_record(key="a/%2E%2E/%2E%2E/x")), "escapes",
-                 id="encoded-traversal"),
+    pytest.param(
+        s3_notification(s3_record(key="../other-bucket/x")), "escapes", id="key-escapes-bucket"
+    ),
+    pytest.param(
+        s3_notification(s3_record(key="a/%2E%2E/%2E%2E/x")), "escapes", id="encoded-traversal"
+    ),
     pytest.param(s3_notification(s3_record(key="a%00b")), "NUL", id="encoded-nul"),
     pytest.param(s3_notification(s3_record(key="a%FFb")), "not UTF-8", id="non-utf8-escape"),
     pytest.param(s3_notification(s3_record(key="./")), "names no object", id="empty-key"),
     pytest.param(s3_notification(s3_record(bucket="")), "bucket", id="empty-bucket"),
-    pytest.param(s3_notification(s3_record("Bogus:Thing")), "unrecognized S3 eventName",
-                 id="unknown-event-name"),
+    pytest.param(
+        s3_notification(s3_record("Bogus:Thing")),
+        "unrecognized S3 eventName",
+        id="unknown-event-name",
+    ),
     pytest.param(s3_notification(s3_record(size="huge")), "size", id="size-not-number"),
     pytest.param(s3_notification(s3_record(eventTime=None)), "eventTime", id="no-time"),
     pytest.param({"Records": []}, "no Records", id="empty-records"),
     pytest.param({"Records": ["x"]}, "not an object", id="record-not-object"),
-    pytest.param({"EventName": "s3:ObjectCreated:Put", "Key": "b/k"}, "unrecognized",
-                 id="wrapper-without-records"),
+    pytest.param(
+        {"EventName": "s3:ObjectCreated:Put", "Key": "b/k"},
+        "unrecognized",
+        id="wrapper-without-records",
+    ),
 ]
 
 
@@ -263,8 +399,10 @@ def test_several_records_in_one_message_yield_one_outcome_each() -> None:
     outcomes = normalize(raw(notification), SOURCE)
     assert [type(o) for o in outcomes] == [Normalized, Normalized, Rejected, Skipped]
     first, second = (o.event for o in outcomes[:2] if isinstance(o, Normalized))
-    assert (first["subject"], second["subject"]) == ("/beamtime-11012345/a.h5",
-                                                     "/beamtime-11012345/b.h5")
+    assert (first["subject"], second["subject"]) == (
+        "/beamtime-11012345/a.h5",
+        "/beamtime-11012345/b.h5",
+    )
     assert first["id"] != second["id"]
     rejected = outcomes[2]
     assert isinstance(rejected, Rejected)
@@ -275,8 +413,11 @@ def test_several_records_in_one_message_yield_one_outcome_each() -> None:
 
 RAW_REJECTED = [
     pytest.param(b"\xff\xfe{not utf-8}", "UTF-8", id="non-utf8-bytes"),
-    pytest.param('{"msgType": "transfer", "billingPath": "/d/\xe9"}'.encode("latin-1"), "UTF-8",
-                 id="latin1-encoded"),
+    pytest.param(
+        '{"msgType": "transfer", "billingPath": "/d/\xe9"}'.encode("latin-1"),
+        "UTF-8",
+        id="latin1-encoded",
+    ),
     pytest.param(b"{truncated", "not valid JSON", id="truncated-json"),
     pytest.param(b"[1, 2]", "not an object", id="json-array"),
     pytest.param(b'"text"', "not an object", id="json-string"),

@@ -1,0 +1,200 @@
+"""Live-broker fixtures: the real Apache Kafka broker of scripts/kafka, real worker processes.
+
+Every test gets its own topic names and consumer group, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    """Start the project's broker if it is not running (idempotent) and return its address."""
+    subprocess.run([str(KAFKA_SCRIPT), "start"], check=True, timeout=600)
+    address = subprocess.run(
+        [str(KAFKA_SCRIPT), "bootstrap"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert address, "scripts/kafka bootstrap printed nothing"
+    return address
+
+
+@dataclass
+class TopicNames:
+    prefix: str
+    dcache: str
+    s3: str
+    normalized: str
+    deadletter: str
+    app_id: str
+
+
+@pytest.fixture
+def topics() -> TopicNames:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return TopicNames(
+        prefix=prefix,
+        dcache=f"{prefix}.dcache.billing",
+        s3=f"{prefix}.s3.events",
+        normalized=f"{prefix}.storage.events",
+        deadletter=f"{prefix}.deadletter",
+        app_id=f"{prefix}-app",
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Worker:
+    """A ``streamapp worker`` process, as an operator runs it (Procfile)."""
+
+    env: dict[str, str]
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    web_port: int = field(default_factory=free_port)
+
+    def start(self) -> Worker:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamapp",
+                "worker",
+                "-l",
+                "info",
+                "--web-port",
+                str(self.web_port),
+                "--web-host",
+                "127.0.0.1",
+            ],
+            env={**self.env, "STREAMAPP_DATA_DIR": str(self.data_dir)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, nothing is committed on the way out."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture
+def worker_factory(
+    bootstrap: str, topics: TopicNames, tmp_path: Path
+) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def make(name: str = "worker", **overrides: str) -> Worker:
+        env = {
+            **os.environ,
+            "STREAMAPP_APP_ID": topics.app_id,
+            "STREAMAPP_BROKER": f"kafka://{bootstrap}",
+            "STREAMAPP_RAW_TOPICS": (
+                f"{topics.dcache}=dcache://dcache.test,{topics.s3}=s3://minio.test"
+            ),
+            "STREAMAPP_NORMALIZED_TOPIC": topics.normalized,
+            "STREAMAPP_DEADLETTER_TOPIC": topics.deadletter,
+            "STREAMAPP_TOPIC_PARTITIONS": "2",
+            "STREAMAPP_SESSION_TIMEOUT": "10",
+            "STREAMAPP_HEARTBEAT_INTERVAL": "1",
+            **overrides,
+        }
+        worker = Worker(
+            env=env,
+            data_dir=tmp_path / f"{name}-data",
+            log_path=tmp_path / f"{name}.log",
+        )
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.stop()
+
+
+async def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value) for value in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def collect(
+    bootstrap: str,
+    topic_names: list[str],
+    done: Callable[[list[ConsumerRecord[Any, Any]]], bool],
+    timeout: float,  # noqa: ASYNC109 - a deadline for the whole read, not one call
+    alive: Callable[[], bool] = lambda: True,
+) -> list[ConsumerRecord[Any, Any]]:
+    """Read ``topic_names`` from the beginning until ``done(records)``, ``timeout`` seconds, or
+    ``alive()`` turning false (the worker under test died: no point waiting)."""
+    consumer = AIOKafkaConsumer(
+        *topic_names,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[Any, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not done(records) and time.monotonic() < deadline and alive():
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
