@@ -11,6 +11,7 @@ raw_storage_records = app.topic(
     key_serializer="raw",
     value_serializer="raw",
     partitions=settings.topic_partitions,
+    internal=True,  # faust creates internal topics before it subscribes
 )
 
 # Canonical CloudEvents, keyed by subject (the object's path) so per-object order holds.
@@ -19,6 +20,7 @@ storage_events = app.topic(
     key_type=str,
     value_type=StorageEvent,
     partitions=settings.topic_partitions,
+    internal=True,  # faust creates internal topics before it subscribes
 )
 
 # Records no stage could use: the original key and bytes, with the reason in headers.
@@ -27,6 +29,6 @@ dead_letters = app.topic(
     key_serializer="raw",
     value_serializer="raw",
     partitions=settings.topic_partitions,
+    internal=True,  # faust creates internal topics before it subscribes
 )
 
-ALL_DECLARED = (raw_storage_records, storage_events, dead_letters)

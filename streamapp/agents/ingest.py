@@ -22,7 +22,7 @@ from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent
 from streamapp.domain.normalize import Normalized, Rejected, normalize
 from streamapp.metrics import INGEST_EVENTS, INGEST_RECORDS
-from streamapp.topics import ALL_DECLARED, dead_letters, raw_storage_records, storage_events
+from streamapp.topics import dead_letters, raw_storage_records, storage_events
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,6 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes
-
-
-@app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
-async def declare_topics() -> None:
-    """Create the topics this worker uses with the configured partition counts."""
-    for topic in ALL_DECLARED:
-        await topic.maybe_declare()
 
 
 @app.agent(raw_storage_records, concurrency=1)  # concurrency>1 can commit past in-flight records

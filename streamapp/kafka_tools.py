@@ -1,0 +1,87 @@
+"""Plain aiokafka clients for operator commands (feed, watch): no worker, no consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
+
+
+async def feed_lines(bootstrap: str, topic: str, lines: Iterable[tuple[int, bytes]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value) for _, value in lines]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
+
+
+def render_json(record: Any) -> str:
+    try:
+        value: Any = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        value = record.value.decode("utf-8", "backslashreplace")
+    line = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    return orjson.dumps(line | {"value": value}).decode()
+
+
+def render_human(record: Any) -> str:
+    headers = record.headers or ()
+    if any(name.startswith(HEADER_PREFIX) for name, _ in headers):
+        ctx = DeadLetterContext.from_headers(headers)
+        return (
+            f"DEAD-LETTER  {ctx.topic}[{ctx.partition}]@{ctx.offset}  {ctx.reason}"
+            f"  ({len(record.value)} original bytes kept)"
+        )
+    try:
+        event = orjson.loads(record.value)
+        data = event.get("data") or {}
+        size = data.get("size")
+        extra = f"  tenant={event['tenant']}" if "tenant" in event else ""
+        return (
+            f"{event['time']}  {event['type']:<24} {event['subject']}"
+            f"  size={size if size is not None else '?'}{extra}"
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return f"{record.topic}@{record.offset}: {record.value[:200]!r}"
+
+
+async def watch(
+    bootstrap: str,
+    topics: list[str],
+    *,
+    count: int,
+    idle_seconds: float,
+    render: Callable[[Any], str],
+) -> int:
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=2000,
+    )
+    await consumer.start()
+    seen = 0
+    last = time.monotonic()
+    try:
+        while not (count and seen >= count):
+            batches = await consumer.getmany(timeout_ms=250)
+            records = [record for batch in batches.values() for record in batch]
+            for record in records[: count - seen if count else None]:
+                print(render(record), flush=True)
+                seen += 1
+                last = time.monotonic()
+            if idle_seconds and time.monotonic() - last > idle_seconds:
+                break
+    finally:
+        await consumer.stop()
+    return seen

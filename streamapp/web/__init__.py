@@ -1,0 +1,1 @@
+"""Web views served by every worker (faust's built-in web server)."""
