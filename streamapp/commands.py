@@ -52,7 +52,9 @@ def _outcome_member(outcome: Normalized | Skipped | Rejected) -> dict[str, Any]:
 async def feed(self: AppCommand, file: str, topic: str) -> None:
     """Publish raw records (one per line, as-is) to a raw topic: demos and replays."""
     try:
-        count = await kafka_tools.feed_lines(settings.bootstrap_servers, topic, numbered_lines(file))
+        count = await kafka_tools.feed_lines(
+            settings.bootstrap_servers, topic, numbered_lines(file)
+        )
     except InputError as exc:
         print(f"streamapp feed: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

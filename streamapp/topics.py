@@ -31,4 +31,3 @@ dead_letters = app.topic(
     partitions=settings.topic_partitions,
     internal=True,  # faust creates internal topics before it subscribes
 )
-

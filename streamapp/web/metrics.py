@@ -11,6 +11,6 @@ from streamapp.app import app
 
 
 @app.page("/metrics")
-class Metrics(web.View):  # type: ignore[misc]  # faust's View is untyped for subclassing
+class Metrics(web.View):
     async def get(self, request: web.Request) -> Any:
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
