@@ -6,15 +6,26 @@ Each command is the offline form of a service code path: same domain functions, 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
 
+import click
+import orjson
 from faust.cli import AppCommand, argument, option
 
-from streamapp import kafka_tools
+from streamapp import kafka_tools, seed
 from streamapp.app import app, settings
 from streamapp.cli_io import InputError, numbered_lines, write_json_line
+from streamapp.delegation import strip_trailing_newline
+from streamapp.domain import authorize as authorizing
 from streamapp.domain import normalize as normalizing
+from streamapp.domain import tokens
+from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.domain.normalize import Normalized, Rejected, Skipped
+from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
+from streamapp.seed import SeedError, build_index, load_seed
+from streamapp.tables import TABLES
 
 CLI_SOURCE = "urn:streamapp:cli"
 
@@ -79,3 +90,195 @@ async def watch(
         idle_seconds=idle,
         render=kafka_tools.render_json if as_json else kafka_tools.render_human,
     )
+
+
+# --- tables: seed data -----------------------------------------------------------------------
+
+
+@app.command(
+    argument("action", type=click.Choice(["apply", "diff", "keygen"])),
+    argument("directory"),
+    option("--key", "key_file", default="var/keys/admin.key", help="Admin private key (apply)."),
+    option("--prune/--no-prune", default=False, help="Delete entries absent from DIR (apply)."),
+)
+async def tables(self: AppCommand, action: str, directory: str, key_file: str, prune: bool) -> None:
+    """Seed data: `tables diff DIR`, `tables apply DIR [--key K] [--prune]`,
+    `tables keygen KEYDIR` (a development admin key pair)."""
+    if action == "keygen":
+        try:
+            private, public = generate_admin_keypair(Path(directory))
+        except FileExistsError as exc:
+            _fail("tables keygen", str(exc))
+        print(
+            f"private key (keep secret): {private}\npublic key (workers: "
+            f"STREAMAPP_ADMIN_PUBLIC_KEYS): {public}"
+        )
+        return
+    try:
+        entries = load_seed(Path(directory))
+    except SeedError as exc:
+        _fail("tables", f"{len(exc.problems)} problem(s) in {directory}:\n{exc}")
+    current = await _table_state()
+    changes = seed.plan(entries, current, prune=prune)
+    for change in changes.changes:
+        print(change.describe())
+    for kind, name in changes.absent:
+        if not prune:
+            print(f"- {kind} {name} (absent from {directory}; --prune deletes it)")
+    print(f"{len(changes.changes)} to send, {len(changes.unchanged)} unchanged", file=sys.stderr)
+    if action == "diff" or not changes.changes:
+        return
+    try:
+        private_key = load_private_key(Path(key_file))
+    except (OSError, ValueError) as exc:
+        _fail("tables apply", f"cannot load admin key {key_file}: {exc}")
+    topics = {"dataset": settings.dataset_updates_topic, "tenant": settings.tenant_updates_topic}
+    messages = [
+        (
+            topics[change.kind],
+            change.name.encode(),
+            sign_update(
+                change.kind,
+                change.op,
+                change.name,
+                version=change.version,
+                spec=change.spec,
+                private_key=private_key,
+            ).encode(),
+        )
+        for change in changes.changes
+    ]
+    bar = ProgressBar(len(messages))
+    sent = await kafka_tools.publish(settings.bootstrap_servers, messages, on_sent=bar.advance)
+    bar.close()
+    print(f"published {sent} signed update(s)", file=sys.stderr)
+
+
+async def _table_state() -> dict[tuple[str, str], Any]:
+    state: dict[tuple[str, str], Any] = {}
+    for kind, table in TABLES.items():
+        entries = await kafka_tools.read_compacted(
+            settings.bootstrap_servers, table.changelog_topic.get_topic_name()
+        )
+        state.update({(kind, name): entry for name, entry in entries.items() if entry})
+    return state
+
+
+class ProgressBar:
+    """A text progress bar on stderr (redrawn in place on a terminal, summarized otherwise)."""
+
+    def __init__(self, total: int, width: int = 30) -> None:
+        self.total, self.width, self.done = total, width, 0
+        self.live = sys.stderr.isatty()
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.live:
+            filled = self.width * self.done // max(self.total, 1)
+            bar = "#" * filled + "-" * (self.width - filled)
+            print(f"\r[{bar}] {self.done}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            print(file=sys.stderr)
+
+
+def _fail(command: str, message: str, code: int = 2) -> NoReturn:
+    print(f"streamapp {command}: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# --- authorize: the policy simulator ---------------------------------------------------------
+
+
+@app.command(
+    argument("events", default="-", required=False),
+    option("--tables", "tables_dir", required=True, help="Seed data directory (tables/)."),
+)
+async def authorize(self: AppCommand, events: str, tables_dir: str) -> None:
+    """Simulate authorization of canonical events (JSON lines) against seed data."""
+    try:
+        index = build_index(load_seed(Path(tables_dir)))
+    except SeedError as exc:
+        _fail("authorize", f"{len(exc.problems)} problem(s) in {tables_dir}:\n{exc}")
+    try:
+        for number, raw in numbered_lines(events):
+            for event in _events_of_line(number, raw):
+                decision = authorizing.authorize(event, index)
+                write_json_line(
+                    {
+                        "line": number,
+                        "id": event["id"],
+                        "deliveries": [
+                            {"tenant": d.tenant, "dataset": d.dataset.id}
+                            for d in decision.deliveries
+                        ],
+                        "denied": [
+                            {"tenant": d.tenant, "reason": d.reason} for d in decision.denied
+                        ],
+                    }
+                )
+    except InputError as exc:
+        _fail("authorize", str(exc))
+
+
+def _events_of_line(number: int, raw: bytes) -> list[CanonicalEvent]:
+    """A line of `streamapp normalize` output, or a bare canonical event."""
+    try:
+        value = orjson.loads(raw)
+        if isinstance(value, dict) and "line" in value and "specversion" not in value:
+            if "event" not in value:
+                return []  # a skipped or rejected record: nothing to authorize
+            value = value["event"]
+        return [parse_canonical(value)]
+    except (orjson.JSONDecodeError, EventFormatError) as exc:
+        print(f"streamapp authorize: line {number}: not a canonical event: {exc}", file=sys.stderr)
+        return []
+
+
+# --- token: inspect and verify delegated macaroons -------------------------------------------
+
+
+@app.command(
+    argument("action", type=click.Choice(["inspect", "verify"])),
+    argument("token"),
+    option("--secret-file", default=None, help="Root key of the macaroon (verify)."),
+    option("--path", "path", default=None, help="Namespace path to access (verify)."),
+    option("--activity", default=None, help="Activity, e.g. DOWNLOAD (verify)."),
+    option("--at", "at", default=None, help="ISO 8601 instant to verify at (default: now)."),
+    option("--ip", "ip", default=None, help="Client address, checked against ip: caveats."),
+)
+async def token(  # noqa: PLR0917 - faust passes CLI options positionally
+    self: AppCommand,
+    action: str,
+    token: str,
+    secret_file: str | None,
+    path: str | None,
+    activity: str | None,
+    at: str | None,
+    ip: str | None,
+) -> None:
+    """Delegated macaroons: `token inspect TOKEN`, `token verify TOKEN --secret-file F --path P
+    --activity A [--at ISO8601]`. TOKEN may be `-` (stdin)."""
+    text = sys.stdin.read().strip() if token == "-" else token.strip()  # noqa: S105
+    if action == "inspect":
+        try:
+            write_json_line(tokens.inspect(text))
+        except tokens.TokenError as exc:
+            write_json_line({"error": str(exc)})
+            raise SystemExit(1) from None
+        return
+    if not (secret_file and path and activity):
+        _fail("token verify", "--secret-file, --path and --activity are required")
+    try:
+        key = strip_trailing_newline(Path(secret_file).read_bytes())
+    except OSError as exc:
+        _fail("token verify", f"cannot read {secret_file}: {exc.strerror}")
+    try:
+        moment = tokens.parse_instant(at) if at else datetime.now(UTC)
+    except tokens.TokenError as exc:
+        _fail("token verify", str(exc))
+    verdict = tokens.verify(text, key=key, path=path, activity=activity, at=moment, client_ip=ip)
+    write_json_line(verdict.to_json())
+    if not verdict.valid:
+        raise SystemExit(1)

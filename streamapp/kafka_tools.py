@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
 
@@ -85,3 +85,62 @@ async def watch(
     finally:
         await consumer.stop()
     return seen
+
+
+async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The latest JSON value per key of ``topic`` (a table changelog), read up to its end.
+
+    A topic that does not exist yet reads as empty.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    state: dict[str, Any] = {}
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return state
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout_s} s")
+            batches = await consumer.getmany(timeout_ms=500)
+            for batch in batches.values():
+                for record in batch:
+                    key = record.key.decode() if record.key is not None else ""
+                    state[key] = orjson.loads(record.value) if record.value else None
+    finally:
+        await consumer.stop()
+    return state
+
+
+async def publish(
+    bootstrap: str,
+    messages: Iterable[tuple[str, bytes | None, bytes]],
+    on_sent: Callable[[], None] = lambda: None,
+) -> int:
+    """Send ``(topic, key, value)`` messages and wait until every one is acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    count = 0
+    try:
+        pending = []
+        for topic, key, value in messages:
+            future = await producer.send(topic, value, key=key)
+            future.add_done_callback(lambda _f: on_sent())
+            pending.append(future)
+            count += 1
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return count

@@ -65,6 +65,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
 
 
+def _tenant_pattern(pattern: str) -> str:
+    if "{tenant}" not in pattern:
+        raise SettingsError(f"{ENV_PREFIX}TENANT_TOPIC_PATTERN={pattern!r} lacks {{tenant}}")
+    return pattern
+
+
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(ENV_PREFIX + name)
     return default if raw is None or raw == "" else raw
@@ -98,6 +104,18 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     # Largest raw record accepted; anything bigger is dead-lettered, not parsed.
     max_record_bytes: int = 1_048_576
+    # policies and ownership
+    dataset_updates_topic: str = "streamapp.updates.datasets"
+    tenant_updates_topic: str = "streamapp.updates.tenants"
+    updates_audit_topic: str = "streamapp.updates.audit"
+    tenant_topic_pattern: str = "tenant.{tenant}.events"
+    admin_public_keys: tuple[Path, ...] = (Path("var/keys/admin.pub.pem"),)
+    # delegated tokens: base macaroons and the optional root key live here (never on a topic)
+    secrets_dir: Path = Path("var/secrets")
+    macaroon_identifier: str = "streamapp"
+    macaroon_location: str = "streamapp"
+    macaroon_identity: str = ""
+    token_max_lifetime_s: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,7 +139,27 @@ class Settings:
             session_timeout_s=_float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
             heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),
             max_record_bytes=_int(env, "MAX_RECORD_BYTES", defaults.max_record_bytes),
+            dataset_updates_topic=_str(
+                env, "DATASET_UPDATES_TOPIC", defaults.dataset_updates_topic
+            ),
+            tenant_updates_topic=_str(env, "TENANT_UPDATES_TOPIC", defaults.tenant_updates_topic),
+            updates_audit_topic=_str(env, "UPDATES_AUDIT_TOPIC", defaults.updates_audit_topic),
+            tenant_topic_pattern=_tenant_pattern(
+                _str(env, "TENANT_TOPIC_PATTERN", defaults.tenant_topic_pattern)
+            ),
+            admin_public_keys=tuple(
+                Path(p) for p in _str(env, "ADMIN_PUBLIC_KEYS", "").split(os.pathsep) if p.strip()
+            )
+            or defaults.admin_public_keys,
+            secrets_dir=Path(_str(env, "SECRETS_DIR", str(defaults.secrets_dir))),
+            macaroon_identifier=_str(env, "MACAROON_IDENTIFIER", defaults.macaroon_identifier),
+            macaroon_location=_str(env, "MACAROON_LOCATION", defaults.macaroon_location),
+            macaroon_identity=_str(env, "MACAROON_IDENTITY", defaults.macaroon_identity),
+            token_max_lifetime_s=_int(env, "TOKEN_MAX_LIFETIME", defaults.token_max_lifetime_s),
         )
+
+    def tenant_topic(self, tenant: str) -> str:
+        return self.tenant_topic_pattern.format(tenant=tenant)
 
     def source_for(self, topic: str) -> str:
         return self.raw_topics.get(topic) or default_source_for(topic)

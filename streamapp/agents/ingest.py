@@ -8,15 +8,14 @@ before the input is acknowledged, so the records are consumed again after a rest
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from streamapp.agents.outputs import finish_even_if_cancelled, wait_delivered
 from streamapp.app import app, settings
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent
@@ -26,7 +25,6 @@ from streamapp.topics import dead_letters, raw_storage_records, storage_events
 
 log = logging.getLogger(__name__)
 
-EXIT_OUTPUT_LOST = 70  # EX_SOFTWARE: the supervisor restarts us and we re-consume the input
 _EVENT_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 
@@ -45,7 +43,7 @@ async def ingest(stream: Any) -> None:
         settings.ingest_batch_max, within=settings.ingest_batch_within
     ):
         records = [_raw_record(event) for event in batch]
-        await _finish_even_if_cancelled(ingest_records(records))
+        await finish_even_if_cancelled(ingest_records(records))
 
 
 def _raw_record(event: Any) -> RawRecord:
@@ -78,7 +76,7 @@ async def ingest_records(records: Sequence[RawRecord]) -> None:
             pending.append(await _send_dead_letter(record, "; ".join(rejections)))
         outcome_label = "rejected" if rejections else ("event" if produced else "skipped")
         INGEST_RECORDS.labels(record.topic, outcome_label).inc()
-    await _wait_delivered(pending)
+    await wait_delivered("ingest", pending)
 
 
 async def _send_event(event: CanonicalEvent) -> Awaitable[Any]:
@@ -103,30 +101,3 @@ async def _send_dead_letter(record: RawRecord, reason: str) -> Awaitable[Any]:
         key=record.key, value=record.value, headers=context.headers()
     )
     return fut
-
-
-async def _wait_delivered(pending: Sequence[Awaitable[Any]]) -> None:
-    results = await asyncio.gather(*pending, return_exceptions=True)
-    failures = [result for result in results if isinstance(result, BaseException)]
-    if failures:
-        # Acknowledging the input now would lose it; exiting hard skips faust's commit on stop.
-        log.critical(
-            "ingest: %d of %d outputs could not be written (first: %r); exiting without "
-            "acknowledging the input",
-            len(failures),
-            len(results),
-            failures[0],
-        )
-        logging.shutdown()
-        os._exit(EXIT_OUTPUT_LOST)
-
-
-async def _finish_even_if_cancelled(work: Awaitable[None]) -> None:
-    """Run ``work`` to the end even if the agent is cancelled (graceful stop): the stream
-    acknowledges the batch when we return or raise, so half a batch must never be left."""
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise

@@ -61,3 +61,31 @@ class CanonicalEvent(TypedDict):
     time: str
     datacontenttype: str
     data: ObjectData
+
+
+class EventFormatError(ValueError):
+    """A message on the canonical topic that is not a canonical event."""
+
+
+_REQUIRED_STRINGS = ("specversion", "id", "source", "type", "subject", "time")
+
+
+def parse_canonical(value: Any) -> CanonicalEvent:
+    """Check the shape of a decoded canonical event (inside the pipeline: shape, not content)."""
+    if not isinstance(value, dict):
+        raise EventFormatError("not a JSON object")
+    for name in _REQUIRED_STRINGS:
+        if not isinstance(value.get(name), str):
+            raise EventFormatError(f"{name} is missing or not a string")
+    data = value.get("data")
+    if not isinstance(data, dict) or data.get("path") != value["subject"]:
+        raise EventFormatError("data.path does not equal subject")
+    size = data.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise EventFormatError("data.size is not an integer or null")
+    if value["type"] not in _TYPES:
+        raise EventFormatError(f"unknown type {value['type']!r}")
+    return value  # type: ignore[return-value]
+
+
+_TYPES = frozenset(t.value for t in EventType)

@@ -1,0 +1,107 @@
+"""Policy updates: verify signed update messages and write accepted ones to the tables.
+
+Every message, accepted or refused, is appended to the audit topic with its verdict in headers
+and its original bytes untouched. Decisions: ``streamapp.domain.updates``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streamapp.app import app, settings
+from streamapp.domain.index import PrefixConflictError
+from streamapp.domain.policy import parse_dataset
+from streamapp.domain.updates import (
+    KeyRing,
+    Update,
+    UpdateRefusedError,
+    check_newer,
+    verify_update,
+)
+from streamapp.metrics import POLICY_UPDATES
+from streamapp.tables import TABLES, apply_entry, policy_index
+from streamapp.topics import dataset_updates, tenant_updates, updates_audit
+
+log = logging.getLogger(__name__)
+
+_keyring: KeyRing | None = None
+
+
+def admin_keys() -> KeyRing:
+    """Loaded once per worker; a key rotation is a configuration change and a restart."""
+    global _keyring  # noqa: PLW0603 - one lazily loaded keyring per process
+    if _keyring is None:
+        try:
+            _keyring = KeyRing.from_paths(settings.admin_public_keys)
+        except (OSError, ValueError) as exc:
+            log.error("no admin public keys loaded (%s): every update will be refused", exc)
+            _keyring = KeyRing()
+    return _keyring
+
+
+def decide(message: bytes, topic: str) -> Update:
+    kind = "dataset" if topic == settings.dataset_updates_topic else "tenant"
+    update = verify_update(message, admin_keys(), expected_kind=kind)
+    check_newer(update, TABLES[update.kind].get(update.name))
+    if update.kind == "dataset" and update.op == "upsert":
+        assert update.spec is not None
+        conflicts = policy_index.conflicts(parse_dataset(update.spec))
+        if conflicts:
+            prefix, other = conflicts[0]
+            raise UpdateRefusedError(f"prefix {prefix} is already owned by dataset {other}")
+    return update
+
+
+@app.agent(dataset_updates, concurrency=1)
+async def apply_dataset_updates(stream: Any) -> None:
+    await _apply_updates(stream)
+
+
+@app.agent(tenant_updates, concurrency=1)
+async def apply_tenant_updates(stream: Any) -> None:
+    await _apply_updates(stream)
+
+
+async def _apply_updates(stream: Any) -> None:
+    async for event in stream.events():
+        message = event.message
+        raw = message.value if isinstance(message.value, bytes) else b""
+        try:
+            update = decide(raw, message.topic)
+        except (UpdateRefusedError, PrefixConflictError) as exc:
+            verdict = [("streamapp.update.verdict", b"refused"), _reason(str(exc))]
+            POLICY_UPDATES.labels("refused").inc()
+            log.warning(
+                "update refused (%s[%s]@%s): %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
+            )
+        else:
+            entry = update.entry()
+            TABLES[update.kind][update.name] = entry
+            apply_entry(update.kind, update.name, entry)
+            verdict = [
+                ("streamapp.update.verdict", b"accepted"),
+                ("streamapp.update.kind", update.kind.encode()),
+                ("streamapp.update.name", update.name.encode()),
+                ("streamapp.update.version", str(update.version).encode()),
+                ("streamapp.update.op", update.op.encode()),
+            ]
+            POLICY_UPDATES.labels("accepted").inc()
+            log.info(
+                "update accepted: %s %s %s v%d", update.op, update.kind, update.name, update.version
+            )
+        origin = [
+            ("streamapp.update.topic", str(message.topic).encode()),
+            ("streamapp.update.partition", str(message.partition).encode()),
+            ("streamapp.update.offset", str(message.offset).encode()),
+        ]
+        fut = await updates_audit.send(key=message.key, value=raw, headers=verdict + origin)
+        await fut  # the audit record is durable before the update's offset is acknowledged
+
+
+def _reason(text: str) -> tuple[str, bytes]:
+    return ("streamapp.update.reason", text.encode("utf-8", "backslashreplace"))

@@ -1,0 +1,105 @@
+"""Who may see a storage event. Deny by default.
+
+An event belongs to at most one dataset: the longest path prefix on its source. The entitled
+tenants are the dataset's owner and the tenants it is shared with; of those, only the ones whose
+policy subscribes to the dataset and whose filters match receive it. Tenants whose policy
+subscribes without being entitled are reported as denied, so a simulator run explains itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamapp.domain.events import CanonicalEvent
+from streamapp.domain.index import Ownership, PolicyIndex
+from streamapp.domain.policy import Dataset, Filters, Subscription
+from streamapp.domain.tokens import MintedToken, format_instant
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    tenant: str
+    dataset: Dataset
+    subscription: Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    tenant: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    ownership: Ownership | None
+    deliveries: tuple[Delivery, ...]
+    denied: tuple[Denial, ...]
+
+
+def authorize(event: CanonicalEvent, index: PolicyIndex) -> Decision:
+    ownership = index.owner_of(event["source"], event["subject"])
+    if ownership is None:
+        return Decision(None, (), ())
+    dataset = ownership.dataset
+    deliveries: list[Delivery] = []
+    denied: list[Denial] = []
+    for tenant in dataset.entitled:
+        policy = index.tenants.get(tenant)
+        subscription = policy.by_dataset.get(dataset.id) if policy is not None else None
+        if subscription is None:
+            reason = "no tenant policy" if policy is None else "not subscribed to the dataset"
+            denied.append(Denial(tenant, reason))
+            continue
+        mismatch = filter_mismatch(subscription.filters, event, ownership.relative)
+        if mismatch is not None:
+            denied.append(Denial(tenant, mismatch))
+            continue
+        deliveries.append(Delivery(tenant, dataset, subscription))
+    entitled = set(dataset.entitled)
+    denied.extend(
+        Denial(tenant, "dataset is not shared with the tenant")
+        for tenant in sorted(index.subscribers(dataset.id) - entitled)
+    )
+    return Decision(ownership, tuple(deliveries), tuple(denied))
+
+
+def filter_mismatch(filters: Filters, event: CanonicalEvent, relative: str) -> str | None:
+    """Why ``event`` fails ``filters`` (None when it passes). Globs see the path relative to
+    the dataset root; a size bound is failed by an event whose size is unknown."""
+    if filters.types and event["type"] not in filters.types:
+        return f"type {event['type']} not selected"
+    if filters.paths and not any(glob.matches(relative) for glob in filters.paths):
+        return "path matches no glob"
+    size = event["data"].get("size")
+    if filters.min_size is not None and (size is None or size < filters.min_size):
+        return "size below min_size" if size is not None else "size unknown (size bound set)"
+    if filters.max_size is not None and (size is None or size > filters.max_size):
+        return "size above max_size" if size is not None else "size unknown (size bound set)"
+    return None
+
+
+def authorized_event(
+    event: CanonicalEvent,
+    delivery: Delivery,
+    read: MintedToken | None,
+    write: MintedToken | None,
+    problems: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The event as the tenant receives it: CloudEvents extension attributes (lower-case
+    alphanumerics only) name the tenant, the dataset and carry the delegated tokens."""
+    out: dict[str, Any] = {**event, "tenant": delivery.tenant, "dataset": delivery.dataset.id}
+    expiries = []
+    if read is not None:
+        out["readtoken"] = read.token
+        expiries.append(read.expires)
+    if write is not None:
+        out["writetoken"] = write.token
+        out["writepath"] = write.path
+        expiries.append(write.expires)
+    if expiries:
+        out["tokenexpires"] = format_instant(min(expiries))
+    if problems:
+        out["tokenerror"] = "; ".join(problems)
+    return out

@@ -1,0 +1,346 @@
+"""Dataset ownership and tenant policies: the records, their validation, and path globs.
+
+Both arrive as JSON-like mappings (seed files, signed updates, table values) and are validated
+once here into frozen dataclasses; a ``PolicyError`` names the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from streamapp.domain.events import EventType
+from streamapp.domain.paths import PathError, normalize_absolute_path, resolve_segments
+
+NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+ACTIVITIES: Final = frozenset(
+    {"READ_METADATA", "UPDATE_METADATA", "LIST", "DOWNLOAD", "MANAGE", "UPLOAD", "DELETE", "STAGE"}
+)
+# What a delegated token may ever carry: reading the event's file, writing into the output area.
+READ_ACTIVITIES: Final = frozenset({"DOWNLOAD", "READ_METADATA"})
+WRITE_ACTIVITIES: Final = frozenset({"UPLOAD", "READ_METADATA", "LIST"})
+DEFAULT_READ: Final = ("DOWNLOAD", "READ_METADATA")
+DEFAULT_WRITE: Final = ("UPLOAD", "READ_METADATA")
+DEFAULT_TOKEN_LIFETIME_S: Final = 600
+
+
+class PolicyError(ValueError):
+    """A dataset or tenant policy that cannot be used; ``field`` says where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# --- readers ---------------------------------------------------------------------------------
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise PolicyError(
+            where, f"{value!r} is not a name (lower-case letters, digits, '.', '_', '-'; ≤ 63)"
+        )
+    return value
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise PolicyError(where, "must be a list of names")
+    names = tuple(_name(item, f"{where}[{i}]") for i, item in enumerate(value))
+    return tuple(dict.fromkeys(names))
+
+
+def _path(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise PolicyError(where, "must be an absolute path string")
+    try:
+        normal = normalize_absolute_path(value)
+    except PathError as exc:
+        raise PolicyError(where, str(exc)) from None
+    if normal == "/":
+        raise PolicyError(where, "the root '/' cannot be a dataset prefix or output area")
+    return normal
+
+
+def _int(value: Any, where: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(where, f"{value!r} is not an integer")
+    if value < minimum:
+        raise PolicyError(where, f"{value} is below {minimum}")
+    return value
+
+
+def _unknown_keys(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise PolicyError(f"{prefix}{unknown[0]}", "unknown field")
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    id: str
+    owner: str
+    source: str
+    prefixes: tuple[str, ...]
+    output: str | None = None
+    shared_with: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "source": self.source,
+            "prefixes": list(self.prefixes),
+            "output": self.output,
+            "shared_with": list(self.shared_with),
+        }
+
+    @property
+    def entitled(self) -> tuple[str, ...]:
+        """The owner first, then the tenants it shares the dataset with."""
+        return tuple(dict.fromkeys((self.owner, *self.shared_with)))
+
+
+_DATASET_FIELDS = {"id", "owner", "source", "prefixes", "output", "shared_with"}
+
+
+def parse_dataset(obj: Any) -> Dataset:
+    if not isinstance(obj, Mapping):
+        raise PolicyError("dataset", "must be an object")
+    _unknown_keys(obj, _DATASET_FIELDS, "")
+    source = obj.get("source")
+    if not isinstance(source, str) or not source or any(c.isspace() for c in source):
+        raise PolicyError("source", "must be the storage's CloudEvents source URI")
+    prefixes = obj.get("prefixes")
+    if not isinstance(prefixes, list) or not prefixes:
+        raise PolicyError("prefixes", "must be a non-empty list of absolute paths")
+    normal = tuple(
+        dict.fromkeys(_path(prefix, f"prefixes[{i}]") for i, prefix in enumerate(prefixes))
+    )
+    output = obj.get("output")
+    owner = _name(obj.get("owner"), "owner")
+    return Dataset(
+        id=_name(obj.get("id"), "id"),
+        owner=owner,
+        source=source,
+        prefixes=normal,
+        output=None if output is None else _path(output, "output"),
+        shared_with=tuple(t for t in _names(obj.get("shared_with"), "shared_with") if t != owner),
+    )
+
+
+# --- tenant policies -------------------------------------------------------------------------
+
+
+class PathGlob:
+    """A glob over ``/``-separated paths relative to a dataset root.
+
+    ``*`` matches within one segment, ``?`` one character of a segment, ``**`` any number of
+    whole segments (including none). Everything else is literal.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.regex = re.compile(_glob_regex(pattern))
+
+    def matches(self, relative_path: str) -> bool:
+        return self.regex.fullmatch(relative_path) is not None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PathGlob) and other.pattern == self.pattern
+
+    def __hash__(self) -> int:
+        return hash(self.pattern)
+
+    def __repr__(self) -> str:
+        return f"PathGlob({self.pattern!r})"
+
+
+def _glob_regex(pattern: str) -> str:
+    segments = [s for s in pattern.split("/") if s not in ("", ".")]
+    if not segments:
+        raise ValueError("empty glob")
+    if ".." in segments:
+        raise ValueError("'..' is not allowed in a glob")
+    parts: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            # any number of whole segments; as the last segment it also matches nothing
+            parts.append(r"(?:[^/]+(?:/[^/]+)*)?" if last else r"(?:[^/]+/)*")
+            continue
+        if "**" in segment:
+            raise ValueError(f"'**' must be a whole segment: {segment!r}")
+        body = "".join(
+            "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch) for ch in segment
+        )
+        parts.append(body if last else body + "/")
+    return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    types: frozenset[str] = frozenset()  # empty: every type
+    paths: tuple[PathGlob, ...] = ()  # empty: every path
+    min_size: int | None = None
+    max_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    dataset: str
+    filters: Filters = field(default_factory=Filters)
+    read: tuple[str, ...] = DEFAULT_READ
+    write: tuple[str, ...] = ()
+    token_lifetime_s: int = DEFAULT_TOKEN_LIFETIME_S
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    tenant: str
+    subscriptions: tuple[Subscription, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    by_dataset: Mapping[str, Subscription] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_dataset", {s.dataset: s for s in self.subscriptions})
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+
+_TENANT_FIELDS = {"tenant", "token_lifetime", "subscriptions"}
+_SUBSCRIPTION_FIELDS = {
+    "dataset",
+    "types",
+    "paths",
+    "min_size",
+    "max_size",
+    "read",
+    "write",
+    "token_lifetime",
+}
+
+
+def _activities(
+    value: Any, where: str, allowed: frozenset[str], default: tuple[str, ...]
+) -> tuple[str, ...]:
+    if value is None or value is True:
+        return default
+    if value is False:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PolicyError(where, "must be true, false, or a list of activities")
+    unknown = [v for v in value if v not in ACTIVITIES]
+    if unknown:
+        raise PolicyError(where, f"unknown activity {unknown[0]!r}")
+    wider = [v for v in value if v not in allowed]
+    if wider:
+        raise PolicyError(
+            where, f"{wider[0]} cannot be delegated here (allowed: {', '.join(sorted(allowed))})"
+        )
+    return tuple(dict.fromkeys(value))
+
+
+def _lifetime(value: Any, where: str, default: int) -> int:
+    if value is None:
+        return default
+    return _int(value, where, minimum=1)
+
+
+def _subscription(obj: Any, where: str, default_lifetime: int) -> Subscription:
+    if not isinstance(obj, Mapping):
+        raise PolicyError(where, "must be an object")
+    _unknown_keys(obj, _SUBSCRIPTION_FIELDS, where)
+    types_value = obj.get("types")
+    types: frozenset[str] = frozenset()
+    if types_value is not None:
+        if not isinstance(types_value, list):
+            raise PolicyError(f"{where}.types", "must be a list of event types")
+        known = {t.value for t in EventType}
+        for i, kind in enumerate(types_value):
+            if kind not in known:
+                raise PolicyError(f"{where}.types[{i}]", f"unknown event type {kind!r}")
+        types = frozenset(types_value)
+    paths_value = obj.get("paths")
+    globs: list[PathGlob] = []
+    if paths_value is not None:
+        if not isinstance(paths_value, list):
+            raise PolicyError(f"{where}.paths", "must be a list of globs")
+        for i, pattern in enumerate(paths_value):
+            if not isinstance(pattern, str):
+                raise PolicyError(f"{where}.paths[{i}]", "must be a string")
+            try:
+                globs.append(PathGlob(pattern))
+            except ValueError as exc:
+                raise PolicyError(f"{where}.paths[{i}]", str(exc)) from None
+    min_size = obj.get("min_size")
+    max_size = obj.get("max_size")
+    filters = Filters(
+        types=types,
+        paths=tuple(globs),
+        min_size=None if min_size is None else _int(min_size, f"{where}.min_size"),
+        max_size=None if max_size is None else _int(max_size, f"{where}.max_size"),
+    )
+    if (
+        filters.min_size is not None
+        and filters.max_size is not None
+        and filters.min_size > filters.max_size
+    ):
+        raise PolicyError(f"{where}.max_size", "is smaller than min_size")
+    return Subscription(
+        dataset=_name(obj.get("dataset"), f"{where}.dataset"),
+        filters=filters,
+        read=_activities(obj.get("read"), f"{where}.read", READ_ACTIVITIES, DEFAULT_READ),
+        write=_activities(
+            obj.get("write", False), f"{where}.write", WRITE_ACTIVITIES, DEFAULT_WRITE
+        ),
+        token_lifetime_s=_lifetime(
+            obj.get("token_lifetime"), f"{where}.token_lifetime", default_lifetime
+        ),
+    )
+
+
+def parse_tenant(obj: Any) -> TenantPolicy:
+    if not isinstance(obj, Mapping):
+        raise PolicyError("tenant", "must be an object")
+    _unknown_keys(obj, _TENANT_FIELDS, "")
+    tenant = _name(obj.get("tenant"), "tenant")
+    default_lifetime = _lifetime(
+        obj.get("token_lifetime"), "token_lifetime", DEFAULT_TOKEN_LIFETIME_S
+    )
+    subs_value = obj.get("subscriptions", [])
+    if not isinstance(subs_value, list):
+        raise PolicyError("subscriptions", "must be a list")
+    subscriptions = [
+        _subscription(item, f"subscriptions[{i}]", default_lifetime)
+        for i, item in enumerate(subs_value)
+    ]
+    seen: set[str] = set()
+    for i, sub in enumerate(subscriptions):
+        if sub.dataset in seen:
+            raise PolicyError(f"subscriptions[{i}].dataset", f"{sub.dataset!r} appears twice")
+        seen.add(sub.dataset)
+    return TenantPolicy(tenant=tenant, subscriptions=tuple(subscriptions), raw=dict(obj))
+
+
+def relative_to(path: str, prefix: str) -> str | None:
+    """``path`` relative to ``prefix`` on component boundaries, or None if not under it."""
+    if path == prefix:
+        return ""
+    if path.startswith(prefix) and path[len(prefix)] == "/":
+        return path[len(prefix) + 1 :]
+    return None
+
+
+def segments_of(path: str) -> Sequence[str]:
+    return resolve_segments(path[1:], what="path") if path.startswith("/") else ()
