@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 INGEST_RECORDS = Counter(
     "streamapp_ingest_records",
@@ -40,4 +40,9 @@ TOKEN_MINT_SECONDS = Histogram(
     "streamapp_token_mint_seconds",
     "Time to mint (or attenuate) one delegated macaroon.",
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+)
+POLICY_ENTRIES = Gauge(
+    "streamapp_policy_entries",
+    "Entries in this worker's policy index (it must match on every worker).",
+    ["kind"],
 )

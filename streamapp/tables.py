@@ -19,6 +19,7 @@ from typing import Any
 from streamapp.app import app
 from streamapp.domain.index import PolicyIndex, PrefixConflictError
 from streamapp.domain.policy import PolicyError, parse_dataset, parse_tenant
+from streamapp.metrics import POLICY_ENTRIES
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ def apply_entry(kind: str, name: str, entry: Mapping[str, Any] | None) -> None:
         log.error("table entry %s %r not applied to the index: %s", kind, name, exc)
         return
     _applied_versions[(kind, name)] = version
+    _update_gauges()
+
+
+def _update_gauges() -> None:
+    POLICY_ENTRIES.labels("dataset").set(len(policy_index.datasets))
+    POLICY_ENTRIES.labels("tenant").set(len(policy_index.tenants))
 
 
 def rebuild_index() -> None:
@@ -64,6 +71,7 @@ def rebuild_index() -> None:
                 continue
             _applied_versions[(kind, name)] = int(entry.get("version", 0))
     policy_index.replace_all(datasets, tenants)
+    _update_gauges()
     log.info("policy index rebuilt: %d datasets, %d tenants", len(datasets), len(tenants))
 
 

@@ -83,6 +83,11 @@ def parse_canonical(value: Any) -> CanonicalEvent:
     size = data.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
         raise EventFormatError("data.size is not an integer or null")
+    subject = value["subject"]
+    if not subject.startswith("/") or "\x00" in subject or any(
+        segment in ("", ".", "..") for segment in subject[1:].split("/")
+    ):
+        raise EventFormatError("subject is not a normalized absolute path")
     if value["type"] not in _TYPES:
         raise EventFormatError(f"unknown type {value['type']!r}")
     return value  # type: ignore[return-value]
