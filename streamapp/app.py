@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import faust
 
+from streamapp import faust_fixes
 from streamapp.settings import Settings
+
+faust_fixes.apply()
 
 settings = Settings.from_env()
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+
+from streamapp.domain.updates import generate_admin_keypair
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
@@ -39,6 +42,10 @@ def bootstrap() -> str:
     return address
 
 
+DCACHE_SOURCE = "dcache://dcache.desy.example"  # the sources tables/ seeds datasets on
+S3_SOURCE = "s3://minio.desy.example"
+
+
 @dataclass
 class TopicNames:
     prefix: str
@@ -47,6 +54,12 @@ class TopicNames:
     normalized: str
     deadletter: str
     app_id: str
+    dataset_updates: str
+    tenant_updates: str
+    audit: str
+
+    def tenant(self, name: str) -> str:
+        return f"{self.prefix}.tenant.{name}.events"
 
 
 @pytest.fixture
@@ -59,7 +72,60 @@ def topics() -> TopicNames:
         normalized=f"{prefix}.storage.events",
         deadletter=f"{prefix}.deadletter",
         app_id=f"{prefix}-app",
+        dataset_updates=f"{prefix}.updates.datasets",
+        tenant_updates=f"{prefix}.updates.tenants",
+        audit=f"{prefix}.updates.audit",
     )
+
+
+@dataclass
+class Stack:
+    """The environment one test's workers and commands share: topics, keys, secrets."""
+
+    env: dict[str, str]
+    admin_key: Path
+    secrets: Path
+    root_key: bytes
+
+    def streamapp(
+        self, *args: str, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "streamapp", *args],
+            env=self.env,
+            cwd=ROOT,
+            input=stdin,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+
+
+@pytest.fixture
+def stack(bootstrap: str, topics: TopicNames, tmp_path: Path) -> Stack:
+    private, public = generate_admin_keypair(tmp_path / "keys")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    root_key = os.urandom(32).hex().encode()
+    (secrets / "macaroon-root.key").write_bytes(root_key + b"\n")
+    env = {
+        **os.environ,
+        "STREAMAPP_APP_ID": topics.app_id,
+        "STREAMAPP_BROKER": f"kafka://{bootstrap}",
+        "STREAMAPP_RAW_TOPICS": f"{topics.dcache}={DCACHE_SOURCE},{topics.s3}={S3_SOURCE}",
+        "STREAMAPP_NORMALIZED_TOPIC": topics.normalized,
+        "STREAMAPP_DEADLETTER_TOPIC": topics.deadletter,
+        "STREAMAPP_DATASET_UPDATES_TOPIC": topics.dataset_updates,
+        "STREAMAPP_TENANT_UPDATES_TOPIC": topics.tenant_updates,
+        "STREAMAPP_UPDATES_AUDIT_TOPIC": topics.audit,
+        "STREAMAPP_TENANT_TOPIC_PATTERN": f"{topics.prefix}.tenant.{{tenant}}.events",
+        "STREAMAPP_ADMIN_PUBLIC_KEYS": str(public),
+        "STREAMAPP_SECRETS_DIR": str(secrets),
+        "STREAMAPP_TOPIC_PARTITIONS": "2",
+        "STREAMAPP_SESSION_TIMEOUT": "10",
+        "STREAMAPP_HEARTBEAT_INTERVAL": "1",
+    }
+    return Stack(env=env, admin_key=private, secrets=secrets, root_key=root_key)
 
 
 def free_port() -> int:
@@ -121,34 +187,34 @@ class Worker:
             self.process.kill()
             self.process.wait(timeout=30)
 
+    def metrics(self) -> dict[str, float]:
+        """This worker's Prometheus samples, ``name{labels}`` -> value (empty if unreachable)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.web_port}/metrics", timeout=5
+            ) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
 
 @pytest.fixture
-def worker_factory(
-    bootstrap: str, topics: TopicNames, tmp_path: Path
-) -> Iterator[Callable[..., Worker]]:
+def worker_factory(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
     def make(name: str = "worker", **overrides: str) -> Worker:
-        env = {
-            **os.environ,
-            "STREAMAPP_APP_ID": topics.app_id,
-            "STREAMAPP_BROKER": f"kafka://{bootstrap}",
-            "STREAMAPP_RAW_TOPICS": (
-                f"{topics.dcache}=dcache://dcache.test,{topics.s3}=s3://minio.test"
-            ),
-            "STREAMAPP_NORMALIZED_TOPIC": topics.normalized,
-            "STREAMAPP_DEADLETTER_TOPIC": topics.deadletter,
-            "STREAMAPP_TOPIC_PARTITIONS": "2",
-            "STREAMAPP_SESSION_TIMEOUT": "10",
-            "STREAMAPP_HEARTBEAT_INTERVAL": "1",
-            **overrides,
-        }
         worker = Worker(
-            env=env,
+            env={**stack.env, **overrides},
             data_dir=tmp_path / f"{name}-data",
             log_path=tmp_path / f"{name}.log",
         )

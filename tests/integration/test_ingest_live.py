@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -13,11 +14,18 @@ import pytest
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.normalize import Normalized, Rejected, normalize
 from tests.factories import dcache_record, dcache_transfer, raw, s3_notification, s3_record
-from tests.integration.conftest import TopicNames, Worker, collect, produce
+from tests.integration.conftest import (
+    DCACHE_SOURCE,
+    S3_SOURCE,
+    TopicNames,
+    Worker,
+    collect,
+    produce,
+)
 
 pytestmark = pytest.mark.integration
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-SOURCES = {"dcache": "dcache://dcache.test", "s3": "s3://minio.test"}
+SOURCES = {"dcache": DCACHE_SOURCE, "s3": S3_SOURCE}
 
 
 def mixed_dcache_inputs() -> list[bytes]:
@@ -156,3 +164,22 @@ async def test_sigkill_mid_stream_loses_no_record(
     # at-least-once: replays are allowed, but only of what the first worker had not committed
     assert duplicates <= len(partial)
     print(f"killed after {len(partial)} of {len(expected_ids)} events; {duplicates} replayed")
+
+
+async def test_two_workers_share_ingest_without_loss(
+    bootstrap: str, topics: TopicNames, worker_factory: Callable[..., Worker]
+) -> None:
+    workers = [worker_factory("w1").start(), worker_factory("w2").start()]
+    await asyncio.sleep(15)  # both in the group, partitions split between them
+    inputs = [
+        raw(dcache_transfer(billingPath=f"/data/two/{n:05d}.h5", pnfsid=f"{n:036d}"))
+        for n in range(2000)
+    ]
+    expected_ids, _ = expected_outputs(inputs, SOURCES["dcache"])
+    await produce(bootstrap, topics.dcache, inputs)
+    records = await collect(
+        bootstrap, [topics.normalized], lambda r: len(r) >= len(expected_ids), timeout=120
+    )
+    ids = {json.loads(r.value)["id"] for r in records}
+    missing = expected_ids - ids
+    assert not missing, f"{len(missing)} lost\n{workers[0].log_tail(30)}"
