@@ -84,8 +84,10 @@ def parse_canonical(value: Any) -> CanonicalEvent:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
         raise EventFormatError("data.size is not an integer or null")
     subject = value["subject"]
-    if not subject.startswith("/") or "\x00" in subject or any(
-        segment in ("", ".", "..") for segment in subject[1:].split("/")
+    if (
+        not subject.startswith("/")
+        or "\x00" in subject
+        or any(segment in ("", ".", "..") for segment in subject[1:].split("/"))
     ):
         raise EventFormatError("subject is not a normalized absolute path")
     if value["type"] not in _TYPES:

@@ -96,7 +96,9 @@ def policies_loaded(worker: Worker) -> bool:
     )
 
 
-def start_two_workers_with_tables(stack: Stack, worker_factory: Callable[..., Worker]) -> list[Worker]:
+def start_two_workers_with_tables(
+    stack: Stack, worker_factory: Callable[..., Worker]
+) -> list[Worker]:
     workers = [worker_factory("w1").start(), worker_factory("w2").start()]
     applied = stack.streamapp("tables", "apply", str(TABLES), "--key", str(stack.admin_key))
     assert applied.returncode == 0, applied.stderr.decode()
@@ -135,9 +137,11 @@ async def test_two_workers_deliver_exactly_the_entitled_events(
         got[record.topic].append(json.loads(record.value))
     for tenant, ids in expected.items():
         delivered = got.get(topics.tenant(tenant), [])
-        missing = ids - {e["id"] for e in delivered}
-        assert sorted(e["id"] for e in delivered) == sorted(ids), (
-            f"{tenant}: wanted {len(ids)}, got {len(delivered)}, missing {sorted(missing)[:5]}"
+        delivered_ids = {e["id"] for e in delivered}
+        # at-least-once: a rebalance may replay an event (same id); nothing missing, nothing extra
+        assert delivered_ids == ids, (
+            f"{tenant}: missing {sorted(ids - delivered_ids)[:5]}, "
+            f"not entitled {sorted(delivered_ids - ids)[:5]}"
         )
         assert all(e["tenant"] == tenant for e in delivered)
     assert not got.get(topics.tenant("mallory")), "an unshared dataset leaked to mallory"
@@ -193,9 +197,13 @@ async def test_refused_updates_are_audited_with_their_reason(
     old = sign_update("dataset", "upsert", spec["id"], version=1, spec=spec, private_key=key)
     evil_spec = dict(spec, shared_with=["mallory"])
     unsigned = old.rsplit(".", 1)[0] + "."  # signature stripped
-    forged = sign_update(
-        "dataset", "upsert", spec["id"], version=2**40, spec=evil_spec, private_key=key
-    ).rsplit(".", 1)[0] + "." + old.rsplit(".", 1)[1]  # someone else's signature
+    forged = (
+        sign_update(
+            "dataset", "upsert", spec["id"], version=2**40, spec=evil_spec, private_key=key
+        ).rsplit(".", 1)[0]
+        + "."
+        + old.rsplit(".", 1)[1]
+    )  # someone else's signature
     wrong_topic = sign_update(
         "tenant", "upsert", "mallory", version=2**40, spec={"tenant": "mallory"}, private_key=key
     )
@@ -205,8 +213,10 @@ async def test_refused_updates_are_audited_with_their_reason(
     records = await collect(
         bootstrap,
         [topics.audit],
-        lambda r: sum(1 for x in r if dict(x.headers).get("streamapp.update.verdict") == b"refused")
-        >= len(messages),
+        lambda r: (
+            sum(1 for x in r if dict(x.headers).get("streamapp.update.verdict") == b"refused")
+            >= len(messages)
+        ),
         timeout=60,
     )
     refused = {
@@ -252,8 +262,9 @@ async def test_revocation_stops_deliveries(
         nonlocal version
         version += 1
         body = dict(spec, shared_with=shared)
-        token = sign_update("dataset", "upsert", spec["id"], version=version, spec=body,
-                            private_key=key)
+        token = sign_update(
+            "dataset", "upsert", spec["id"], version=version, spec=body, private_key=key
+        )
         metadata = await producer.send_and_wait(topics.dataset_updates, token.encode())
         return float(metadata.timestamp) / 1000
 
