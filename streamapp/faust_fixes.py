@@ -51,7 +51,10 @@ def apply() -> None:
     if _applied:
         return
     _applied = True
-    faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed_or_beginning
+    # monkeypatching is the point of this module:
+    faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed = (  # type: ignore[method-assign]
+        _seek_to_committed_or_beginning
+    )
 
     base = faust_consumer.Consumer
     original_stop_flow = base.stop_flow
@@ -73,5 +76,5 @@ def apply() -> None:
                     log.warning("seek to committed offsets after a flow stop failed: %r", exc)
         return await original_wait_next_records(self, timeout)
 
-    base.stop_flow = stop_flow
-    base._wait_next_records = wait_next_records
+    base.stop_flow = stop_flow  # type: ignore[method-assign]
+    base._wait_next_records = wait_next_records  # type: ignore[method-assign]

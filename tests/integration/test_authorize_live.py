@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ def start_two_workers_with_tables(
     assert applied.returncode == 0, applied.stderr.decode()
     # every replica must hold every policy and ownership entry, not just the one that wrote it
     for worker in workers:
-        wait_for(lambda w=worker: policies_loaded(w), 120, f"policies on {worker.log_path.name}")
+        wait_for(partial(policies_loaded, worker), 120, f"policies on {worker.log_path.name}")
     return workers
 
 
