@@ -7,13 +7,13 @@ At-least-once as in ingest: a batch is acknowledged only once all its outputs ar
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from streamapp.agents.outputs import finish_even_if_cancelled, wait_delivered
+from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
@@ -36,55 +36,48 @@ issuer = TokenIssuer(
 
 @app.agent(storage_events_raw, concurrency=1)
 async def authorize_events(stream: Any) -> None:
-    async for batch in stream.take_events(
-        settings.ingest_batch_max, within=settings.ingest_batch_within
-    ):
-        await finish_even_if_cancelled(deliver(batch))
+    async for event in stream.events():  # one at a time: see agents/ingest.py
+        await finish_even_if_cancelled(deliver(event.message))
 
 
-async def deliver(batch: Sequence[Any]) -> None:
-    pending: list[Awaitable[Any]] = []
+async def deliver(message: Any) -> None:
+    """Authorize one canonical event and hand each tenant's copy to the producer."""
+    try:
+        event = parse_canonical(orjson.loads(message.value))
+    except (orjson.JSONDecodeError, EventFormatError, TypeError) as exc:
+        context = DeadLetterContext(
+            reason=f"not a canonical event: {exc}",
+            stage="authorize",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        future = await dead_letters.send(
+            key=message.key, value=message.value, headers=context.headers()
+        )
+        exit_if_undelivered("authorize", future)
+        return
+    decision = authorize(event, policy_index)
+    if decision.ownership is None:
+        AUTHORIZED_EVENTS.labels("unowned").inc()
+        return
+    if not decision.deliveries:
+        AUTHORIZED_EVENTS.labels("denied").inc()
+        return
+    AUTHORIZED_EVENTS.labels("delivered").inc()
     now = datetime.now(UTC)
-    for item in batch:
-        message = item.message
-        try:
-            event = parse_canonical(orjson.loads(message.value))
-        except (orjson.JSONDecodeError, EventFormatError, TypeError) as exc:
-            context = DeadLetterContext(
-                reason=f"not a canonical event: {exc}",
-                stage="authorize",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            pending.append(
-                await dead_letters.send(
-                    key=message.key, value=message.value, headers=context.headers()
-                )
-            )
-            continue
-        decision = authorize(event, policy_index)
-        if decision.ownership is None:
-            AUTHORIZED_EVENTS.labels("unowned").inc()
-            continue
-        if not decision.deliveries:
-            AUTHORIZED_EVENTS.labels("denied").inc()
-            continue
-        AUTHORIZED_EVENTS.labels("delivered").inc()
-        for delivery in decision.deliveries:
-            started = time.perf_counter()
-            tokens = issuer.issue(delivery, event, now)
-            TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
-            _count_tokens(tokens.read is not None, tokens.write is not None, tokens.problems)
-            value = authorized_event(event, delivery, tokens.read, tokens.write, tokens.problems)
-            topic = await tenant_events(delivery.tenant)
-            pending.append(
-                await topic.send(
-                    key=event["subject"].encode(), value=orjson.dumps(value), headers=_HEADERS
-                )
-            )
-            DELIVERIES.inc()
-    await wait_delivered("authorize", pending)
+    for delivery in decision.deliveries:
+        started = time.perf_counter()
+        tokens = issuer.issue(delivery, event, now)
+        TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
+        _count_tokens(tokens.read is not None, tokens.write is not None, tokens.problems)
+        value = authorized_event(event, delivery, tokens.read, tokens.write, tokens.problems)
+        topic = await tenant_events(delivery.tenant)
+        future = await topic.send(
+            key=event["subject"].encode(), value=orjson.dumps(value), headers=_HEADERS
+        )
+        exit_if_undelivered("authorize", future)
+        DELIVERIES.inc()
 
 
 def _count_tokens(read: bool, write: bool, problems: Sequence[str]) -> None:

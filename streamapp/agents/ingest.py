@@ -9,13 +9,13 @@ before the input is acknowledged, so the records are consumed again after a rest
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from streamapp.agents.outputs import finish_even_if_cancelled, wait_delivered
+from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent
@@ -39,11 +39,11 @@ class RawRecord:
 
 @app.agent(raw_storage_records, concurrency=1)  # concurrency>1 can commit past in-flight records
 async def ingest(stream: Any) -> None:
-    async for batch in stream.take_events(
-        settings.ingest_batch_max, within=settings.ingest_batch_within
-    ):
-        records = [_raw_record(event) for event in batch]
-        await finish_even_if_cancelled(ingest_records(records))
+    # One event at a time: with stream.take_events() our two-worker tests saw records stall
+    # until shutdown around rebalances. faust acknowledges an event when the agent moves on,
+    # and flushes the producer before every commit, so outputs are on the broker first.
+    async for event in stream.events():
+        await finish_even_if_cancelled(ingest_record(_raw_record(event)))
 
 
 def _raw_record(event: Any) -> RawRecord:
@@ -58,25 +58,22 @@ def _raw_record(event: Any) -> RawRecord:
     )
 
 
-async def ingest_records(records: Sequence[RawRecord]) -> None:
-    """Normalize ``records`` and wait until every output is on the broker."""
-    pending: list[Awaitable[Any]] = []
-    for record in records:
-        outcomes = normalize(
-            record.value, settings.source_for(record.topic), max_bytes=settings.max_record_bytes
-        )
-        rejections = [outcome.reason for outcome in outcomes if isinstance(outcome, Rejected)]
-        produced = False
-        for outcome in outcomes:
-            if isinstance(outcome, Normalized):
-                pending.append(await _send_event(outcome.event))
-                INGEST_EVENTS.labels(outcome.event["type"]).inc()
-                produced = True
-        if rejections:
-            pending.append(await _send_dead_letter(record, "; ".join(rejections)))
-        outcome_label = "rejected" if rejections else ("event" if produced else "skipped")
-        INGEST_RECORDS.labels(record.topic, outcome_label).inc()
-    await wait_delivered("ingest", pending)
+async def ingest_record(record: RawRecord) -> None:
+    """Normalize one raw record and hand its outputs (events, or a dead letter) to the producer."""
+    outcomes = normalize(
+        record.value, settings.source_for(record.topic), max_bytes=settings.max_record_bytes
+    )
+    rejections = [outcome.reason for outcome in outcomes if isinstance(outcome, Rejected)]
+    produced = False
+    for outcome in outcomes:
+        if isinstance(outcome, Normalized):
+            exit_if_undelivered("ingest", await _send_event(outcome.event))
+            INGEST_EVENTS.labels(outcome.event["type"]).inc()
+            produced = True
+    if rejections:
+        exit_if_undelivered("ingest", await _send_dead_letter(record, "; ".join(rejections)))
+    outcome_label = "rejected" if rejections else ("event" if produced else "skipped")
+    INGEST_RECORDS.labels(record.topic, outcome_label).inc()
 
 
 async def _send_event(event: CanonicalEvent) -> Awaitable[Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from streamapp.domain.updates import generate_admin_keypair
@@ -264,3 +265,25 @@ async def collect(
     finally:
         await consumer.stop()
     return records
+
+
+async def wait_group_stable(  # noqa: ASYNC109 - a deadline for the whole wait
+    bootstrap: str, group: str, members: int, timeout: float = 120
+) -> None:
+    """Wait until the consumer group has settled with ``members`` members, plus the moment
+    faust needs to finish recovery. Records produced *during* a rebalance are the subject of
+    their own test; the other tests start on a settled group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            described = await admin.describe_consumer_groups([group])
+            _error, _name, state, _type, _protocol, group_members = described[0].groups[0]
+            if state == "Stable" and len(group_members) == members:
+                await asyncio.sleep(3)
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    raise AssertionError(f"group {group} did not settle with {members} members")

@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     Worker,
     collect,
     produce,
+    wait_group_stable,
 )
 
 pytestmark = pytest.mark.integration
@@ -97,8 +98,8 @@ def policies_loaded(worker: Worker) -> bool:
     )
 
 
-def start_two_workers_with_tables(
-    stack: Stack, worker_factory: Callable[..., Worker]
+async def start_two_workers_with_tables(
+    bootstrap: str, topics: TopicNames, stack: Stack, worker_factory: Callable[..., Worker]
 ) -> list[Worker]:
     workers = [worker_factory("w1").start(), worker_factory("w2").start()]
     applied = stack.streamapp("tables", "apply", str(TABLES), "--key", str(stack.admin_key))
@@ -106,6 +107,7 @@ def start_two_workers_with_tables(
     # every replica must hold every policy and ownership entry, not just the one that wrote it
     for worker in workers:
         wait_for(partial(policies_loaded, worker), 120, f"policies on {worker.log_path.name}")
+    await wait_group_stable(bootstrap, topics.app_id, members=2)
     return workers
 
 
@@ -115,7 +117,7 @@ async def test_two_workers_deliver_exactly_the_entitled_events(
     stack: Stack,
     worker_factory: Callable[..., Worker],
 ) -> None:
-    workers = start_two_workers_with_tables(stack, worker_factory)
+    workers = await start_two_workers_with_tables(bootstrap, topics, stack, worker_factory)
     samples = ROOT / "samples"
     dcache = [line for line in (samples / "dcache-billing.jsonl").read_bytes().splitlines() if line]
     dcache += generated_inputs(400)
@@ -192,7 +194,7 @@ async def test_refused_updates_are_audited_with_their_reason(
     stack: Stack,
     worker_factory: Callable[..., Worker],
 ) -> None:
-    start_two_workers_with_tables(stack, worker_factory)
+    await start_two_workers_with_tables(bootstrap, topics, stack, worker_factory)
     key = load_private_key(stack.admin_key)
     spec = next(e.spec for e in SEED if e.name == "flash-fl21-11012400")
     old = sign_update("dataset", "upsert", spec["id"], version=1, spec=spec, private_key=key)
@@ -211,20 +213,19 @@ async def test_refused_updates_are_audited_with_their_reason(
     messages = [old.encode(), unsigned.encode(), forged.encode(), wrong_topic.encode(), b"{}"]
     await produce(bootstrap, topics.dataset_updates, messages)
 
+    def verdicts(records: list[Any]) -> dict[bytes, str]:
+        return {
+            r.value: dict(r.headers)["streamapp.update.reason"].decode()
+            for r in records
+            if dict(r.headers)["streamapp.update.verdict"] == b"refused"
+        }
+
     records = await collect(
-        bootstrap,
-        [topics.audit],
-        lambda r: (
-            sum(1 for x in r if dict(x.headers).get("streamapp.update.verdict") == b"refused")
-            >= len(messages)
-        ),
-        timeout=60,
+        bootstrap, [topics.audit], lambda r: set(messages) <= set(verdicts(r)), timeout=60
     )
-    refused = {
-        r.value: dict(r.headers)["streamapp.update.reason"].decode()
-        for r in records
-        if dict(r.headers)["streamapp.update.verdict"] == b"refused"
-    }
+    refused = verdicts(records)
+    accepted = [r for r in records if dict(r.headers)["streamapp.update.verdict"] == b"accepted"]
+    assert not [r for r in accepted if r.value in messages]
     assert "stale" in refused[old.encode()]
     assert "signature" in refused[unsigned.encode()] or "JWS" in refused[unsigned.encode()]
     assert "bad signature" in refused[forged.encode()]
@@ -240,7 +241,7 @@ async def test_revocation_stops_deliveries(
 ) -> None:
     """Remove hereon-analysis from the beamtime's shares while events stream in: after the
     update is appended, deliveries to it stop. Prints the measured delays (p50/p99)."""
-    start_two_workers_with_tables(stack, worker_factory)
+    await start_two_workers_with_tables(bootstrap, topics, stack, worker_factory)
     key = load_private_key(stack.admin_key)
     spec = next(e.spec for e in SEED if e.name == "petra3-p02.1-11012345")
     root = "/data/petra3/p02.1/2026/11012345/raw"

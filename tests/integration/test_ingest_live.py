@@ -21,6 +21,7 @@ from tests.integration.conftest import (
     Worker,
     collect,
     produce,
+    wait_group_stable,
 )
 
 pytestmark = pytest.mark.integration
@@ -170,7 +171,7 @@ async def test_two_workers_share_ingest_without_loss(
     bootstrap: str, topics: TopicNames, worker_factory: Callable[..., Worker]
 ) -> None:
     workers = [worker_factory("w1").start(), worker_factory("w2").start()]
-    await asyncio.sleep(15)  # both in the group, partitions split between them
+    await wait_group_stable(bootstrap, topics.app_id, members=2)
     inputs = [
         raw(dcache_transfer(billingPath=f"/data/two/{n:05d}.h5", pnfsid=f"{n:036d}"))
         for n in range(2000)
