@@ -204,6 +204,12 @@ class Worker:
                 samples[name] = float(value)
         return samples
 
+    def recovered(self) -> bool:
+        """faust logged "Worker ready" after the last rebalance it took part in."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        last_generation = text.rfind("generation id ")
+        return last_generation >= 0 and text.rfind("Worker ready") > last_generation
+
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
@@ -268,10 +274,10 @@ async def collect(
 
 
 async def wait_group_stable(  # noqa: ASYNC109 - a deadline for the whole wait
-    bootstrap: str, group: str, members: int, timeout: float = 120
+    bootstrap: str, group: str, workers: list[Worker], timeout: float = 120
 ) -> None:
-    """Wait until the consumer group has settled with ``members`` members, plus the moment
-    faust needs to finish recovery. Records produced *during* a rebalance are the subject of
+    """Wait until the consumer group has settled with these workers and each has finished
+    faust's recovery after the last rebalance. Records produced *during* a rebalance are the subject of
     their own test; the other tests start on a settled group."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -280,10 +286,14 @@ async def wait_group_stable(  # noqa: ASYNC109 - a deadline for the whole wait
         while time.monotonic() < deadline:
             described = await admin.describe_consumer_groups([group])
             _error, _name, state, _type, _protocol, group_members = described[0].groups[0]
-            if state == "Stable" and len(group_members) == members:
-                await asyncio.sleep(3)
+            if (
+                state == "Stable"
+                and len(group_members) == len(workers)
+                and all(worker.recovered() for worker in workers)
+            ):
+                await asyncio.sleep(1)
                 return
             await asyncio.sleep(0.5)
     finally:
         await admin.close()
-    raise AssertionError(f"group {group} did not settle with {members} members")
+    raise AssertionError(f"group {group} did not settle with {len(workers)} members")

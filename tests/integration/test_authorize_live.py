@@ -107,7 +107,7 @@ async def start_two_workers_with_tables(
     # every replica must hold every policy and ownership entry, not just the one that wrote it
     for worker in workers:
         wait_for(partial(policies_loaded, worker), 120, f"policies on {worker.log_path.name}")
-    await wait_group_stable(bootstrap, topics.app_id, members=2)
+    await wait_group_stable(bootstrap, topics.app_id, workers)
     return workers
 
 
