@@ -273,12 +273,15 @@ async def collect(
     return records
 
 
-async def wait_group_stable(  # noqa: ASYNC109 - a deadline for the whole wait
-    bootstrap: str, group: str, workers: list[Worker], timeout: float = 120
+async def wait_group_stable(
+    bootstrap: str,
+    group: str,
+    workers: list[Worker],
+    timeout: float = 120,  # noqa: ASYNC109 - a deadline for the whole wait
 ) -> None:
     """Wait until the consumer group has settled with these workers and each has finished
-    faust's recovery after the last rebalance. Records produced *during* a rebalance are the subject of
-    their own test; the other tests start on a settled group."""
+    faust's recovery after the last rebalance. Records produced *during* a rebalance are the
+    subject of their own test; the other tests start on a settled group."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     deadline = time.monotonic() + timeout
