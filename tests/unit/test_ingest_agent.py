@@ -19,31 +19,33 @@ from tests.factories import dcache_record, dcache_transfer, raw, s3_notification
 
 
 class CapturedSends:
-    """Stands in for ``Topic.send``: records the message, returns a delivered future."""
+    """Stands in for the producer: records each message by topic, returns a delivered future."""
 
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
+        self.by_topic: dict[str, list[dict[str, Any]]] = {}
 
-    async def __call__(self, **kwargs: Any) -> asyncio.Future[None]:
-        self.messages.append(kwargs)
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
+        message = {"key": key, "value": value, "headers": headers}
+        self.by_topic.setdefault(topic, []).append(message)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
 
 
 @pytest.fixture
-async def sends(monkeypatch: pytest.MonkeyPatch) -> dict[str, CapturedSends]:
+async def sends(monkeypatch: pytest.MonkeyPatch) -> CapturedSends:
     app.finalize()
     app.conf.store = "memory://"  # type: ignore[assignment]  # faust coerces str to URL
     app.flow_control.resume()
-    captured = {"events": CapturedSends(), "dead": CapturedSends()}
-    monkeypatch.setattr(storage_events, "send", captured["events"])
-    monkeypatch.setattr(dead_letters, "send", captured["dead"])
+    captured = CapturedSends()
+    monkeypatch.setattr(ingest_module, "_produce", captured)
     return captured
 
 
 async def test_agent_routes_events_skips_and_dead_letters(
-    sends: dict[str, CapturedSends],
+    sends: CapturedSends,
 ) -> None:
     inputs = [
         raw(dcache_transfer()),
@@ -55,19 +57,21 @@ async def test_agent_routes_events_skips_and_dead_letters(
         for number, value in enumerate(inputs):
             await agent.put(value=value, key=f"k{number}".encode())
 
-    events = [json.loads(m["value"]) for m in sends["events"].messages]
+    events = [json.loads(m["value"]) for m in sends.by_topic[storage_events.get_topic_name()]]
     assert [e["subject"] for e in events] == [
         "/data/alice/run42/file.root",
         "/beamtime-11012345/a.h5",
     ]
     # re-keyed by subject so one object's events stay in order on one partition
-    assert [m["key"] for m in sends["events"].messages] == [e["subject"] for e in events]
+    assert [m["key"] for m in sends.by_topic[storage_events.get_topic_name()]] == [
+        e["subject"] for e in events
+    ]
     assert all(
         dict(m["headers"])["content-type"] == b"application/cloudevents+json"
-        for m in sends["events"].messages
+        for m in sends.by_topic[storage_events.get_topic_name()]
     )
 
-    dead = sends["dead"].messages
+    dead = sends.by_topic[dead_letters.get_topic_name()]
     assert [(m["key"], m["value"]) for m in dead] == [(b"k2", inputs[2]), (b"k3", inputs[3])]
     contexts = [DeadLetterContext.from_headers(m["headers"]) for m in dead]
     assert "UTF-8" in contexts[0].reason
