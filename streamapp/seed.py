@@ -54,6 +54,11 @@ def load_seed(directory: Path) -> list[SeedEntry]:
     """Every dataset and tenant file under ``directory``; ``SeedError`` lists all problems."""
     if not directory.is_dir():
         raise SeedError([SeedProblem(directory, "-", "not a directory")])
+    if not any((directory / subdir).is_dir() for subdir in SUBDIRS.values()):
+        # e.g. tables/datasets given for tables/: an empty seed would prune everything
+        raise SeedError(
+            [SeedProblem(directory, "-", "has neither a datasets/ nor a tenants/ directory")]
+        )
     entries: list[SeedEntry] = []
     problems: list[SeedProblem] = []
     for kind, subdir in SUBDIRS.items():
@@ -151,7 +156,7 @@ def canonical(kind: Kind, spec: Mapping[str, Any]) -> Any:
     """The comparable form of a spec: parsed, so formatting and defaults do not count."""
     if kind == "dataset":
         return parse_dataset(spec).to_json()
-    return parse_tenant(spec).raw
+    return parse_tenant(spec).canonical()
 
 
 def next_version(held: Mapping[str, Any] | None, now_ms: int | None = None) -> int:

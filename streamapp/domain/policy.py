@@ -217,6 +217,28 @@ class TenantPolicy:
     def to_json(self) -> dict[str, Any]:
         return dict(self.raw)
 
+    def canonical(self) -> dict[str, Any]:
+        """The policy with every default applied: two specs that mean the same compare equal."""
+        return {
+            "tenant": self.tenant,
+            "subscriptions": sorted(
+                (
+                    {
+                        "dataset": s.dataset,
+                        "types": sorted(s.filters.types),
+                        "paths": [g.pattern for g in s.filters.paths],
+                        "min_size": s.filters.min_size,
+                        "max_size": s.filters.max_size,
+                        "read": list(s.read),
+                        "write": list(s.write),
+                        "token_lifetime": s.token_lifetime_s,
+                    }
+                    for s in self.subscriptions
+                ),
+                key=lambda sub: str(sub["dataset"]),
+            ),
+        }
+
 
 _TENANT_FIELDS = {"tenant", "token_lifetime", "subscriptions"}
 _SUBSCRIPTION_FIELDS = {

@@ -141,10 +141,14 @@ class Scope:
         self.root = chroot(self.root, value)
 
     def permits_path(self, path: str) -> bool:
-        return _has_prefix(_segments(path), [*self.root, *self.path])
+        """``path`` is resolved first, as dCache does: ``/d/f/../g`` is ``/d/g``."""
+        return _has_prefix(chroot([], path), [*self.root, *self.path])
 
     def permits_ip(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
         return all(any(ip in net for net in networks) for networks in self.ip)
 
 
@@ -178,6 +182,16 @@ def deserialize(token: str) -> Macaroon:
         raise TokenError(f"not a macaroon: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - pymacaroons raises assorted errors on junk input
         raise TokenError(f"not a macaroon: {type(exc).__name__}") from None
+    # pymacaroons accepts cut-off serializations; a whole macaroon has an identifier and a
+    # 32-byte signature
+    signature = macaroon.signature
+    if (
+        not macaroon.identifier
+        or not isinstance(signature, str)
+        or len(signature) != 64
+        or any(c not in "0123456789abcdef" for c in signature)
+    ):
+        raise TokenError("not a macaroon: truncated or incomplete")
     return macaroon
 
 
@@ -245,8 +259,11 @@ def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
     confined = [*scope.root, *scope.path]
     if not _has_prefix(target, confined):
         raise TokenError(f"{grant.path} is outside the base macaroon's scope")
-    allowed = scope.allowed_activities
-    activities = tuple(a for a in grant.activities if a in allowed)
+    # Only what the base lists explicitly: dCache refuses an activity caveat that would enlarge
+    # the set (READ_METADATA being implied does not make it listable).
+    activities = tuple(
+        a for a in grant.activities if scope.activities is None or a in scope.activities
+    )
     if not activities:
         raise TokenError("the base macaroon allows none of the granted activities")
     relative = _as_path(target[len(confined) :])

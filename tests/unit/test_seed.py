@@ -138,12 +138,6 @@ def test_load_seed_refuses_a_missing_directory(tmp_path: Path) -> None:
         load_seed(tmp_path / "nope")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG seed.py load_seed(): a directory with neither datasets/ nor tenants/ (e.g. "
-    "`tables/datasets` given for `tables`) loads as an empty seed without a problem; "
-    "`streamapp tables apply DIR --prune` would then plan deletes for every dataset and tenant",
-)
 def test_a_directory_without_seed_subdirectories_is_refused() -> None:
     with pytest.raises(SeedError):
         load_seed(TABLES / "datasets")
@@ -193,12 +187,6 @@ def test_dataset_formatting_does_not_count_as_a_change() -> None:
     assert plan(entries, state, prune=False, now_ms=NOW_MS).changes == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG seed.py canonical(): for tenants it returns parse_tenant(spec).raw, the "
-    "unparsed mapping, so a held tenant spec that spells out a default (read = true, the "
-    "default token_lifetime) counts as 'changed' although its docstring says defaults do not",
-)
 def test_tenant_defaults_do_not_count_as_a_change() -> None:
     entries = repo_entries()
     state = held_state(entries)
