@@ -24,7 +24,7 @@ from streamapp.domain.policy import PolicyError, parse_dataset, parse_tenant
 KINDS: Final = ("dataset", "tenant")
 OPS: Final = ("upsert", "delete")
 ISSUER: Final = "streamapp-admin"
-MAX_UPDATE_BYTES: Final = 262_144
+MAX_UPDATE_BYTES: Final = 1_000_000  # a Kafka message (1 MiB by default) must hold it
 
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
