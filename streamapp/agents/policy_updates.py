@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.domain.index import PrefixConflictError
 from streamapp.domain.policy import parse_dataset
@@ -65,42 +66,47 @@ async def apply_tenant_updates(stream: Any) -> None:
 
 async def _apply_updates(stream: Any) -> None:
     async for event in stream.events():
-        message = event.message
-        raw = message.value if isinstance(message.value, bytes) else b""
-        try:
-            update = decide(raw, message.topic)
-        except (UpdateRefusedError, PrefixConflictError) as exc:
-            verdict = [("streamapp.update.verdict", b"refused"), _reason(str(exc))]
-            POLICY_UPDATES.labels("refused").inc()
-            log.warning(
-                "update refused (%s[%s]@%s): %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
-        else:
-            entry = update.entry()
-            TABLES[update.kind][update.name] = entry
-            apply_entry(update.kind, update.name, entry)
-            verdict = [
-                ("streamapp.update.verdict", b"accepted"),
-                ("streamapp.update.kind", update.kind.encode()),
-                ("streamapp.update.name", update.name.encode()),
-                ("streamapp.update.version", str(update.version).encode()),
-                ("streamapp.update.op", update.op.encode()),
-            ]
-            POLICY_UPDATES.labels("accepted").inc()
-            log.info(
-                "update accepted: %s %s %s v%d", update.op, update.kind, update.name, update.version
-            )
-        origin = [
-            ("streamapp.update.topic", str(message.topic).encode()),
-            ("streamapp.update.partition", str(message.partition).encode()),
-            ("streamapp.update.offset", str(message.offset).encode()),
+        await finish_even_if_cancelled(_apply_update(event.message))
+
+
+async def _apply_update(message: Any) -> None:
+    """Verify one update, write it to its table if accepted, and audit the verdict."""
+    raw = message.value if isinstance(message.value, bytes) else b""
+    try:
+        update = decide(raw, message.topic)
+    except (UpdateRefusedError, PrefixConflictError) as exc:
+        verdict = [("streamapp.update.verdict", b"refused"), _reason(str(exc))]
+        POLICY_UPDATES.labels("refused").inc()
+        log.warning(
+            "update refused (%s[%s]@%s): %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+        )
+    else:
+        entry = update.entry()
+        TABLES[update.kind][update.name] = entry
+        apply_entry(update.kind, update.name, entry)
+        verdict = [
+            ("streamapp.update.verdict", b"accepted"),
+            ("streamapp.update.kind", update.kind.encode()),
+            ("streamapp.update.name", update.name.encode()),
+            ("streamapp.update.version", str(update.version).encode()),
+            ("streamapp.update.op", update.op.encode()),
         ]
-        fut = await updates_audit.send(key=message.key, value=raw, headers=verdict + origin)
-        await fut  # the audit record is durable before the update's offset is acknowledged
+        POLICY_UPDATES.labels("accepted").inc()
+        log.info(
+            "update accepted: %s %s %s v%d", update.op, update.kind, update.name, update.version
+        )
+    origin = [
+        ("streamapp.update.topic", str(message.topic).encode()),
+        ("streamapp.update.partition", str(message.partition).encode()),
+        ("streamapp.update.offset", str(message.offset).encode()),
+    ]
+    future = await updates_audit.send(key=message.key, value=raw, headers=verdict + origin)
+    # durable before the update's offset is committed (faust flushes the producer first)
+    exit_if_undelivered("policy-updates", future)
 
 
 def _reason(text: str) -> tuple[str, bytes]:
