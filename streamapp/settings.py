@@ -96,9 +96,6 @@ class Settings:
     store: str = "rocksdb://"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
-    # ingest batching: how many raw records to normalize before waiting for the broker's acks
-    ingest_batch_max: int = 1000
-    ingest_batch_within: float = 0.05
     producer_linger_s: float = 0.005
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
@@ -133,8 +130,6 @@ class Settings:
             store=_str(env, "STORE", defaults.store),
             web_port=_int(env, "WEB_PORT", defaults.web_port),
             web_host=_str(env, "WEB_HOST", defaults.web_host),
-            ingest_batch_max=_int(env, "INGEST_BATCH_MAX", defaults.ingest_batch_max),
-            ingest_batch_within=_float(env, "INGEST_BATCH_WITHIN", defaults.ingest_batch_within),
             producer_linger_s=_float(env, "PRODUCER_LINGER", defaults.producer_linger_s),
             session_timeout_s=_float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
             heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),

@@ -132,8 +132,7 @@ async def test_sigkill_mid_stream_loses_no_record(
     expected_ids, expected_dead = expected_outputs(inputs, SOURCES["dcache"])
     await produce(bootstrap, topics.dcache, inputs)
 
-    # small batches so the worker is surely mid-stream when it is killed
-    first = worker_factory("first", STREAMAPP_INGEST_BATCH_MAX="50").start()
+    first = worker_factory("first").start()
     seen_before_kill = await collect(
         bootstrap,
         [topics.normalized],
