@@ -11,9 +11,6 @@ anyone edits ``streamapp/``.
   adds a DEBUG handler (``faust.worker.Worker._setup_spinner_handler``), so every
   ``log.debug(...)`` in faust, mode and aiokafka builds a LogRecord (stack walk included) for
   nothing; ``-l info`` disables the spinner and does not have the problem;
-- ``producer-send``: ingest's ``_send_event``/``_send_dead_letter`` hand their record to
-  faust's producer (``app.producer.send``) instead of ``Topic.send`` (FutureMessage, schema,
-  sensors, ``publish_message``): same topic, key, value, headers and delivery future;
 - ``inline-await``: the ingest agent awaits ``ingest_record(...)`` directly instead of through
   ``finish_even_if_cancelled`` (a Task and a shield per event). Measurement only: that guard is
   load-bearing (faust's stream acknowledges the current event even when the agent is cancelled
@@ -28,17 +25,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable
-from typing import Any
-
-import orjson
 
 from streamapp.app import app
-from streamapp.domain.deadletter import DeadLetterContext
-from streamapp.domain.events import CanonicalEvent
 
 HOT_LOGGERS = ("aiokafka.producer.producer", "faust.topics", "mode", "")
 PATCHES = frozenset(p for p in os.environ.get("BENCH_PATCHES", "").split(",") if p)
-KNOWN = frozenset({"ingest-only", "quiet-root", "producer-send", "inline-await", "report"})
+KNOWN = frozenset({"ingest-only", "quiet-root", "inline-await", "report"})
 INGEST_AGENT = "streamapp.agents.ingest.ingest"
 log = logging.getLogger("bench.faust_worker")
 
@@ -63,47 +55,6 @@ async def _runtime_patches() -> None:
         _report("after")
 
 
-def _patch_send_path() -> None:
-    from streamapp.agents import ingest  # noqa: PLC0415 - imported only when patching
-    from streamapp.topics import dead_letters, storage_events  # noqa: PLC0415
-
-    for name in ("_send_event", "_send_dead_letter", "_EVENT_HEADERS", "RawRecord"):
-        if not hasattr(ingest, name):
-            raise SystemExit(f"producer-send: streamapp.agents.ingest has no {name} any more")
-    headers = ingest._EVENT_HEADERS
-
-    async def send_event(event: CanonicalEvent) -> Any:
-        return await app.producer.send(
-            storage_events.get_topic_name(),
-            event["subject"].encode(),
-            orjson.dumps(event),
-            partition=None,
-            timestamp=None,
-            headers=headers,
-        )
-
-    async def send_dead_letter(record: Any, reason: str) -> Any:
-        context = DeadLetterContext(
-            reason=reason,
-            stage="ingest",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        return await app.producer.send(
-            dead_letters.get_topic_name(),
-            record.key,
-            record.value,
-            partition=None,
-            timestamp=None,
-            headers=context.headers(),
-        )
-
-    # ingest_records looks these up in its module at every call
-    ingest._send_event = send_event
-    ingest._send_dead_letter = send_dead_letter
-
-
 def _patch_inline_await() -> None:
     from streamapp.agents import ingest  # noqa: PLC0415 - imported only when patching
 
@@ -126,8 +77,6 @@ def main() -> None:
             raise SystemExit(f"ingest-only: no agent {INGEST_AGENT} (agents: {sorted(app.agents)})")
         for name in [name for name in app.agents if name != INGEST_AGENT]:
             del app.agents[name]
-    if "producer-send" in PATCHES:
-        _patch_send_path()
     if "inline-await" in PATCHES:
         _patch_inline_await()
     app.main()

@@ -2,12 +2,14 @@
 
 Both read the same raw topic on the live broker (``scripts/kafka``), normalize with the same pure
 code and write events keyed by subject plus dead letters (the original bytes) under the same
-at-least-once contract: the input offsets are committed only after every output of a batch is
-acknowledged by the broker (acks=all).
+at-least-once contract: an input offset is committed only after its outputs are acknowledged by
+the broker (acks=all). The baseline awaits the deliveries of each ``getmany`` batch and then
+commits; the faust worker flushes its producer before every commit.
 
 Throughput is measured the same way for both: input records / (last - first output record
 timestamp), the timestamps being the CreateTime the producer stamps on each output record. That
-leaves out the worker's start-up (imports, group join, topic declaration) and shutdown.
+leaves out the worker's start-up (imports, group join, table recovery) and shutdown. Results and
+method: docs/benchmarks.md.
 
     .venv/bin/python -m bench.ingest [--records N] [--repeat K] [--variant NAME ...]
 
@@ -54,7 +56,7 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 DOC: Final = ROOT / "docs" / "benchmarks.md"
 SOURCE: Final = "dcache://bench"
 PARTITIONS: Final = 4
-BATCH_MAX: Final = 1000  # the baseline's getmany batch, = streamapp's default ingest_batch_max
+BATCH_MAX: Final = 1000  # records per getmany batch of the baseline
 _EVENT_HEADERS: Final = [("content-type", CONTENT_TYPE.encode())]
 
 
@@ -101,38 +103,9 @@ VARIANTS: Final = _variants(
         {"STREAM_BUFFER_MAXSIZE": "16384", "BROKER_MAX_POLL_RECORDS": "4000"},
     ),
     Variant(
-        "producer-send",
-        "patch: ingest sends through app.producer.send, not Topic.send",
-        patches=("ingest-only", "producer-send"),
-    ),
-    Variant(
         "inline-await",
         "patch, measurement only: no Task+shield per event (finish_even_if_cancelled)",
         patches=("ingest-only", "inline-await"),
-    ),
-    Variant(
-        "send+info",
-        "producer-send + -l info",
-        loglevel="info",
-        patches=("ingest-only", "producer-send"),
-    ),
-    Variant(
-        "send+uvloop",
-        "producer-send + -L uvloop",
-        global_options=("-L", "uvloop"),
-        patches=("ingest-only", "producer-send"),
-    ),
-    Variant(
-        "send+linger-50ms",
-        "producer-send + PRODUCER_LINGER=0.05",
-        {"STREAMAPP_PRODUCER_LINGER": "0.05"},
-        patches=("ingest-only", "producer-send"),
-    ),
-    Variant(
-        "send+batch-256k",
-        "producer-send + PRODUCER_MAX_BATCH_SIZE=262144",
-        {"PRODUCER_MAX_BATCH_SIZE": "262144"},
-        patches=("ingest-only", "producer-send"),
     ),
     Variant(
         "config-only",
@@ -142,12 +115,12 @@ VARIANTS: Final = _variants(
         loglevel="info",
     ),
     Variant(
-        "tuned",
-        "config-only + the producer.send patch",
+        "config+inline",
+        "config-only + the inline-await patch (measurement only)",
         {"STREAMAPP_PRODUCER_LINGER": "0.05"},
         global_options=("-L", "uvloop"),
         loglevel="info",
-        patches=("ingest-only", "producer-send"),
+        patches=("ingest-only", "inline-await"),
     ),
     Variant(
         "worker",
@@ -155,7 +128,7 @@ VARIANTS: Final = _variants(
         patches=(),
     ),
 )
-DEFAULT_VARIANTS: Final = ("defaults", "log-info", "config-only", "producer-send", "tuned")
+DEFAULT_VARIANTS: Final = ("defaults", "log-info", "linger-50ms", "config-only", "worker")
 
 
 @dataclass
