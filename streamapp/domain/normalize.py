@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
@@ -30,6 +29,7 @@ from streamapp.domain.events import (
     ObjectData,
     StorageKind,
 )
+from streamapp.domain.instants import parse_aware, rfc3339_utc
 from streamapp.domain.paths import PathError, normalize_absolute_path, s3_object_path
 
 DEFAULT_MAX_RECORD_BYTES: Final = 1_048_576
@@ -123,14 +123,9 @@ def _rfc3339(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise _MalformedError(f"{field} is missing or not a string")
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _MalformedError(f"{field} {value!r} is not an ISO-8601 timestamp") from None
-    if moment.tzinfo is None:
-        raise _MalformedError(f"{field} {value!r} has no UTC offset")
-    moment = moment.astimezone(UTC)
-    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
-    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+        return rfc3339_utc(parse_aware(value))
+    except ValueError as exc:
+        raise _MalformedError(f"{field} {exc}") from None
 
 
 def _size(value: Any, field: str) -> int | None:

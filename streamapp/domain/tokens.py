@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pymacaroons import Macaroon, Verifier
@@ -25,6 +25,7 @@ from pymacaroons.exceptions import (
     MacaroonException,
 )
 
+from streamapp.domain.instants import parse_aware, rfc3339_utc
 from streamapp.domain.policy import ACTIVITIES
 
 KNOWN_CAVEATS: Final = frozenset(
@@ -161,17 +162,16 @@ def _networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 def parse_instant(value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
+        return parse_aware(value)
+    except ValueError as exc:
+        if "offset" in str(exc):
+            raise TokenError(f"timestamp {value!r} has no zone") from None
         raise TokenError(f"bad ISO 8601 timestamp {value!r}") from None
-    if moment.tzinfo is None:
-        raise TokenError(f"timestamp {value!r} has no zone")
-    return moment.astimezone(UTC)
 
 
 def format_instant(moment: datetime) -> str:
     """dCache's form: ``2019-04-17T09:51:22.840Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339_utc(moment, always_milliseconds=True)
 
 
 def deserialize(token: str) -> Macaroon:
