@@ -180,6 +180,32 @@ def seed_updates(datasets: int, tenants: int, key_path: Path) -> tuple[list[byte
     return ds, ts
 
 
+async def wait_for_policies(
+    port: int,
+    datasets: int,
+    timeout: float,  # noqa: ASYNC109 - a deadline for the whole wait
+) -> None:
+    import urllib.request  # noqa: PLC0415 - only here
+
+    wanted = f'streamapp_policy_entries{{kind="dataset"}} {float(datasets)}'
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            text = await asyncio.to_thread(
+                lambda: (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                    .read()
+                    .decode()
+                )
+            )
+        except OSError:
+            text = ""
+        if wanted in text:
+            return
+        await asyncio.sleep(1)
+    raise TimeoutError("the worker did not load every dataset")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -215,7 +241,7 @@ async def run(records: int, datasets: int, tenants: int) -> dict[str, Any]:
             **os.environ,
             "STREAMAPP_APP_ID": f"{prefix}-app",
             "STREAMAPP_BROKER": f"kafka://{BOOTSTRAP}",
-            "STREAMAPP_RAW_TOPICS": f"{raw_topic}={SOURCE}",
+            "STREAMAPP_RAW_TOPICS": f"{raw_topic}-worker={SOURCE}",
             "STREAMAPP_NORMALIZED_TOPIC": f"{prefix}.storage.events",
             "STREAMAPP_DEADLETTER_TOPIC": f"{prefix}.deadletter",
             "STREAMAPP_DATASET_UPDATES_TOPIC": f"{prefix}.updates.datasets",
@@ -231,6 +257,7 @@ async def run(records: int, datasets: int, tenants: int) -> dict[str, Any]:
         ds, ts = seed_updates(datasets, tenants, private)
         await produce(f"{prefix}.updates.datasets", ds)
         await produce(f"{prefix}.updates.tenants", ts)
+        web_port = free_port()
         worker = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for below
             [
                 sys.executable,
@@ -242,7 +269,7 @@ async def run(records: int, datasets: int, tenants: int) -> dict[str, Any]:
                 "-l",
                 "info",
                 "--web-port",
-                str(free_port()),
+                str(web_port),
             ],
             env=env,
             cwd=ROOT,
@@ -250,6 +277,10 @@ async def run(records: int, datasets: int, tenants: int) -> dict[str, Any]:
             stderr=subprocess.DEVNULL,
         )
         try:
+            # the records go in only once every dataset and tenant is in the worker's index
+            await wait_for_policies(web_port, datasets, 600)
+            await create_topics([f"{raw_topic}-worker"], 4)
+            await produce(f"{raw_topic}-worker", values)
             topics = [f"{prefix}.tenant.{t}.events" for t in build_index(datasets, tenants).tenants]
             span, count = await output_span(topics, expected, 900)
         finally:

@@ -645,6 +645,12 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
+def streamapp_commit() -> str:
+    """The commit streamapp is at, flagged when ``streamapp/`` has uncommitted changes."""
+    dirty = " + uncommitted changes" if _git("status", "--porcelain", "streamapp") else ""
+    return _git("rev-parse", "--short", "HEAD") + dirty
+
+
 def machine() -> dict[str, str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next(
@@ -660,8 +666,7 @@ def machine() -> dict[str, str]:
         name: metadata.version(name) for name in ("faust-streaming", "aiokafka", "orjson", "uvloop")
     }
     return {
-        "commit": _git("rev-parse", "--short", "HEAD")
-        + (" + uncommitted changes" if _git("status", "--porcelain", "streamapp") else ""),
+        "commit": streamapp_commit(),
         "cpus": str(os.cpu_count()),
         "cpu": model,
         "ram": f"{mem_kib / 1024 / 1024:.1f} GiB",
@@ -694,7 +699,12 @@ def render(
         f"{info['kernel']}. Broker: Apache Kafka {info['kafka']}.",
         f"Versions: Python {info['python']}, faust-streaming {info['faust-streaming']}, aiokafka "
         f"{info['aiokafka']}, orjson {info['orjson']}, uvloop {info['uvloop']}; streamapp at "
-        f"{info['commit']}.",
+        f"{info['commit']}"
+        + (
+            f" (at {args.started_commit} when the run started)."
+            if args.started_commit != info["commit"]
+            else "."
+        ),
         "",
         f"Data: {expected.records:,} raw records on one {PARTITIONS}-partition topic, "
         f"{expected.events:,} events and {expected.dead_letters:,} dead letters expected "
@@ -821,6 +831,7 @@ def _say(message: str) -> None:
 
 async def main_async(args: argparse.Namespace) -> int:
     started_at = time.strftime("%Y-%m-%d %H:%M %Z")
+    args.started_commit = streamapp_commit()  # workers import streamapp anew: note any change
     t0 = time.perf_counter()
     variants = chosen_variants(args)
     run_id = uuid.uuid4().hex[:8]
