@@ -29,4 +29,5 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=settings.heartbeat_interval_s,
     consumer_auto_offset_reset="earliest",
+    Worker="streamapp.worker:Worker",
 )
