@@ -46,3 +46,28 @@ POLICY_ENTRIES = Gauge(
     "Entries in this worker's policy index (it must match on every worker).",
     ["kind"],
 )
+INVOCATION_ATTEMPTS = Counter(
+    "streamapp_invocation_attempts",
+    "OpenWhisk invoke calls by outcome (success, action_failed, throttled, retryable, "
+    "unreachable, rejected).",
+    ["outcome"],
+)
+INVOCATIONS = Counter(
+    "streamapp_invocations",
+    "Final outcome per event and trigger (success, action_failed, dead_lettered, revoked, "
+    "duplicate: skipped because a success record exists).",
+    ["outcome"],
+)
+INVOCATION_SECONDS = Histogram(
+    "streamapp_invocation_seconds",
+    "Duration of one OpenWhisk invoke call (HTTP round trip).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SINK_PENDING = Gauge(
+    "streamapp_sink_pending_records",
+    "Records of tenant topics this worker holds unfinished (in flight or waiting to retry).",
+)
+SINK_PAUSED = Gauge(
+    "streamapp_sink_paused_partitions",
+    "Tenant topic partitions paused because their tenant has too much unfinished work.",
+)

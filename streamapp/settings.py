@@ -7,6 +7,7 @@ frozen, so a setting is looked up in one place and a test can build its own ``Se
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,19 @@ class Settings:
     macaroon_location: str = "streamapp"
     macaroon_identity: str = ""
     token_max_lifetime_s: int = 3600
+    # the invocation sink (OpenWhisk); credentials by name under <secrets_dir>/openwhisk/
+    sink_enabled: bool = True
+    invocations_topic: str = "streamapp.invocations"
+    sink_group: str = ""  # default: <app_id>-sink
+    sink_max_attempts: int = 8  # per event and trigger for 5xx/timeouts (429s do not count)
+    sink_retry_base_s: float = 0.5
+    sink_retry_cap_s: float = 30.0
+    sink_throttle_base_s: float = 1.0
+    sink_throttle_cap_s: float = 60.0
+    sink_max_pending: int = 500  # unfinished records per tenant before its topic is paused
+    sink_discovery_interval_s: float = 5.0  # how soon a new tenant topic is subscribed
+    sink_commit_interval_s: float = 1.0
+    sink_revoke_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,10 +165,35 @@ class Settings:
             macaroon_location=_str(env, "MACAROON_LOCATION", defaults.macaroon_location),
             macaroon_identity=_str(env, "MACAROON_IDENTITY", defaults.macaroon_identity),
             token_max_lifetime_s=_int(env, "TOKEN_MAX_LIFETIME", defaults.token_max_lifetime_s),
+            sink_enabled=_str(env, "SINK_ENABLED", "true").lower() not in ("0", "false", "no"),
+            invocations_topic=_str(env, "INVOCATIONS_TOPIC", defaults.invocations_topic),
+            sink_group=_str(env, "SINK_GROUP", defaults.sink_group),
+            sink_max_attempts=_int(env, "SINK_MAX_ATTEMPTS", defaults.sink_max_attempts),
+            sink_retry_base_s=_float(env, "SINK_RETRY_BASE", defaults.sink_retry_base_s),
+            sink_retry_cap_s=_float(env, "SINK_RETRY_CAP", defaults.sink_retry_cap_s),
+            sink_throttle_base_s=_float(env, "SINK_THROTTLE_BASE", defaults.sink_throttle_base_s),
+            sink_throttle_cap_s=_float(env, "SINK_THROTTLE_CAP", defaults.sink_throttle_cap_s),
+            sink_max_pending=_int(env, "SINK_MAX_PENDING", defaults.sink_max_pending),
+            sink_discovery_interval_s=_float(
+                env, "SINK_DISCOVERY_INTERVAL", defaults.sink_discovery_interval_s
+            ),
+            sink_commit_interval_s=_float(
+                env, "SINK_COMMIT_INTERVAL", defaults.sink_commit_interval_s
+            ),
+            sink_revoke_grace_s=_float(env, "SINK_REVOKE_GRACE", defaults.sink_revoke_grace_s),
         )
 
     def tenant_topic(self, tenant: str) -> str:
         return self.tenant_topic_pattern.format(tenant=tenant)
+
+    def tenant_topic_regex(self) -> str:
+        """A regular expression matching every tenant topic; group ``tenant`` is the tenant."""
+        before, _, after = self.tenant_topic_pattern.partition("{tenant}")
+        return f"^{re.escape(before)}(?P<tenant>[a-z0-9][a-z0-9._-]{{0,62}}){re.escape(after)}$"
+
+    @property
+    def sink_group_id(self) -> str:
+        return self.sink_group or f"{self.app_id}-sink"
 
     def source_for(self, topic: str) -> str:
         return self.raw_topics.get(topic) or default_source_for(topic)

@@ -47,6 +47,10 @@ tenant_updates = _bytes_topic(settings.tenant_updates_topic, partitions=1)
 # Every update with its verdict (accepted or refused, and why) in headers; value untouched.
 updates_audit = _bytes_topic(settings.updates_audit_topic, partitions=1)
 
+# One record per invocation attempt's outcome (audit, views); ``success`` ones are the
+# records that stop a replay from invoking the same trigger for the same event twice.
+invocations = _bytes_topic(settings.invocations_topic)
+
 _tenant_topics: dict[str, Any] = {}
 
 

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from streamapp.domain.events import EventType
 from streamapp.domain.paths import PathError, normalize_absolute_path, resolve_segments
+from streamapp.domain.triggers import Limits, Trigger, TriggerError, parse_limits, parse_triggers
 
 NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ACTIVITIES: Final = frozenset(
@@ -208,6 +209,8 @@ class Subscription:
 class TenantPolicy:
     tenant: str
     subscriptions: tuple[Subscription, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+    limits: Limits = field(default_factory=Limits)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     by_dataset: Mapping[str, Subscription] = field(init=False, compare=False, repr=False)
 
@@ -237,10 +240,32 @@ class TenantPolicy:
                 ),
                 key=lambda sub: str(sub["dataset"]),
             ),
+            "triggers": [_canonical_trigger(t) for t in self.triggers],
+            "limits": {
+                "concurrency": self.limits.concurrency,
+                "rate_per_minute": self.limits.rate_per_minute,
+            },
         }
 
 
-_TENANT_FIELDS = {"tenant", "token_lifetime", "subscriptions"}
+def _canonical_trigger(trigger: Trigger) -> dict[str, Any]:
+    return {
+        "name": trigger.name,
+        "action": str(trigger.action),
+        "api_host": trigger.api_host,
+        "credentials": trigger.credentials,
+        "datasets": sorted(trigger.datasets),
+        "types": sorted(trigger.types),
+        "paths": [g.pattern for g in trigger.paths],
+        "params": dict(trigger.params),
+        "blocking": trigger.blocking,
+        "timeout": trigger.timeout_s,
+        "retry_failed": trigger.retry_failed,
+        "storage_url": trigger.storage_url,
+    }
+
+
+_TENANT_FIELDS = {"tenant", "token_lifetime", "subscriptions", "triggers", "limits"}
 _SUBSCRIPTION_FIELDS = {
     "dataset",
     "types",
@@ -352,7 +377,25 @@ def parse_tenant(obj: Any) -> TenantPolicy:
         if sub.dataset in seen:
             raise PolicyError(f"subscriptions[{i}].dataset", f"{sub.dataset!r} appears twice")
         seen.add(sub.dataset)
-    return TenantPolicy(tenant=tenant, subscriptions=tuple(subscriptions), raw=dict(obj))
+    try:
+        triggers = parse_triggers(obj.get("triggers"), PathGlob)
+        limits = parse_limits(obj.get("limits"))
+    except TriggerError as exc:
+        raise PolicyError(exc.field, exc.message) from None
+    for i, trigger in enumerate(triggers):
+        strays = sorted(trigger.datasets - seen)
+        if strays:
+            # a trigger only narrows what the tenant receives; it cannot reach other datasets
+            raise PolicyError(
+                f"triggers[{i}].datasets", f"{strays[0]!r} is not among the subscriptions"
+            )
+    return TenantPolicy(
+        tenant=tenant,
+        subscriptions=tuple(subscriptions),
+        triggers=triggers,
+        limits=limits,
+        raw=dict(obj),
+    )
 
 
 def relative_to(path: str, prefix: str) -> str | None:

@@ -1,0 +1,527 @@
+"""The sink: each tenant's authorized events → the OpenWhisk actions its triggers name.
+
+Delivery, as users of the stock OpenWhisk Kafka feed wish they had it:
+
+- at least once: a tenant-topic offset is committed only after the outcome of its record is
+  durable — a ``success`` record on the invocations topic, a final ``action_failed`` record, or
+  a dead letter (reason and attempt count in headers, original bytes as value);
+- never twice after a recorded success: the key ``tenant/trigger/event-id`` of every success
+  record is mirrored on every worker (``streamapp.sink.successes``) and checked before invoking;
+- 429: the tenant's lane pauses and narrows (``streamapp.sink.lanes``) and the call is retried,
+  never dropped; 5xx/408/409/timeouts/connection errors: exponential back-off with jitter up to
+  ``STREAMAPP_SINK_MAX_ATTEMPTS``, then a dead letter; other 4xx: a dead letter at once;
+- tenants are isolated: each record runs as its own task in its tenant's lane, offsets are
+  committed per partition in order (``streamapp.domain.ledger``), and a tenant with too much
+  unfinished work has only *its* topic paused;
+- entitlement is checked again at invocation time (a revoked tenant's backlog is not run), and
+  tokens about to expire (after an outage, say) are minted afresh from the same grant.
+
+Why a faust Service with its own aiokafka consumer rather than a faust agent: tenant topics
+appear while workers run (faust cannot subscribe by pattern — "pattern does not work" in its
+aiokafka driver), and an agent acknowledging out of order can commit past a record still in
+flight (faust #606). Kafka's own pattern subscription and explicit commits do both right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from streamapp.agents.outputs import exit_if_undelivered
+from streamapp.app import app, settings
+from streamapp.clients.openwhisk import (
+    Credentials,
+    CredentialsMissingError,
+    OpenWhiskClient,
+    OpenWhiskUnreachableError,
+    PayloadTooLargeError,
+)
+from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.domain.authorize import Delivery, authorize
+from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
+from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
+from streamapp.domain.instants import parse_aware
+from streamapp.domain.ledger import PartitionLedger
+from streamapp.domain.tokens import format_instant
+from streamapp.domain.triggers import (
+    Limits,
+    Outcome,
+    Trigger,
+    Verdict,
+    backoff_delay,
+    idempotency_key,
+    invocation_params,
+    judge,
+    matching_triggers,
+    parse_throttle,
+)
+from streamapp.metrics import (
+    INVOCATION_ATTEMPTS,
+    INVOCATION_SECONDS,
+    INVOCATIONS,
+    SINK_PAUSED,
+    SINK_PENDING,
+)
+from streamapp.sink.lanes import TenantLane
+from streamapp.sink.successes import OUTCOME_HEADER, SuccessStore
+from streamapp.tables import policy_index
+from streamapp.topics import dead_letters, invocations
+
+log = logging.getLogger(__name__)
+
+# tokens expiring sooner than this after the call starts are minted afresh before invoking
+TOKEN_MARGIN = timedelta(seconds=120)
+
+
+class InvocationSink(faust.Service):
+    """Runs in every worker after its tables are recovered (faust starts services then)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tenant_of_topic = re.compile(settings.tenant_topic_regex())
+        self._ledgers: dict[TopicPartition, PartitionLedger] = {}
+        self._jobs: dict[TopicPartition, set[asyncio.Task[bool]]] = defaultdict(set)
+        self._abandon: dict[TopicPartition, asyncio.Event] = defaultdict(asyncio.Event)
+        self._lanes: dict[str, TenantLane] = {}
+        self._paused: set[TopicPartition] = set()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._last_commit = 0.0
+        self._commit_lock = asyncio.Lock()
+        self.successes = SuccessStore(
+            settings.data_dir / "sink-successes",
+            settings.bootstrap_servers,
+            settings.invocations_topic,
+        )
+        self.client = OpenWhiskClient(Credentials(settings.secrets_dir))
+        self.issuer = TokenIssuer(
+            secrets=SecretFiles(settings.secrets_dir),
+            identifier=settings.macaroon_identifier,
+            location=settings.macaroon_location,
+            identity=settings.macaroon_identity,
+            max_lifetime_s=settings.token_max_lifetime_s,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        await invocations.maybe_declare()
+        await dead_letters.maybe_declare()
+        await self.successes.start()
+        await self.client.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=settings.sink_group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=int(settings.sink_discovery_interval_s * 1000),
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+            max_poll_records=1000,
+        )
+        await consumer.start()
+        consumer.subscribe(pattern=settings.tenant_topic_regex(), listener=_Rebalance(self))
+        self._consumer = consumer
+        self._loop_task = asyncio.create_task(self._consume(), name="invocation-sink")
+        log.info(
+            "invocation sink consuming %s as group %s",
+            consumer.subscription() or settings.tenant_topic_regex(),
+            settings.sink_group_id,
+        )
+
+    async def on_stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._release(set(self._ledgers))
+            await self._consumer.stop()
+        await self.client.close()
+        await self.successes.stop()
+
+    # --- the consume loop ----------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, records in batches.items():
+                ledger = self._ledgers.get(tp)
+                if ledger is None:  # revoked since the fetch
+                    continue
+                for record in records:
+                    self._dispatch(tp, ledger, record)
+            self._apply_backpressure()
+            if time.monotonic() - self._last_commit >= settings.sink_commit_interval_s:
+                await self._commit()
+
+    def _dispatch(
+        self, tp: TopicPartition, ledger: PartitionLedger, record: ConsumerRecord[Any, Any]
+    ) -> None:
+        match = self._tenant_of_topic.match(tp.topic)
+        tenant = match["tenant"] if match else tp.topic
+        lane = self._lanes.get(tenant)
+        if lane is None:
+            lane = self._lanes[tenant] = TenantLane(
+                tenant,
+                _limits_of(tenant),
+                throttle_base_s=settings.sink_throttle_base_s,
+                throttle_cap_s=settings.sink_throttle_cap_s,
+            )
+        ledger.received(record.offset)
+        lane.jobs += 1
+        task = asyncio.create_task(self._handle(tp, record, lane))
+        jobs = self._jobs[tp]
+        jobs.add(task)
+        SINK_PENDING.inc()
+
+        def done(finished: asyncio.Task[bool]) -> None:
+            jobs.discard(finished)
+            lane.jobs -= 1
+            SINK_PENDING.dec()
+            if finished.cancelled():
+                return
+            error = finished.exception()
+            if error is not None:
+                log.error("invocation job for %s@%d failed: %r", tp, record.offset, error)
+                return  # not finished: the offset stays uncommitted, a restart replays it
+            if finished.result():
+                ledger.finished(record.offset)
+
+        task.add_done_callback(done)
+
+    def _apply_backpressure(self) -> None:
+        """Pause the partitions of tenants with too much unfinished work; resume them at half."""
+        assert self._consumer is not None
+        high = settings.sink_max_pending
+        for tp in list(self._ledgers):
+            match = self._tenant_of_topic.match(tp.topic)
+            lane = self._lanes.get(match["tenant"]) if match else None
+            if lane is None:
+                continue
+            if lane.jobs >= high and tp not in self._paused:
+                self._consumer.pause(tp)
+                self._paused.add(tp)
+            elif lane.jobs <= high // 2 and tp in self._paused:
+                self._consumer.resume(tp)
+                self._paused.discard(tp)
+        SINK_PAUSED.set(len(self._paused))
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        assert self._consumer is not None
+        async with self._commit_lock:
+            self._last_commit = time.monotonic()
+            offsets = {}
+            for tp, ledger in self._ledgers.items():
+                if only is not None and tp not in only:
+                    continue
+                offset = ledger.committable()
+                if offset is not None:
+                    offsets[tp] = offset
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                log.warning("sink commit deferred: %r", exc)
+                return
+            for tp, offset in offsets.items():
+                self._ledgers[tp].committed = offset
+
+    # --- partitions coming and going -----------------------------------------------------------
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # another worker may have recorded successes for these partitions: see them first
+        await self.successes.catch_up()
+        for tp in assigned:
+            self._ledgers.setdefault(tp, PartitionLedger())
+            self._abandon[tp] = asyncio.Event()
+        log.info("invocation sink assigned %d tenant partitions", len(assigned))
+
+    async def _release(self, revoked: set[TopicPartition]) -> None:
+        """Stop work on ``revoked``: calls in progress may finish (up to the grace period),
+        retries waiting are abandoned (their records stay uncommitted), then commit."""
+        pending: set[asyncio.Task[bool]] = set()
+        for tp in revoked:
+            self._abandon[tp].set()
+            pending |= self._jobs.get(tp, set())
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=settings.sink_revoke_grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+        await self._commit(only=revoked)
+        for tp in revoked:
+            self._ledgers.pop(tp, None)
+            self._jobs.pop(tp, None)
+            self._paused.discard(tp)
+
+    # --- one record ----------------------------------------------------------------------------
+
+    async def _handle(
+        self, tp: TopicPartition, record: ConsumerRecord[Any, Any], lane: TenantLane
+    ) -> bool:
+        """Run every trigger the record fires. True once its outcome is durable; False if the
+        partition was revoked first (the record is then replayed by its next owner)."""
+        tenant = lane.tenant
+        try:
+            event: Any = parse_canonical(orjson.loads(record.value))
+        except (orjson.JSONDecodeError, EventFormatError, TypeError) as exc:
+            await self._dead_letter(record, f"not an authorized event: {exc}", "-", 0)
+            return True
+        if event.get("tenant") != tenant:
+            reason = f"an event for tenant {event.get('tenant')!r} on {tenant}'s topic"
+            await self._dead_letter(record, reason, "-", 0)
+            return True
+        policy = policy_index.tenants.get(tenant)
+        if policy is None or not policy.triggers:
+            return True
+        lane.update_limits(policy.limits)
+        decision = authorize(event, policy_index)
+        delivery = next((d for d in decision.deliveries if d.tenant == tenant), None)
+        if delivery is None or decision.ownership is None:
+            # entitlement withdrawn since the event was authorized: its backlog is not run
+            INVOCATIONS.labels("revoked").inc()
+            withdrawn = Verdict(Outcome.REJECTED, "tenant no longer entitled to this event")
+            await self._record(
+                record, event, tenant, None, withdrawn, 0, None, None, outcome="revoked"
+            )
+            return True
+        for trigger in matching_triggers(policy.triggers, event, decision.ownership.relative):
+            if not await self._run_trigger(
+                tp, record=record, event=event, delivery=delivery, trigger=trigger, lane=lane
+            ):
+                return False
+        return True
+
+    async def _run_trigger(
+        self,
+        tp: TopicPartition,
+        *,
+        record: ConsumerRecord[Any, Any],
+        event: dict[str, Any],
+        delivery: Delivery,
+        trigger: Trigger,
+        lane: TenantLane,
+    ) -> bool:
+        tenant = lane.tenant
+        key = idempotency_key(tenant, event["id"], trigger.name)
+        if key in self.successes:
+            INVOCATIONS.labels("duplicate").inc()
+            return True
+        abandon = self._abandon[tp]
+        attempt = failures = action_failures = 0
+        while True:
+            if abandon.is_set():
+                return False
+            event = self._fresh_tokens(event, delivery, trigger)
+            attempt += 1
+            status: int | None = None
+            duration: float | None = None
+            label: str
+            try:
+                async with lane.slot():
+                    if abandon.is_set():
+                        return False
+                    answer = await self.client.invoke(
+                        trigger.api_host,
+                        trigger.action,
+                        trigger.credentials,
+                        invocation_params(event, trigger, tenant),
+                        blocking=trigger.blocking,
+                        timeout_s=trigger.timeout_s,
+                    )
+                status, duration = answer.status, answer.duration_s
+                INVOCATION_SECONDS.observe(duration)
+                verdict = judge(answer.status, answer.body, trigger.blocking)
+                if verdict.activation_id is None and answer.activation_id:
+                    verdict = Verdict(verdict.outcome, verdict.reason, answer.activation_id)
+                label = verdict.outcome.value
+            except OpenWhiskUnreachableError as exc:
+                verdict, label = Verdict(Outcome.RETRYABLE, f"unreachable: {exc}"), "unreachable"
+            except (PayloadTooLargeError, CredentialsMissingError) as exc:
+                verdict, label = Verdict(Outcome.REJECTED, str(exc)), "rejected"
+            INVOCATION_ATTEMPTS.labels(label).inc()
+            outcome = verdict.outcome
+            retry = outcome is Outcome.THROTTLED
+            if outcome is Outcome.ACTION_FAILED:
+                action_failures += 1
+                retry = action_failures <= trigger.retry_failed
+            elif outcome is Outcome.RETRYABLE:
+                failures += 1
+                retry = failures < settings.sink_max_attempts
+            await self._record(
+                record,
+                event,
+                tenant,
+                trigger,
+                verdict,
+                attempt,
+                status,
+                duration,
+                outcome=label,
+                final=not retry,
+            )
+            if outcome is Outcome.SUCCESS:
+                self.successes.add(key, verdict.activation_id)
+                await lane.succeeded()
+                INVOCATIONS.labels("success").inc()
+                return True
+            if retry:
+                if outcome is Outcome.THROTTLED:
+                    await lane.throttled(parse_throttle(verdict.reason))  # the slot waits it out
+                else:
+                    tries = action_failures if outcome is Outcome.ACTION_FAILED else failures
+                    await _sleep_unless(abandon, self._backoff(tries))
+                continue
+            if outcome is Outcome.ACTION_FAILED:
+                INVOCATIONS.labels("action_failed").inc()
+                return True
+            await self._dead_letter(record, verdict.reason, trigger.name, attempt)
+            INVOCATIONS.labels("dead_lettered").inc()
+            return True
+
+    @staticmethod
+    def _backoff(failures: int) -> float:
+        return backoff_delay(failures, settings.sink_retry_base_s, settings.sink_retry_cap_s, _RNG)
+
+    def _fresh_tokens(
+        self, event: dict[str, Any], delivery: Delivery, trigger: Trigger
+    ) -> dict[str, Any]:
+        """The event with tokens valid for the whole call: minted again from the same grant
+        when the ones it carries expire too soon (after an outage or a long back-log)."""
+        expires = event.get("tokenexpires")
+        now = datetime.now(UTC)
+        if not isinstance(expires, str):
+            return event
+        try:
+            if parse_aware(expires) > now + timedelta(seconds=trigger.timeout_s) + TOKEN_MARGIN:
+                return event
+        except ValueError:
+            pass
+        canonical: CanonicalEvent = {k: event[k] for k in CanonicalEvent.__annotations__}  # type: ignore[assignment]
+        tokens = self.issuer.issue(delivery, canonical, now)
+        fresh = {
+            k: v for k, v in event.items() if k not in ("readtoken", "writetoken", "tokenexpires")
+        }
+        found = []
+        if tokens.read is not None:
+            fresh["readtoken"] = tokens.read.token
+            found.append(tokens.read.expires)
+        if tokens.write is not None:
+            fresh["writetoken"] = tokens.write.token
+            fresh["writepath"] = tokens.write.path
+            found.append(tokens.write.expires)
+        if found:
+            fresh["tokenexpires"] = format_instant(min(found))
+        return fresh
+
+    # --- durable outcomes ------------------------------------------------------------------------
+
+    async def _record(  # noqa: PLR0917 - one field each of the record it writes
+        self,
+        record: ConsumerRecord[Any, Any],
+        event: dict[str, Any],
+        tenant: str,
+        trigger: Trigger | None,
+        verdict: Verdict,
+        attempt: int,
+        status: int | None,
+        duration: float | None,
+        *,
+        outcome: str,
+        final: bool = True,
+    ) -> None:
+        """One invocations record (no token, no credential), acknowledged by the broker."""
+        trigger_name = trigger.name if trigger else "-"
+        value = {
+            "event_id": event.get("id"),
+            "tenant": tenant,
+            "dataset": event.get("dataset"),
+            "subject": event.get("subject"),
+            "type": event.get("type"),
+            "trigger": trigger_name,
+            "action": str(trigger.action) if trigger else None,
+            "attempt": attempt,
+            "outcome": outcome,
+            "final": final,
+            "status": status,
+            "activation_id": verdict.activation_id,
+            "duration_ms": None if duration is None else round(duration * 1000, 3),
+            "reason": verdict.reason,
+            "time": format_instant(datetime.now(UTC)),
+            "source": {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        }
+        key = idempotency_key(tenant, str(event.get("id")), trigger_name)
+        future = await invocations.send(
+            key=key.encode(),
+            value=orjson.dumps(value),
+            headers=[(OUTCOME_HEADER, outcome.encode()), ("content-type", b"application/json")],
+        )
+        exit_if_undelivered("invoke", future)
+        await future
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], reason: str, trigger: str, attempts: int
+    ) -> None:
+        context = DeadLetterContext(
+            reason=reason,
+            stage="invoke",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        headers = [
+            *context.headers(),
+            (HEADER_PREFIX + "trigger", trigger.encode()),
+            (HEADER_PREFIX + "attempts", str(attempts).encode()),
+        ]
+        future = await dead_letters.send(key=record.key, value=record.value, headers=headers)
+        exit_if_undelivered("invoke", future)
+        await future
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sink: InvocationSink) -> None:
+        self._sink = sink
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._sink._release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._sink.on_assigned(set(assigned))
+
+
+def _limits_of(tenant: str) -> Limits:
+    policy = policy_index.tenants.get(tenant)
+    return policy.limits if policy is not None else Limits()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+_RNG = random.Random()  # noqa: S311 - jitter, not secrets
+
+if settings.sink_enabled:
+    app.service(InvocationSink)

@@ -1,0 +1,175 @@
+"""The OpenWhisk REST client: one class around one ``aiohttp.ClientSession``.
+
+It makes exactly one invoke call per ``invoke()`` and reports what happened; deciding whether to
+retry is ``streamapp.domain.triggers.judge`` and the sink's business. Transport failures
+(connection refused, reset, timeout) raise ``OpenWhiskUnreachableError`` — retryable; a body over
+OpenWhisk's 1 MB limit raises ``PayloadTooLargeError`` before anything is sent — poison.
+
+Credentials (``uuid:key``) are looked up by name in the worker's secrets and go only into the
+``Authorization`` header: never into a log line, an exception message or a record.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from streamapp.domain.triggers import MAX_PARAMETER_BYTES, ActionRef
+
+ACTIVATION_HEADER = "x-openwhisk-activation-id"
+
+
+class OpenWhiskError(Exception):
+    """Base of everything the OpenWhisk client raises."""
+
+
+class OpenWhiskUnreachableError(OpenWhiskError):
+    """No HTTP answer: connection refused or reset, DNS, or the request timed out. Retryable."""
+
+
+class PayloadTooLargeError(OpenWhiskError):
+    """The invocation body exceeds OpenWhisk's parameter limit. Poison: never sent."""
+
+
+class CredentialsMissingError(OpenWhiskError):
+    """A trigger names credentials this worker does not hold. Poison for this worker's config."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer of the invoke call."""
+
+    status: int
+    body: Any  # decoded JSON, or None
+    activation_id: str | None
+    duration_s: float
+
+
+class Credentials:
+    """``uuid:key`` pairs by name: ``<secrets>/openwhisk/<name>`` (first line), else the
+    environment variable ``STREAMAPP_OPENWHISK_<NAME>`` (upper case, ``.``/``-`` as ``_``).
+    Files are re-read when they change, so a rotated key takes effect without a restart."""
+
+    def __init__(self, secrets_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self._dir = secrets_dir / "openwhisk"
+        self._env = os.environ if env is None else env
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return "STREAMAPP_OPENWHISK_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+    def authorization(self, name: str) -> str:
+        """The ``Authorization`` header value for the named credential."""
+        pair = self._lookup(name)
+        if ":" not in pair:
+            raise CredentialsMissingError(f"credential {name!r} is not of the form uuid:key")
+        return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+    def _lookup(self, name: str) -> str:
+        path = self._dir / name
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            value = self._env.get(self.env_name(name), "").strip()
+            if not value:
+                raise CredentialsMissingError(
+                    f"no credential {name!r} (file {path} or ${self.env_name(name)})"
+                ) from None
+            return value
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != mtime:
+            lines = path.read_text().splitlines()
+            cached = (mtime, lines[0].strip() if lines else "")
+            self._cache[name] = cached
+        return cached[1]
+
+
+class OpenWhiskClient:
+    """Invokes actions; one session (connection pool) for every API host."""
+
+    def __init__(
+        self, credentials: Credentials, *, connect_timeout_s: float = 10.0, limit: int = 256
+    ) -> None:
+        self._credentials = credentials
+        self._connect_timeout_s = connect_timeout_s
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit),
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                raise_for_status=False,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def invoke(
+        self,
+        api_host: str,
+        action: ActionRef,
+        credentials: str,
+        params: Mapping[str, Any],
+        *,
+        blocking: bool,
+        timeout_s: float,
+    ) -> Answer:
+        """POST the invoke call once. A blocking call waits up to ``timeout_s`` for the action
+        (OpenWhisk answers 202 itself after ~60 s); the HTTP timeout allows a margin on top."""
+        body = orjson.dumps(params)
+        if len(body) > MAX_PARAMETER_BYTES:
+            raise PayloadTooLargeError(
+                f"{len(body)} bytes exceed OpenWhisk's {MAX_PARAMETER_BYTES}"
+            )
+        headers = {
+            "Authorization": self._credentials.authorization(credentials),
+            "Content-Type": "application/json",
+        }
+        query = {"blocking": "true" if blocking else "false"}
+        if blocking:
+            query["timeout"] = str(int(timeout_s * 1000))
+        await self.start()
+        assert self._session is not None
+        started = time.monotonic()
+        try:
+            async with self._session.post(
+                api_host + action.path,
+                params=query,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=(timeout_s + 15) if blocking else 30, connect=self._connect_timeout_s
+                ),
+            ) as response:
+                raw = await response.read()
+                activation = response.headers.get(ACTIVATION_HEADER)
+                status = response.status
+        except TimeoutError as exc:
+            raise OpenWhiskUnreachableError(
+                f"timed out after {time.monotonic() - started:.1f} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            # the message names host and errno, never the Authorization header
+            raise OpenWhiskUnreachableError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            decoded: Any = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            decoded = None
+        if activation is None and isinstance(decoded, dict):
+            found = decoded.get("activationId")
+            activation = found if isinstance(found, str) else None
+        return Answer(status, decoded, activation, time.monotonic() - started)

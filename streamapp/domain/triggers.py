@@ -1,0 +1,367 @@
+"""Triggers: which of a tenant's authorized events invoke which OpenWhisk action, and how the
+outcome of one invocation attempt is judged and retried. Pure: no I/O, no clocks, no faust.
+
+A trigger lives in the tenant policy (signed like the rest of it). Credentials are only a *name*
+here; the worker resolves the name to ``uuid:key`` from its secrets (``streamapp.clients``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+from streamapp.domain.events import EventType
+
+# OpenWhisk entity names: start with a letter, digit or underscore; then also '@', '.', '-', ' '
+# (docs/reference.md "Fully qualified names"); we refuse the space to keep URLs plain.
+_ENTITY: Final = r"[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}"
+_ACTION_PATTERN: Final = re.compile(
+    rf"^/(?P<ns>{_ENTITY})/(?:(?P<pkg>{_ENTITY})/)?(?P<act>{_ENTITY})$"
+)
+MAX_PARAMETER_BYTES: Final = 1_048_576  # OpenWhisk's limit on the invocation body
+RESERVED_PARAMETERS: Final = frozenset({"event", "read", "write", "streamapp"})
+DEFAULT_CONCURRENCY: Final = 8
+DEFAULT_TIMEOUT_S: Final = 60  # OpenWhisk's default action time limit
+
+
+class TriggerError(ValueError):
+    """A trigger or limits entry that cannot be used; ``field`` says where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRef:
+    namespace: str
+    package: str | None
+    name: str
+
+    @classmethod
+    def parse(cls, text: Any) -> ActionRef:
+        match = _ACTION_PATTERN.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValueError(f"{text!r} is not /namespace/[package/]action")
+        return cls(match["ns"], match["pkg"], match["act"])
+
+    @property
+    def path(self) -> str:
+        """The REST path of the invoke call (without the query)."""
+        action = f"{self.package}/{self.name}" if self.package else self.name
+        return (
+            f"/api/v1/namespaces/{quote(self.namespace, safe='')}/actions/{quote(action, safe='/')}"
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"/{self.namespace}/{self.package}/{self.name}"
+            if self.package
+            else (f"/{self.namespace}/{self.name}")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    name: str
+    action: ActionRef
+    api_host: str
+    credentials: str
+    datasets: frozenset[str] = frozenset()  # empty: every dataset the tenant subscribes to
+    types: frozenset[str] = frozenset()  # empty: every type
+    paths: tuple[Any, ...] = ()  # PathGlob, relative to the dataset root; empty: every path
+    params: Mapping[str, Any] = field(default_factory=dict)
+    blocking: bool = False
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    retry_failed: int = 0  # how often a failed *action* (502, result.error) is tried again
+    storage_url: str | None = None  # base URL the file is read from (WebDAV door, S3 endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-tenant limits, set below the OpenWhisk namespace limits by the operator."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate_per_minute: int | None = None  # None: no rate limit of our own (429s still obeyed)
+
+
+_TRIGGER_FIELDS = {
+    "name",
+    "action",
+    "api_host",
+    "credentials",
+    "datasets",
+    "types",
+    "paths",
+    "params",
+    "blocking",
+    "timeout",
+    "retry_failed",
+    "storage_url",
+}
+_LIMIT_FIELDS = {"concurrency", "rate_per_minute"}
+_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _http_url(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise TriggerError(where, "must be an http(s) URL")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise TriggerError(where, f"{value!r} is not an http(s) URL without query or fragment")
+    if "@" in parts.netloc:
+        raise TriggerError(where, "credentials do not belong in the URL; name them instead")
+    return value.rstrip("/")
+
+
+def _positive(value: Any, where: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TriggerError(where, f"must be an integer ≥ {minimum}")
+    return value
+
+
+def parse_trigger(obj: Any, where: str, glob: Any) -> Trigger:
+    """One ``[[triggers]]`` entry. ``glob`` builds a path glob (``policy.PathGlob``)."""
+    if not isinstance(obj, Mapping):
+        raise TriggerError(where, "must be an object")
+    unknown = sorted(set(obj) - _TRIGGER_FIELDS)
+    if unknown:
+        raise TriggerError(f"{where}.{unknown[0]}", "unknown field")
+    name = obj.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise TriggerError(f"{where}.name", "must be a name (lower-case letters, digits, . _ -)")
+    try:
+        action = ActionRef.parse(obj.get("action"))
+    except ValueError as exc:
+        raise TriggerError(f"{where}.action", str(exc)) from None
+    credentials = obj.get("credentials")
+    if not isinstance(credentials, str) or not _NAME.match(credentials):
+        raise TriggerError(
+            f"{where}.credentials", "must be the *name* of a credential held by the workers"
+        )
+    datasets = obj.get("datasets", [])
+    if not isinstance(datasets, list) or not all(
+        isinstance(d, str) and _NAME.match(d) for d in datasets
+    ):
+        raise TriggerError(f"{where}.datasets", "must be a list of dataset ids")
+    types = obj.get("types", [])
+    known = {t.value for t in EventType}
+    if not isinstance(types, list) or not all(t in known for t in types):
+        raise TriggerError(
+            f"{where}.types", f"must be a list of event types ({', '.join(sorted(known))})"
+        )
+    paths = obj.get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise TriggerError(f"{where}.paths", "must be a list of globs")
+    globs = []
+    for i, pattern in enumerate(paths):
+        try:
+            globs.append(glob(pattern))
+        except ValueError as exc:
+            raise TriggerError(f"{where}.paths[{i}]", str(exc)) from None
+    params = obj.get("params", {})
+    if not isinstance(params, Mapping):
+        raise TriggerError(f"{where}.params", "must be a table of extra parameters")
+    clash = sorted(RESERVED_PARAMETERS & set(params))
+    if clash:
+        raise TriggerError(f"{where}.params.{clash[0]}", "is reserved for what streamapp sends")
+    blocking = obj.get("blocking", False)
+    if not isinstance(blocking, bool):
+        raise TriggerError(f"{where}.blocking", "must be true or false")
+    storage_url = obj.get("storage_url")
+    return Trigger(
+        name=name,
+        action=action,
+        api_host=_http_url(obj.get("api_host"), f"{where}.api_host"),
+        credentials=credentials,
+        datasets=frozenset(datasets),
+        types=frozenset(types),
+        paths=tuple(globs),
+        params=dict(params),
+        blocking=blocking,
+        timeout_s=_positive(obj.get("timeout", DEFAULT_TIMEOUT_S), f"{where}.timeout", minimum=1),
+        retry_failed=_positive(obj.get("retry_failed", 0), f"{where}.retry_failed", minimum=0),
+        storage_url=None if storage_url is None else _http_url(storage_url, f"{where}.storage_url"),
+    )
+
+
+def parse_triggers(value: Any, glob: Any) -> tuple[Trigger, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise TriggerError("triggers", "must be a list")
+    triggers = tuple(parse_trigger(item, f"triggers[{i}]", glob) for i, item in enumerate(value))
+    seen: set[str] = set()
+    for i, trigger in enumerate(triggers):
+        if trigger.name in seen:
+            raise TriggerError(f"triggers[{i}].name", f"{trigger.name!r} appears twice")
+        seen.add(trigger.name)
+    return triggers
+
+
+def parse_limits(value: Any) -> Limits:
+    if value is None:
+        return Limits()
+    if not isinstance(value, Mapping):
+        raise TriggerError("limits", "must be a table")
+    unknown = sorted(set(value) - _LIMIT_FIELDS)
+    if unknown:
+        raise TriggerError(f"limits.{unknown[0]}", "unknown field")
+    rate = value.get("rate_per_minute")
+    return Limits(
+        concurrency=_positive(
+            value.get("concurrency", DEFAULT_CONCURRENCY), "limits.concurrency", minimum=1
+        ),
+        rate_per_minute=None
+        if rate is None
+        else _positive(rate, "limits.rate_per_minute", minimum=1),
+    )
+
+
+# --- matching and the invocation body ---------------------------------------------------------
+
+
+def matching_triggers(
+    triggers: Sequence[Trigger], event: Mapping[str, Any], relative: str | None
+) -> list[Trigger]:
+    """The triggers an authorized event fires, in policy order. Triggers can only narrow what
+    the tenant already receives: the event is already authorized for this tenant."""
+    matched = []
+    for trigger in triggers:
+        if trigger.datasets and event.get("dataset") not in trigger.datasets:
+            continue
+        if trigger.types and event.get("type") not in trigger.types:
+            continue
+        if trigger.paths and (
+            relative is None or not any(g.matches(relative) for g in trigger.paths)
+        ):
+            continue
+        matched.append(trigger)
+    return matched
+
+
+_TOKEN_ATTRIBUTES = ("readtoken", "writetoken", "writepath", "tokenexpires", "tokenerror")
+
+
+def invocation_params(event: Mapping[str, Any], trigger: Trigger, tenant: str) -> dict[str, Any]:
+    """The JSON body of the invoke call: references and tokens, never file contents.
+
+    ``event`` is the CloudEvent without the token attributes; ``read``/``write`` hold the tokens
+    and the URLs they open (when the trigger names the storage's base URL)."""
+    plain = {k: v for k, v in event.items() if k not in _TOKEN_ATTRIBUTES}
+    path = str(event.get("subject", ""))
+    read: dict[str, Any] = {"path": path, "token": event.get("readtoken")}
+    write: dict[str, Any] = {"path": event.get("writepath"), "token": event.get("writetoken")}
+    if trigger.storage_url is not None:
+        read["url"] = trigger.storage_url + quote(path)
+        if write["path"]:
+            write["url"] = trigger.storage_url + quote(str(write["path"]))
+    return {
+        **trigger.params,
+        "event": plain,
+        "read": read,
+        "write": write,
+        "streamapp": {
+            "tenant": tenant,
+            "trigger": trigger.name,
+            "tokenexpires": event.get("tokenexpires"),
+            "tokenerror": event.get("tokenerror"),
+        },
+    }
+
+
+def idempotency_key(tenant: str, event_id: str, trigger: str) -> str:
+    """One action per event per trigger: the key of the success record that prevents a second."""
+    return f"{tenant}/{trigger}/{event_id}"
+
+
+# --- judging one attempt -----------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"  # accepted (202) or ran and succeeded (200)
+    ACTION_FAILED = "action_failed"  # the action ran and failed: 502, or a result holding error
+    THROTTLED = "throttled"  # 429: wait and try again, never dropped
+    RETRYABLE = "retryable"  # 5xx, 408, 409, timeouts, connection errors: bounded retries
+    REJECTED = "rejected"  # other 4xx: retrying cannot help; dead-letter at once
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    reason: str
+    activation_id: str | None = None
+
+
+def judge(status: int, body: Any, blocking: bool) -> Verdict:
+    """Classify one HTTP answer of the invoke call (``body`` decoded JSON, or None)."""
+    activation = body.get("activationId") if isinstance(body, Mapping) else None
+    activation_id = activation if isinstance(activation, str) else None
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if status == 202:
+        return Verdict(Outcome.SUCCESS, "accepted", activation_id)
+    if status == 200:
+        if not blocking:
+            return Verdict(Outcome.SUCCESS, "accepted", activation_id)
+        response = body.get("response") if isinstance(body, Mapping) else None
+        if isinstance(response, Mapping):
+            result = response.get("result")
+            if response.get("success") is False or (
+                isinstance(result, Mapping) and "error" in result
+            ):
+                return Verdict(
+                    Outcome.ACTION_FAILED,
+                    _short(f"action failed: {response.get('status')}"),
+                    activation_id,
+                )
+        elif isinstance(body, Mapping) and "error" in body:  # result=true answers the result only
+            return Verdict(
+                Outcome.ACTION_FAILED, "action failed: result holds error", activation_id
+            )
+        return Verdict(Outcome.SUCCESS, "completed", activation_id)
+    if status == 502:
+        return Verdict(
+            Outcome.ACTION_FAILED, _short(f"action failed (502): {error!r}"), activation_id
+        )
+    if status == 429:
+        return Verdict(Outcome.THROTTLED, _short(f"throttled: {error}"), activation_id)
+    if status in (408, 409) or status >= 500:
+        return Verdict(Outcome.RETRYABLE, _short(f"HTTP {status}: {error}"), activation_id)
+    return Verdict(Outcome.REJECTED, _short(f"HTTP {status}: {error}"), activation_id)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_THROTTLE: Final = re.compile(
+    r"Too many (?P<kind>requests in the last minute|concurrent requests in flight)"
+    r"\s*\(count:\s*(?P<count>\d+),\s*allowed:\s*(?P<allowed>\d+)\)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    kind: str  # "rate" | "concurrency" | "unknown"
+    allowed: int | None = None
+
+
+def parse_throttle(message: str) -> Throttle:
+    """OpenWhisk's 429 messages name the limit hit and its value."""
+    match = _THROTTLE.search(message or "")
+    if match is None:
+        return Throttle("unknown")
+    kind = "rate" if match["kind"].startswith("requests") else "concurrency"
+    return Throttle(kind, int(match["allowed"]))
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter ("decorrelates" replicas retrying together)."""
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return rng.uniform(ceiling / 2, ceiling)

@@ -1,0 +1,129 @@
+"""The success records every worker knows of: "this trigger already ran for this event".
+
+The durable record is the ``success`` entry on the invocations topic, written (and acknowledged
+by the broker) before the source offset may be committed. Each worker mirrors those entries into
+a local RocksDB (rocksdict) by tailing the topic, with its read positions in the same store, so
+a restart resumes the tail instead of re-reading it. When the sink is given partitions another
+worker owned (a rebalance, a crash), it waits until the mirror has caught up with the topic's
+end before replaying anything: a success the other worker recorded is then seen and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rocksdict import Options, Rdict
+
+log = logging.getLogger(__name__)
+
+OUTCOME_HEADER = "streamapp.outcome"
+_POSITION = b"\x00position/"
+
+
+class SuccessStore:
+    def __init__(self, path: Path, bootstrap: str, topic: str) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options()
+        options.create_if_missing(True)
+        self._db = Rdict(str(path), options)
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._positions: dict[int, int] = {}
+        self._advanced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __contains__(self, key: str) -> bool:
+        return key.encode() in self._db
+
+    def add(self, key: str, activation_id: str | None) -> None:
+        self._db[key.encode()] = (activation_id or "").encode()
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        partitions = await _partitions(consumer, self._topic)
+        tps = [TopicPartition(self._topic, p) for p in partitions]
+        consumer.assign(tps)
+        for tp in tps:
+            stored = self._db.get(_POSITION + str(tp.partition).encode())
+            if stored is not None:
+                self._positions[tp.partition] = int(stored)
+                consumer.seek(tp, int(stored))
+            else:
+                await consumer.seek_to_beginning(tp)
+                self._positions[tp.partition] = 0
+        self._task = asyncio.create_task(self._tail(), name="successes-tail")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        self._db.close()
+
+    async def _tail(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, records in batches.items():
+                for record in records:
+                    if _outcome(record.headers) == b"success" and record.key:
+                        self._db[record.key] = b""
+                self._positions[tp.partition] = records[-1].offset + 1
+                self._db[_POSITION + str(tp.partition).encode()] = str(
+                    records[-1].offset + 1
+                ).encode()
+            if batches:
+                self._advanced.set()
+                self._advanced = asyncio.Event()
+            for tp in self._consumer.assignment():
+                # also count the end of a partition with nothing (left) to read as reached
+                position = await self._consumer.position(tp)
+                self._positions[tp.partition] = max(self._positions.get(tp.partition, 0), position)
+
+    async def catch_up(self, timeout_s: float = 60.0) -> bool:
+        """Wait until every success record on the topic now has been mirrored."""
+        assert self._consumer is not None
+        tps = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(self._positions.get(tp.partition, 0) < end for tp, end in ends.items()):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                log.error(
+                    "success records not caught up within %.0f s; replay may repeat", timeout_s
+                )
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), timeout=min(remaining, 0.5))
+        return True
+
+
+def _outcome(headers: Any) -> bytes | None:
+    for name, value in headers or ():
+        if name == OUTCOME_HEADER:
+            return bytes(value)
+    return None
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    for _ in range(100):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return sorted(partitions)
+        await consumer._client.force_metadata_update()  # the topic may be brand new
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic} has no partitions (does it exist?)")

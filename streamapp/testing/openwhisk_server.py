@@ -1,0 +1,391 @@
+"""An OpenWhisk REST test server. It STANDS IN FOR APACHE OPENWHISK, which cannot run on this
+machine (no Docker engine, no Kubernetes): it is not OpenWhisk and runs no actions.
+
+It follows the documented invoke API (apache/openwhisk ``docs/rest_api.md``, ``docs/reference.md``,
+``core/controller/.../Actions.scala``; summarised in ``shared/docs/formats.md`` §6):
+
+- ``POST /api/v1/namespaces/{ns}/actions/[{pkg}/]{action}?blocking=…&result=…&timeout=…``
+  with HTTP Basic auth ``uuid:key``; the JSON body is the parameters (at most 1 MB: else 413).
+- 401 for missing/invalid credentials, 403 for a key of another namespace, 404 for an unknown
+  action, 400 for a body that is not a JSON object.
+- Non-blocking: 202 ``{"activationId": …}``. Blocking: 200 with the activation record
+  (``namespace, name, activationId, start, end, duration, response{status, success, result},
+  logs, annotations``), or only the result with ``result=true``; 502 with the activation
+  record when the action failed (its result holds ``error``); 202 if it outlasts the timeout.
+- 429 with OpenWhisk's own messages ("Too many requests in the last minute (count: n,
+  allowed: m)." / "Too many concurrent requests in flight (count: n, allowed: m).") when a
+  namespace limit (per minute / concurrent) is exceeded, or when the fault schedule says so.
+- Every response carries ``x-openwhisk-activation-id``.
+
+On top, for tests: per-namespace latency, a fault schedule (statuses, hangs, connection resets),
+an outage switch (the listening socket closes: connection refused), and a log of every request
+and every activation. Used by unit and integration tests, the benchmark and the demo; run it
+alone with ``python -m streamapp.testing.openwhisk_server --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+ACTIVATION_HEADER = "x-openwhisk-activation-id"
+MAX_BODY = 1_048_576
+
+ActionFunction = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _default_action(params: dict[str, Any]) -> dict[str, Any]:
+    event = params.get("event") if isinstance(params.get("event"), dict) else {}
+    return {"ok": True, "path": event.get("subject") if isinstance(event, dict) else None}
+
+
+@dataclass
+class Action:
+    """A registered action: what it returns (a result holding ``error`` is a failure)."""
+
+    function: ActionFunction = _default_action
+    latency_s: float = 0.0
+
+
+@dataclass
+class Fault:
+    """One scheduled misbehaviour, used up by ``count`` matching requests (None: until removed).
+
+    ``status``: answer with it (429 uses OpenWhisk's rate message, 502 a failed activation);
+    ``hang``: hold the request until ``release()``; ``reset``: close the connection unanswered.
+    ``namespace``: only requests to this namespace (None: all)."""
+
+    status: int | None = None
+    count: int | None = 1
+    namespace: str | None = None
+    hang: bool = False
+    reset: bool = False
+    message: str | None = None
+
+
+@dataclass
+class Request:
+    """One request as the server saw it (after authentication, when that succeeded)."""
+
+    at: float
+    namespace: str
+    action: str
+    status: int
+    activation_id: str
+
+
+@dataclass
+class Activation:
+    """One action run (202 or 200 or 502): what tests count."""
+
+    at: float
+    namespace: str
+    action: str
+    activation_id: str
+    params: dict[str, Any]
+    blocking: bool
+    success: bool
+
+
+@dataclass
+class Namespace:
+    key: str  # "uuid:key"
+    per_minute: int | None = None  # invocations per minute, None: unlimited
+    concurrent: int | None = None  # in flight, None: unlimited
+    latency_s: float = 0.0
+    _recent: deque[float] = field(default_factory=deque)
+    _in_flight: int = 0
+
+
+class OpenWhiskTestServer:
+    def __init__(self, namespaces: Mapping[str, Namespace], host: str = "127.0.0.1") -> None:
+        self.namespaces = dict(namespaces)
+        self.actions: dict[str, Action] = {}
+        self.faults: list[Fault] = []
+        self.requests: list[Request] = []
+        self.activations: list[Activation] = []
+        self.host = host
+        self.port = 0
+        self._released = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    # --- test controls -------------------------------------------------------------------------
+
+    def action(self, qualified: str, action: Action | None = None) -> None:
+        """Register ``/ns/[pkg/]name``."""
+        self.actions[qualified.strip("/")] = action or Action()
+
+    def schedule(self, *faults: Fault) -> None:
+        self.faults.extend(faults)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+        self.release()
+
+    def release(self) -> None:
+        """Let every hanging request go (they then answer normally)."""
+        self._released.set()
+        self._released = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application(client_max_size=MAX_BODY * 2)
+        app.router.add_post("/api/v1/namespaces/{namespace}/actions/{action:.+}", self._invoke)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await self.up(port)
+
+    async def up(self, port: int | None = None) -> None:
+        """(Re)open the listening socket on the same port."""
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, port if port is not None else self.port)
+        await self._site.start()
+        if not self.port:
+            # aiohttp exposes the bound port only through the asyncio server
+            server: Any = self._site._server
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        """An outage: stop listening (new connections are refused) and drop open ones."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def close(self) -> None:
+        self.release()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def succeeded(self, namespace: str | None = None) -> list[Activation]:
+        return [
+            a
+            for a in self.activations
+            if a.success and (namespace is None or a.namespace == namespace)
+        ]
+
+    # --- the API -------------------------------------------------------------------------------
+
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
+        activation_id = uuid.uuid4().hex
+        headers = {ACTIVATION_HEADER: activation_id}
+        ns_name = request.match_info["namespace"]
+        qualified = f"{ns_name}/{request.match_info['action']}"
+        namespace = self._authenticate(request)
+        if namespace is None:
+            return _error(401, "The supplied authentication is invalid.", activation_id)
+        if self.namespaces.get(ns_name) is not namespace:
+            return _error(
+                403,
+                f"The supplied authentication is not authorized to access '{ns_name}'.",
+                activation_id,
+            )
+
+        def answer(status: int, body: Any) -> web.Response:
+            self.requests.append(
+                Request(time.monotonic(), ns_name, qualified, status, activation_id)
+            )
+            return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+        fault = self._next_fault(ns_name)
+        if fault is not None:
+            if fault.reset:
+                self.requests.append(
+                    Request(time.monotonic(), ns_name, qualified, 0, activation_id)
+                )
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
+            if fault.hang:
+                await self._released.wait()
+            elif fault.status == 429:
+                return answer(
+                    429, {"error": fault.message or _rate_message(1, 1), "code": activation_id}
+                )
+            elif fault.status is not None and fault.status != 502:
+                return answer(
+                    fault.status,
+                    {"error": fault.message or "Internal server error.", "code": activation_id},
+                )
+        action = self.actions.get(qualified)
+        if action is None:
+            return answer(
+                404, {"error": "The requested resource does not exist.", "code": activation_id}
+            )
+        body = await request.read()
+        if len(body) > MAX_BODY:
+            return answer(
+                413,
+                {"error": "The request content was malformed: too large.", "code": activation_id},
+            )
+        try:
+            params = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            params = None
+        if not isinstance(params, dict):
+            return answer(
+                400, {"error": "The request content was malformed.", "code": activation_id}
+            )
+        throttled = self._throttle(namespace)
+        if throttled is not None:
+            return answer(429, {"error": throttled, "code": activation_id})
+        blocking = request.query.get("blocking") == "true"
+        namespace._recent.append(time.monotonic())
+        namespace._in_flight += 1
+        try:
+            start = time.time()
+            await asyncio.sleep(namespace.latency_s + action.latency_s)
+            result = action.function(params)
+            if fault is not None and fault.status == 502:
+                result = {"error": fault.message or "scheduled action failure"}
+            end = time.time()
+        finally:
+            namespace._in_flight -= 1
+        success = "error" not in result
+        self.activations.append(
+            Activation(
+                time.monotonic(), ns_name, qualified, activation_id, params, blocking, success
+            )
+        )
+        if not blocking:
+            return answer(202, {"activationId": activation_id})
+        record = {
+            "namespace": ns_name,
+            "name": request.match_info["action"].rsplit("/", 1)[-1],
+            "version": "0.0.1",
+            "subject": namespace.key.split(":", 1)[0],
+            "activationId": activation_id,
+            "start": int(start * 1000),
+            "end": int(end * 1000),
+            "duration": int((end - start) * 1000),
+            "response": {
+                "status": "success" if success else "application error",
+                "statusCode": 0 if success else 1,
+                "success": success,
+                "result": result,
+            },
+            "logs": [],
+            "annotations": [{"key": "kind", "value": "python:3.11"}],
+            "publish": False,
+        }
+        if not success:
+            return answer(502, record)
+        return answer(200, result if request.query.get("result") == "true" else record)
+
+    def _authenticate(self, request: web.Request) -> Namespace | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return None
+        try:
+            pair = base64.b64decode(header[6:], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        for namespace in self.namespaces.values():
+            if namespace.key == pair:
+                return namespace
+        return None
+
+    def _next_fault(self, namespace: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.namespace not in (None, namespace):
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+            return fault
+        return None
+
+    @staticmethod
+    def _throttle(namespace: Namespace) -> str | None:
+        now = time.monotonic()
+        recent = namespace._recent
+        while recent and recent[0] < now - 60:
+            recent.popleft()
+        if namespace.per_minute is not None and len(recent) >= namespace.per_minute:
+            return _rate_message(len(recent), namespace.per_minute)
+        if namespace.concurrent is not None and namespace._in_flight >= namespace.concurrent:
+            return (
+                "Too many concurrent requests in flight "
+                f"(count: {namespace._in_flight}, allowed: {namespace.concurrent})."
+            )
+        return None
+
+
+def _rate_message(count: int, allowed: int) -> str:
+    return f"Too many requests in the last minute (count: {count}, allowed: {allowed})."
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _error(status: int, message: str, activation_id: str) -> web.Response:
+    return web.json_response(
+        {"error": message, "code": activation_id},
+        status=status,
+        headers={ACTIVATION_HEADER: activation_id},
+        dumps=_dumps,
+    )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    namespaces = {}
+    for item in args.namespace:
+        name, _, key = item.partition("=")
+        namespaces[name] = Namespace(key=key, latency_s=args.latency)
+    server = OpenWhiskTestServer(namespaces, host=args.host)
+    for action in args.action:
+        server.action(action)
+    await server.start(args.port)
+    print(f"OpenWhisk test server (a stand-in, not OpenWhisk) on {server.url}", flush=True)
+    seen = 0
+    try:
+        while True:
+            await asyncio.sleep(0.2)
+            for activation in server.activations[seen:]:
+                event = activation.params.get("event", {})
+                print(
+                    f"invoked /{activation.action} activation={activation.activation_id} "
+                    f"tenant={activation.params.get('streamapp', {}).get('tenant')} "
+                    f"path={event.get('subject')} blocking={activation.blocking}",
+                    flush=True,
+                )
+            seen = len(server.activations)
+    finally:
+        await server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3233)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per activation")
+    parser.add_argument(
+        "--namespace", action="append", default=[], metavar="NS=UUID:KEY", help="repeatable"
+    )
+    parser.add_argument(
+        "--action", action="append", default=[], metavar="/NS/[PKG/]NAME", help="repeatable"
+    )
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
