@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import time
@@ -40,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from streamapp.agents.outputs import exit_if_undelivered
+from streamapp.agents.outputs import EXIT_OUTPUT_LOST, exit_if_undelivered
 from streamapp.app import app, settings
 from streamapp.clients.openwhisk import (
     Credentials,
@@ -100,7 +101,7 @@ class InvocationSink(faust.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._last_commit = 0.0
-        self._commit_lock = asyncio.Lock()
+        self._caught_up = asyncio.Event()  # success records read up to the last assignment
         self.successes = SuccessStore(
             settings.data_dir / "sink-successes",
             settings.bootstrap_servers,
@@ -136,6 +137,7 @@ class InvocationSink(faust.Service):
         consumer.subscribe(pattern=settings.tenant_topic_regex(), listener=_Rebalance(self))
         self._consumer = consumer
         self._loop_task = asyncio.create_task(self._consume(), name="invocation-sink")
+        self._loop_task.add_done_callback(_exit_if_crashed)
         log.info(
             "invocation sink consuming %s as group %s",
             consumer.subscription() or settings.tenant_topic_regex(),
@@ -157,14 +159,30 @@ class InvocationSink(faust.Service):
     async def _consume(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
+        dispatched = 0
+        reported = time.monotonic()
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             for tp, records in batches.items():
-                ledger = self._ledgers.get(tp)
-                if ledger is None:  # revoked since the fetch
-                    continue
+                # aiokafka fetches for new partitions while our assignment listener still runs:
+                # take them on here too (their jobs wait until the success records caught up)
+                if tp not in consumer.assignment():
+                    continue  # revoked since the fetch: uncommitted, so the new owner reads them
+                ledger = self._take(tp)
                 for record in records:
                     self._dispatch(tp, ledger, record)
+                dispatched += len(records)
+            if time.monotonic() - reported >= 30:
+                reported = time.monotonic()
+                log.info(
+                    "invocation sink: %d records taken in the last 30 s, %d unfinished, "
+                    "%d of %d partitions paused",
+                    dispatched,
+                    sum(len(jobs) for jobs in self._jobs.values()),
+                    len(self._paused),
+                    len(self._ledgers),
+                )
+                dispatched = 0
             self._apply_backpressure()
             if time.monotonic() - self._last_commit >= settings.sink_commit_interval_s:
                 await self._commit()
@@ -184,7 +202,7 @@ class InvocationSink(faust.Service):
             )
         ledger.received(record.offset)
         lane.jobs += 1
-        task = asyncio.create_task(self._handle(tp, record, lane))
+        task = asyncio.create_task(self._handle(record, lane, self._abandon[tp]))
         jobs = self._jobs[tp]
         jobs.add(task)
         SINK_PENDING.inc()
@@ -223,38 +241,52 @@ class InvocationSink(faust.Service):
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         assert self._consumer is not None
-        async with self._commit_lock:
-            self._last_commit = time.monotonic()
-            offsets = {}
-            for tp, ledger in self._ledgers.items():
-                if only is not None and tp not in only:
-                    continue
-                offset = ledger.committable()
-                if offset is not None:
-                    offsets[tp] = offset
-            if not offsets:
-                return
-            try:
-                await self._consumer.commit(offsets)
-            except (CommitFailedError, KafkaError) as exc:
-                log.warning("sink commit deferred: %r", exc)
-                return
-            for tp, offset in offsets.items():
-                self._ledgers[tp].committed = offset
+        # No lock here: a commit from the loop can wait for a rebalance whose revocation
+        # listener commits too; serialising them would deadlock. Offsets only grow, and a
+        # stale commit landing late only means a longer replay (successes are skipped).
+        self._last_commit = time.monotonic()
+        offsets = {}
+        for tp, ledger in self._ledgers.items():
+            if only is not None and tp not in only:
+                continue
+            offset = ledger.committable()
+            if offset is not None:
+                offsets[tp] = offset
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("sink commit deferred: %r", exc)
+            return
+        for tp, offset in offsets.items():
+            held = self._ledgers.get(tp)
+            if held is not None and (held.committed or -1) < offset:
+                held.committed = offset
 
     # --- partitions coming and going -----------------------------------------------------------
 
+    def _take(self, tp: TopicPartition) -> PartitionLedger:
+        """The ledger of an assigned partition, and a fresh abandon flag if it was revoked."""
+        ledger = self._ledgers.get(tp)
+        if ledger is None:
+            ledger = self._ledgers[tp] = PartitionLedger()
+            if self._abandon[tp].is_set():
+                self._abandon[tp] = asyncio.Event()
+        return ledger
+
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._take(tp)
         # another worker may have recorded successes for these partitions: see them first
         await self.successes.catch_up()
-        for tp in assigned:
-            self._ledgers.setdefault(tp, PartitionLedger())
-            self._abandon[tp] = asyncio.Event()
+        self._caught_up.set()
         log.info("invocation sink assigned %d tenant partitions", len(assigned))
 
     async def _release(self, revoked: set[TopicPartition]) -> None:
         """Stop work on ``revoked``: calls in progress may finish (up to the grace period),
         retries waiting are abandoned (their records stay uncommitted), then commit."""
+        self._caught_up.clear()
         pending: set[asyncio.Task[bool]] = set()
         for tp in revoked:
             self._abandon[tp].set()
@@ -274,10 +306,13 @@ class InvocationSink(faust.Service):
     # --- one record ----------------------------------------------------------------------------
 
     async def _handle(
-        self, tp: TopicPartition, record: ConsumerRecord[Any, Any], lane: TenantLane
+        self, record: ConsumerRecord[Any, Any], lane: TenantLane, abandon: asyncio.Event
     ) -> bool:
         """Run every trigger the record fires. True once its outcome is durable; False if the
         partition was revoked first (the record is then replayed by its next owner)."""
+        await _first_of(self._caught_up, abandon)
+        if abandon.is_set():
+            return False
         tenant = lane.tenant
         try:
             event: Any = parse_canonical(orjson.loads(record.value))
@@ -304,27 +339,26 @@ class InvocationSink(faust.Service):
             return True
         for trigger in matching_triggers(policy.triggers, event, decision.ownership.relative):
             if not await self._run_trigger(
-                tp, record=record, event=event, delivery=delivery, trigger=trigger, lane=lane
+                record, event=event, delivery=delivery, trigger=trigger, lane=lane, abandon=abandon
             ):
                 return False
         return True
 
     async def _run_trigger(
         self,
-        tp: TopicPartition,
-        *,
         record: ConsumerRecord[Any, Any],
+        *,
         event: dict[str, Any],
         delivery: Delivery,
         trigger: Trigger,
         lane: TenantLane,
+        abandon: asyncio.Event,
     ) -> bool:
         tenant = lane.tenant
         key = idempotency_key(tenant, event["id"], trigger.name)
         if key in self.successes:
             INVOCATIONS.labels("duplicate").inc()
             return True
-        abandon = self._abandon[tp]
         attempt = failures = action_failures = 0
         while True:
             if abandon.is_set():
@@ -511,9 +545,30 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._sink.on_assigned(set(assigned))
 
 
+def _exit_if_crashed(task: asyncio.Task[None]) -> None:
+    """A sink that stopped consuming must not look alive: exit, the supervisor restarts us and
+    the uncommitted records are consumed again."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("invocation sink crashed: %r", task.exception(), exc_info=task.exception())
+    logging.shutdown()
+    os._exit(EXIT_OUTPUT_LOST)
+
+
 def _limits_of(tenant: str) -> Limits:
     policy = policy_index.tenants.get(tenant)
     return policy.limits if policy is not None else Limits()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    if any(event.is_set() for event in events):
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

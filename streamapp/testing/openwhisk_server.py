@@ -89,7 +89,8 @@ class Request:
 class Activation:
     """One action run (202 or 200 or 502): what tests count."""
 
-    at: float
+    at: float  # monotonic
+    wall: float  # time.time(), to compare with other processes' clocks
     namespace: str
     action: str
     activation_id: str
@@ -118,8 +119,8 @@ class OpenWhiskTestServer:
         self.host = host
         self.port = 0
         self._released = asyncio.Event()
+        self._app = web.Application()
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
 
     # --- test controls -------------------------------------------------------------------------
 
@@ -144,33 +145,32 @@ class OpenWhiskTestServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self, port: int = 0) -> None:
-        app = web.Application(client_max_size=MAX_BODY * 2)
-        app.router.add_post("/api/v1/namespaces/{namespace}/actions/{action:.+}", self._invoke)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
+        self._app = web.Application(client_max_size=MAX_BODY * 2)
+        self._app.router.add_post(
+            "/api/v1/namespaces/{namespace}/actions/{action:.+}", self._invoke
+        )
         await self.up(port)
 
     async def up(self, port: int | None = None) -> None:
-        """(Re)open the listening socket on the same port."""
-        assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, port if port is not None else self.port)
-        await self._site.start()
+        """(Re)open the server on the same port."""
+        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, port if port is not None else self.port)
+        await site.start()
         if not self.port:
             # aiohttp exposes the bound port only through the asyncio server
-            server: Any = self._site._server
+            server: Any = site._server
             self.port = server.sockets[0].getsockname()[1]
 
     async def down(self) -> None:
-        """An outage: stop listening (new connections are refused) and drop open ones."""
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        """An outage: new connections are refused and open ones are closed."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     async def close(self) -> None:
         self.release()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.down()
 
     def succeeded(self, namespace: str | None = None) -> list[Activation]:
         return [
@@ -259,7 +259,14 @@ class OpenWhiskTestServer:
         success = "error" not in result
         self.activations.append(
             Activation(
-                time.monotonic(), ns_name, qualified, activation_id, params, blocking, success
+                time.monotonic(),
+                time.time(),
+                ns_name,
+                qualified,
+                activation_id,
+                params,
+                blocking,
+                success,
             )
         )
         if not blocking:

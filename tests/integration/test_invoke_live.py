@@ -1,0 +1,484 @@
+"""The invocation sink on the live broker with real worker processes, against the OpenWhisk
+test server (``streamapp.testing.openwhisk_server``), which STANDS IN FOR OPENWHISK: it cannot
+run on this machine; the server follows the documented REST API (shared/docs/formats.md §6).
+
+Three tenants: ``alpha`` and ``beta`` each own a dataset and trigger an action on new ``.nxs``
+files (alpha also on deletions, beta with blocking calls); ``gamma``'s trigger names an action
+that does not exist (every call is a 404: dead letters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamapp.domain import tokens
+from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
+from streamapp.domain.updates import load_private_key, sign_update
+from streamapp.testing.openwhisk_server import Fault, Namespace, OpenWhiskTestServer
+from tests.factories import dcache_transfer, raw
+from tests.integration.conftest import (
+    DCACHE_SOURCE,
+    Stack,
+    TopicNames,
+    Worker,
+    collect,
+    produce,
+    wait_group_stable,
+)
+
+pytestmark = pytest.mark.integration
+
+KEYS = {
+    "alpha": "a1b2c3d4-0000-4000-8000-00000000000a:alpha-key",
+    "beta": "b1b2c3d4-0000-4000-8000-00000000000b:beta-key",
+}
+ROOTS = {"alpha": "/data/alpha/2026", "beta": "/data/beta/2026", "gamma": "/data/gamma/2026"}
+
+
+@dataclass
+class Sink:
+    server: OpenWhiskTestServer
+    env: dict[str, str]
+    invocations_topic: str
+
+
+def tenant_spec(name: str, url: str) -> dict[str, Any]:
+    dataset = f"ds-{name}"
+    spec: dict[str, Any] = {
+        "tenant": name,
+        "subscriptions": [{"dataset": dataset, "write": True}],
+        "limits": {"concurrency": 4},
+    }
+    if name == "alpha":
+        spec["triggers"] = [
+            {
+                "name": "reduce",
+                "action": "/alpha/reduce",
+                "api_host": url,
+                "credentials": "alpha-ow",
+                "types": ["storage.object.created"],
+                "paths": ["**/*.nxs"],
+                "storage_url": "https://door.desy.example:2880",
+                "params": {"threads": 2},
+                "retry_failed": 1,
+            },
+            {
+                "name": "forget",
+                "action": "/alpha/forget",
+                "api_host": url,
+                "credentials": "alpha-ow",
+                "types": ["storage.object.deleted"],
+            },
+        ]
+    elif name == "beta":
+        spec["triggers"] = [
+            {
+                "name": "reduce",
+                "action": "/beta/pkg/reduce",
+                "api_host": url,
+                "credentials": "beta-ow",
+                "types": ["storage.object.created"],
+                "paths": ["**/*.nxs"],
+                "blocking": True,
+                "timeout": 20,
+            },
+        ]
+    else:
+        spec["triggers"] = [
+            {
+                "name": "broken",
+                "action": "/alpha/no-such-action",
+                "api_host": url,
+                "credentials": "alpha-ow",
+                "types": ["storage.object.created"],
+            },
+        ]
+    return spec
+
+
+@pytest.fixture
+async def sink(bootstrap: str, topics: TopicNames, stack: Stack) -> AsyncIterator[Sink]:
+    server = OpenWhiskTestServer({ns: Namespace(key) for ns, key in KEYS.items()})
+    for action in ("/alpha/reduce", "/alpha/forget", "/beta/pkg/reduce"):
+        server.action(action)
+    await server.start()
+    (stack.secrets / "openwhisk").mkdir()
+    (stack.secrets / "openwhisk" / "alpha-ow").write_text(KEYS["alpha"] + "\n")
+    env = {
+        **stack.env,
+        "STREAMAPP_OPENWHISK_BETA_OW": KEYS["beta"],  # the other way to hold credentials
+        "STREAMAPP_INVOCATIONS_TOPIC": f"{topics.prefix}.invocations",
+        "STREAMAPP_SINK_RETRY_BASE": "0.2",
+        "STREAMAPP_SINK_RETRY_CAP": "2",
+        "STREAMAPP_SINK_THROTTLE_BASE": "0.5",
+        "STREAMAPP_SINK_THROTTLE_CAP": "4",
+        "STREAMAPP_SINK_DISCOVERY_INTERVAL": "1",
+        "STREAMAPP_SINK_MAX_ATTEMPTS": "40",
+        "STREAMAPP_SINK_REVOKE_GRACE": "3",
+    }
+    stack.env.update(env)
+    key = load_private_key(stack.admin_key)
+    version = int(time.time() * 1000)
+    datasets = [
+        sign_update(
+            "dataset",
+            "upsert",
+            f"ds-{name}",
+            version=version,
+            private_key=key,
+            spec={
+                "id": f"ds-{name}",
+                "owner": name,
+                "source": DCACHE_SOURCE,
+                "prefixes": [root],
+                "output": f"{root}/processed",
+            },
+        )
+        for name, root in ROOTS.items()
+    ]
+    tenants = [
+        sign_update(
+            "tenant",
+            "upsert",
+            name,
+            version=version,
+            spec=tenant_spec(name, server.url),
+            private_key=key,
+        )
+        for name in ROOTS
+    ]
+    await produce(bootstrap, topics.dataset_updates, [t.encode() for t in datasets])
+    await produce(bootstrap, topics.tenant_updates, [t.encode() for t in tenants])
+    try:
+        yield Sink(server, env, f"{topics.prefix}.invocations")
+    finally:
+        server.release()
+        await server.close()
+
+
+def writes(tenant: str, count: int, start: int = 0, suffix: str = ".nxs") -> list[bytes]:
+    return [
+        raw(
+            dcache_transfer(
+                billingPath=f"{ROOTS[tenant]}/scan{n // 50}/f{n:05d}{suffix}", fileSize=1000 + n
+            )
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def path_of(record: bytes) -> str:
+    return str(orjson.loads(record)["billingPath"])
+
+
+def ready(worker: Worker) -> bool:
+    samples = worker.metrics()
+    return samples.get('streamapp_policy_entries{kind="tenant"}') == len(ROOTS)
+
+
+async def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    server: OpenWhiskTestServer | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.25)
+    seen = ""
+    if server is not None:
+        statuses = Counter((r.namespace, r.status) for r in server.requests)
+        seen = f"; the server answered {dict(statuses)}, {len(server.succeeded())} succeeded"
+    raise AssertionError(f"timed out waiting for {what}{seen}")
+
+
+async def start_workers(
+    bootstrap: str, topics: TopicNames, factory: Callable[..., Worker], *names: str, **env: str
+) -> list[Worker]:
+    workers = [factory(name, **env).start() for name in names]
+    for worker in workers:
+        await wait_until(partial(ready, worker), 120, f"policies on {worker.log_path.name}")
+    await wait_group_stable(bootstrap, topics.app_id, workers)
+    return workers
+
+
+def subjects(
+    server: OpenWhiskTestServer, namespace: str, action: str | None = None
+) -> Counter[str]:
+    return Counter(
+        a.params["event"]["subject"]
+        for a in server.succeeded(namespace)
+        if action is None or a.action == action
+    )
+
+
+async def invocation_records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    records = await collect(bootstrap, [topic], lambda _: False, timeout=3)
+    return [orjson.loads(r.value) | {"_raw": r.value} for r in records]
+
+
+async def test_every_entitled_event_invokes_exactly_its_actions(
+    bootstrap: str,
+    topics: TopicNames,
+    stack: Stack,
+    sink: Sink,
+    worker_factory: Callable[..., Worker],
+) -> None:
+    """Two workers share the sink; every .nxs write in alpha's and beta's datasets runs the
+    tenant's action once, nothing else runs anything, tokens open exactly the file."""
+    await start_workers(bootstrap, topics, worker_factory, "w1", "w2")
+    alpha, beta = writes("alpha", 150), writes("beta", 150)
+    other = writes("alpha", 20, start=500, suffix=".h5") + writes(
+        "beta", 20, start=500, suffix=".log"
+    )
+    reads = [raw(dcache_transfer(billingPath=path_of(r), isWrite="read")) for r in alpha[:10]]
+    deletes = [raw(dcache_transfer(msgType="remove", billingPath=path_of(r))) for r in alpha[:5]]
+    await produce(bootstrap, topics.dcache, alpha + beta + other + reads + deletes)
+    server = sink.server
+    await wait_until(
+        lambda: len(server.succeeded()) >= len(alpha) + len(beta) + len(deletes),
+        180,
+        "activations",
+        server,
+    )
+    await asyncio.sleep(3)  # time for anything extra to show up
+
+    assert subjects(server, "alpha", "alpha/reduce") == Counter(path_of(r) for r in alpha)
+    assert subjects(server, "beta") == Counter(path_of(r) for r in beta)
+    assert subjects(server, "alpha", "alpha/forget") == Counter(path_of(r) for r in deletes)
+    assert all(a.blocking for a in server.succeeded("beta"))
+    assert not any(a.blocking for a in server.succeeded("alpha"))
+
+    # the body: the event (without tokens), the read/write tokens and URLs, the extra params
+    now = datetime.now(UTC)
+    for activation in server.succeeded("alpha")[:20]:
+        params = activation.params
+        if activation.action != "alpha/reduce":
+            continue
+        path = params["event"]["subject"]
+        assert params["threads"] == 2
+        assert "readtoken" not in params["event"]
+        assert params["read"]["url"] == "https://door.desy.example:2880" + path
+        assert tokens.verify(
+            params["read"]["token"], key=stack.root_key, path=path, activity="DOWNLOAD", at=now
+        ).valid
+        assert not tokens.verify(
+            params["read"]["token"],
+            key=stack.root_key,
+            path=path + "x",
+            activity="DOWNLOAD",
+            at=now,
+        ).valid
+        assert tokens.verify(
+            params["write"]["token"],
+            key=stack.root_key,
+            path=f"{ROOTS['alpha']}/processed/r.h5",
+            activity="UPLOAD",
+            at=now,
+        ).valid
+        assert not tokens.verify(
+            params["write"]["token"], key=stack.root_key, path=path, activity="UPLOAD", at=now
+        ).valid
+
+    # one success record per invocation, with its activation id; no token in any record
+    records = await invocation_records(bootstrap, sink.invocations_topic)
+    successes = [r for r in records if r["outcome"] == "success"]
+    assert len(successes) == len(server.succeeded())
+    assert {r["activation_id"] for r in successes} == {a.activation_id for a in server.succeeded()}
+    assert all(r["status"] in (200, 202) and r["duration_ms"] is not None for r in successes)
+    secret_fragments = [a.params["read"]["token"][:40] for a in server.succeeded()[:10]]
+    blob = b"".join(r["_raw"] for r in records)
+    assert not any(fragment.encode() in blob for fragment in secret_fragments)
+    assert KEYS["alpha"].split(":")[1].encode() not in blob
+
+
+async def test_outage_throttling_and_failures_lose_nothing(
+    bootstrap: str, topics: TopicNames, sink: Sink, worker_factory: Callable[..., Worker]
+) -> None:
+    """An outage, sustained 429s, failing actions and 503s in turn: afterwards every event has
+    run exactly once; the 429s were waited out (no busy loop); gamma's 404s are dead letters."""
+    (worker,) = await start_workers(bootstrap, topics, worker_factory, "w1")
+    server = sink.server
+    # warm up: tenant topics exist and the sink consumes them
+    await produce(
+        bootstrap, topics.dcache, writes("alpha", 1, start=900) + writes("beta", 1, start=900)
+    )
+    await wait_until(lambda: len(server.succeeded()) >= 2, 120, "warm-up activations")
+
+    batches: list[list[bytes]] = []
+
+    async def send(count: int) -> None:
+        batch = writes("alpha", count, start=1000 + 100 * len(batches)) + writes(
+            "beta", count, start=1000 + 100 * len(batches)
+        )
+        batches.append(batch)
+        await produce(bootstrap, topics.dcache, batch)
+
+    # 1. outage: the endpoint refuses connections for 8 s while events arrive
+    await server.down()
+    await send(20)
+    await asyncio.sleep(8)
+    before_recovery = len(server.succeeded())
+    await server.up()
+    await wait_until(lambda: len(server.succeeded()) >= 2 + 40, 120, "invocations after the outage")
+    assert before_recovery == 2
+
+    # 2. sustained throttling: every call is a 429 for 10 s
+    server.schedule(
+        Fault(
+            status=429,
+            count=None,
+            message="Too many requests in the last minute (count: 120, allowed: 120).",
+        )
+    )
+    throttle_started = time.monotonic()
+    await send(20)
+    await asyncio.sleep(10)
+    server.clear_faults()
+    throttled = [r for r in server.requests if r.status == 429 and r.at >= throttle_started - 1]
+    await wait_until(lambda: len(server.succeeded()) >= 2 + 80, 120, "invocations after throttling")
+
+    # 3. failing actions (retried once by alpha's policy) and 503s (retried with back-off)
+    server.schedule(Fault(status=502, count=6), Fault(status=503, count=10))
+    await send(20)
+    await wait_until(lambda: len(server.succeeded()) >= 2 + 120, 120, "invocations after errors")
+
+    # 4. gamma's action does not exist: dead letters at once, with reason and attempt count
+    gamma = writes("gamma", 5)
+    await produce(bootstrap, topics.dcache, gamma)
+    letters = await collect(
+        bootstrap, [topics.deadletter], lambda r: len(r) >= len(gamma), timeout=60
+    )
+    await asyncio.sleep(2)
+
+    expected = Counter(path_of(r) for batch in batches for r in batch)
+    got = subjects(server, "alpha") + subjects(server, "beta")
+    for path in expected:
+        assert got[path] == 1, (path, got[path])
+    print(
+        f"429 answers during 10 s of throttling: {len(throttled)} "
+        f"(calls spaced by the lane's back-off; a busy loop would make thousands)"
+    )
+    assert len(throttled) <= 40, len(throttled)
+    assert 2 <= len(throttled)
+    invoke_letters = [
+        r for r in letters if DeadLetterContext.from_headers(r.headers).stage == "invoke"
+    ]
+    assert sorted(r.value for r in invoke_letters) == sorted(gamma)
+    for letter in invoke_letters:
+        context = DeadLetterContext.from_headers(letter.headers)
+        headers = dict(letter.headers)
+        assert "404" in context.reason
+        assert headers[HEADER_PREFIX + "attempts"] == b"1"
+        assert headers[HEADER_PREFIX + "trigger"] == b"broken"
+    records = await invocation_records(bootstrap, sink.invocations_topic)
+    outcomes = Counter(r["outcome"] for r in records)
+    assert outcomes["unreachable"] >= 1
+    assert outcomes["throttled"] == len(throttled)
+    assert outcomes["action_failed"] >= 1
+    assert outcomes["retryable"] >= 1
+    assert outcomes["success"] == len(server.succeeded())
+    samples = worker.metrics()
+    assert samples['streamapp_invocations_total{outcome="dead_lettered"}'] == len(gamma)
+
+
+async def test_sigkill_during_invocations_loses_nothing(
+    bootstrap: str, topics: TopicNames, sink: Sink, worker_factory: Callable[..., Worker]
+) -> None:
+    """Kill the only worker while it invokes; a new worker (empty data directory) takes over.
+    No event is lost; an event runs twice only if no success record of it had been written."""
+    server = sink.server
+    for namespace in server.namespaces.values():
+        namespace.latency_s = 0.03
+    first = worker_factory("w1").start()
+    await wait_until(partial(ready, first), 120, "policies")
+    events = writes("alpha", 400) + writes("beta", 400)
+    await produce(bootstrap, topics.dcache, events)
+    await wait_until(lambda: len(server.succeeded()) >= 150, 120, "invocations under way")
+    first.kill()
+    killed_at = len(server.succeeded())
+    assert killed_at < len(events), "the worker finished before it could be killed"
+    second = worker_factory("w2").start()
+    await wait_until(
+        lambda: len({a.params["event"]["subject"] for a in server.succeeded()}) >= len(events),
+        240,
+        "every event invoked",
+    )
+    await asyncio.sleep(3)
+
+    got = subjects(server, "alpha") + subjects(server, "beta")
+    assert set(got) == {path_of(r) for r in events}  # none lost
+    records = await invocation_records(bootstrap, sink.invocations_topic)
+    success_by_activation = {r["activation_id"]: r for r in records if r["outcome"] == "success"}
+    per_key = Counter(
+        (r["tenant"], r["trigger"], r["event_id"]) for r in success_by_activation.values()
+    )
+    assert max(per_key.values()) == 1, "an event ran again although its success was recorded"
+    duplicated = {path for path, n in got.items() if n > 1}
+    by_path: dict[str, list[str]] = defaultdict(list)
+    for activation in server.succeeded():
+        by_path[activation.params["event"]["subject"]].append(activation.activation_id)
+    for path in duplicated:
+        recorded = [a for a in by_path[path] if a in success_by_activation]
+        assert len(recorded) <= 1, path
+        # the first run of a duplicated event has no success record: it died with the worker
+        assert by_path[path][0] not in success_by_activation or len(recorded) == 1
+    print(
+        f"SIGKILL after {killed_at} of {len(events)} invocations: {len(duplicated)} ran twice "
+        f"(invoked, then killed before the success record), 0 lost"
+    )
+    assert second.alive()
+
+
+async def test_a_hanging_tenant_does_not_delay_the_others(
+    bootstrap: str, topics: TopicNames, sink: Sink, worker_factory: Callable[..., Worker]
+) -> None:
+    """alpha's endpoint hangs (requests never answered); beta's invocations go on: each within
+    2 s of its event being produced (stated bound), while alpha's topic is paused."""
+    (worker,) = await start_workers(
+        bootstrap, topics, worker_factory, "w1", STREAMAPP_SINK_MAX_PENDING="30"
+    )
+    server = sink.server
+    await produce(
+        bootstrap, topics.dcache, writes("alpha", 1, start=900) + writes("beta", 1, start=900)
+    )
+    await wait_until(lambda: len(server.succeeded()) >= 2, 120, "warm-up activations")
+
+    server.schedule(Fault(hang=True, count=None, namespace="alpha"))
+    await produce(bootstrap, topics.dcache, writes("alpha", 80))
+    produced_at: dict[str, float] = {}
+    for n in range(40):
+        record = writes("beta", 1, start=n)
+        produced_at[path_of(record[0])] = time.time()
+        await produce(bootstrap, topics.dcache, record)
+        await asyncio.sleep(0.1)
+    await wait_until(lambda: len(server.succeeded("beta")) >= 41, 60, "beta's invocations")
+    latencies = sorted(
+        a.wall - produced_at[a.params["event"]["subject"]]
+        for a in server.succeeded("beta")
+        if a.params["event"]["subject"] in produced_at
+    )
+    assert len(latencies) == 40
+    print(f"beta while alpha hangs: p50 {latencies[20]:.3f} s, max {latencies[-1]:.3f} s")
+    assert latencies[-1] < 2.0
+    assert len(server.succeeded("alpha")) == 1  # alpha's calls are all hanging
+    # alpha's backlog (80 records, 30 allowed unfinished) paused only alpha's topic
+    assert worker.metrics().get("streamapp_sink_paused_partitions", 0) >= 1
+    server.clear_faults()  # the endpoint answers again: alpha's backlog runs
+    await wait_until(lambda: len(server.succeeded("alpha")) >= 81, 120, "alpha after the hang")
+    assert subjects(server, "alpha") == Counter(
+        [path_of(r) for r in writes("alpha", 80)] + [path_of(writes("alpha", 1, start=900)[0])]
+    )
