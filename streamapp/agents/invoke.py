@@ -6,7 +6,8 @@ Delivery, as users of the stock OpenWhisk Kafka feed wish they had it:
   durable — a ``success`` record on the invocations topic, a final ``action_failed`` record, or
   a dead letter (reason and attempt count in headers, original bytes as value);
 - never twice after a recorded success: the key ``tenant/trigger/event-id`` of every success
-  record is mirrored on every worker (``streamapp.sink.successes``) and checked before invoking;
+  record is mirrored on every worker (``streamapp.sink.outcomes``) and checked before invoking
+  (final failures too: a replay does not run a failed action again or dead-letter it twice);
 - 429: the tenant's lane pauses and narrows (``streamapp.sink.lanes``) and the call is retried,
   never dropped; 5xx/408/409/timeouts/connection errors: exponential back-off with jitter up to
   ``STREAMAPP_SINK_MAX_ATTEMPTS``, then a dead letter; other 4xx: a dead letter at once;
@@ -77,7 +78,7 @@ from streamapp.metrics import (
     SINK_PENDING,
 )
 from streamapp.sink.lanes import TenantLane
-from streamapp.sink.successes import OUTCOME_HEADER, SuccessStore
+from streamapp.sink.outcomes import FINAL_HEADER, OUTCOME_HEADER, FinalOutcomes
 from streamapp.tables import policy_index
 from streamapp.topics import dead_letters, invocations
 
@@ -97,13 +98,14 @@ class InvocationSink(faust.Service):
         self._jobs: dict[TopicPartition, set[asyncio.Task[bool]]] = defaultdict(set)
         self._abandon: dict[TopicPartition, asyncio.Event] = defaultdict(asyncio.Event)
         self._lanes: dict[str, TenantLane] = {}
+        self._running: dict[str, _Claim] = {}  # idempotency key -> the copy that runs it
         self._paused: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._last_commit = 0.0
         self._caught_up = asyncio.Event()  # success records read up to the last assignment
-        self.successes = SuccessStore(
-            settings.data_dir / "sink-successes",
+        self.outcomes = FinalOutcomes(
+            settings.data_dir / "sink-outcomes",
             settings.bootstrap_servers,
             settings.invocations_topic,
         )
@@ -121,7 +123,7 @@ class InvocationSink(faust.Service):
     async def on_start(self) -> None:
         await invocations.maybe_declare()
         await dead_letters.maybe_declare()
-        await self.successes.start()
+        await self.outcomes.start()
         await self.client.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -152,7 +154,7 @@ class InvocationSink(faust.Service):
             await self._release(set(self._ledgers))
             await self._consumer.stop()
         await self.client.close()
-        await self.successes.stop()
+        await self.outcomes.stop()
 
     # --- the consume loop ----------------------------------------------------------------------
 
@@ -243,7 +245,7 @@ class InvocationSink(faust.Service):
         assert self._consumer is not None
         # No lock here: a commit from the loop can wait for a rebalance whose revocation
         # listener commits too; serialising them would deadlock. Offsets only grow, and a
-        # stale commit landing late only means a longer replay (successes are skipped).
+        # stale commit landing late only means a longer replay (final outcomes are skipped).
         self._last_commit = time.monotonic()
         offsets = {}
         for tp, ledger in self._ledgers.items():
@@ -278,8 +280,8 @@ class InvocationSink(faust.Service):
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._take(tp)
-        # another worker may have recorded successes for these partitions: see them first
-        await self.successes.catch_up()
+        # another worker may have recorded outcomes for these partitions: see them first
+        await self.outcomes.catch_up()
         self._caught_up.set()
         log.info("invocation sink assigned %d tenant partitions", len(assigned))
 
@@ -356,9 +358,35 @@ class InvocationSink(faust.Service):
     ) -> bool:
         tenant = lane.tenant
         key = idempotency_key(tenant, event["id"], trigger.name)
-        if key in self.successes:
-            INVOCATIONS.labels("duplicate").inc()
-            return True
+        # The same event can arrive twice (the stages before are at-least-once): one copy runs,
+        # the other waits for it and then finds its success record.
+        claim = self._running.setdefault(key, _Claim())
+        claim.holders += 1
+        try:
+            async with claim.lock:
+                if key in self.outcomes:
+                    INVOCATIONS.labels("duplicate").inc()
+                    return True
+                return await self._attempts(
+                    record, event, delivery=delivery, trigger=trigger, lane=lane, abandon=abandon
+                )
+        finally:
+            claim.holders -= 1
+            if not claim.holders:
+                del self._running[key]
+
+    async def _attempts(
+        self,
+        record: ConsumerRecord[Any, Any],
+        event: dict[str, Any],
+        *,
+        delivery: Delivery,
+        trigger: Trigger,
+        lane: TenantLane,
+        abandon: asyncio.Event,
+    ) -> bool:
+        tenant = lane.tenant
+        key = idempotency_key(tenant, event["id"], trigger.name)
         attempt = failures = action_failures = 0
         while True:
             if abandon.is_set():
@@ -380,9 +408,12 @@ class InvocationSink(faust.Service):
                         blocking=trigger.blocking,
                         timeout_s=trigger.timeout_s,
                     )
+                    verdict = judge(answer.status, answer.body, trigger.blocking)
+                    if verdict.outcome is Outcome.THROTTLED:
+                        # pause the lane before this slot frees: no other call slips through
+                        await lane.throttled(parse_throttle(verdict.reason))
                 status, duration = answer.status, answer.duration_s
                 INVOCATION_SECONDS.observe(duration)
-                verdict = judge(answer.status, answer.body, trigger.blocking)
                 if verdict.activation_id is None and answer.activation_id:
                     verdict = Verdict(verdict.outcome, verdict.reason, answer.activation_id)
                 label = verdict.outcome.value
@@ -399,6 +430,9 @@ class InvocationSink(faust.Service):
             elif outcome is Outcome.RETRYABLE:
                 failures += 1
                 retry = failures < settings.sink_max_attempts
+            dead = not retry and outcome in (Outcome.RETRYABLE, Outcome.REJECTED)
+            if dead:  # the dead letter first: a final record must never stand for a lost one
+                await self._dead_letter(record, verdict.reason, trigger.name, attempt)
             await self._record(
                 record,
                 event,
@@ -411,23 +445,18 @@ class InvocationSink(faust.Service):
                 outcome=label,
                 final=not retry,
             )
+            if not retry:
+                self.outcomes.add(key, verdict.activation_id)
             if outcome is Outcome.SUCCESS:
-                self.successes.add(key, verdict.activation_id)
                 await lane.succeeded()
                 INVOCATIONS.labels("success").inc()
                 return True
             if retry:
-                if outcome is Outcome.THROTTLED:
-                    await lane.throttled(parse_throttle(verdict.reason))  # the slot waits it out
-                else:
+                if outcome is not Outcome.THROTTLED:  # (a throttled lane's slot waits it out)
                     tries = action_failures if outcome is Outcome.ACTION_FAILED else failures
                     await _sleep_unless(abandon, self._backoff(tries))
                 continue
-            if outcome is Outcome.ACTION_FAILED:
-                INVOCATIONS.labels("action_failed").inc()
-                return True
-            await self._dead_letter(record, verdict.reason, trigger.name, attempt)
-            INVOCATIONS.labels("dead_lettered").inc()
+            INVOCATIONS.labels("dead_lettered" if dead else "action_failed").inc()
             return True
 
     @staticmethod
@@ -509,7 +538,11 @@ class InvocationSink(faust.Service):
         future = await invocations.send(
             key=key.encode(),
             value=orjson.dumps(value),
-            headers=[(OUTCOME_HEADER, outcome.encode()), ("content-type", b"application/json")],
+            headers=[
+                (OUTCOME_HEADER, outcome.encode()),
+                (FINAL_HEADER, b"1" if final else b"0"),
+                ("content-type", b"application/json"),
+            ],
         )
         exit_if_undelivered("invoke", future)
         await future
@@ -532,6 +565,14 @@ class InvocationSink(faust.Service):
         future = await dead_letters.send(key=record.key, value=record.value, headers=headers)
         exit_if_undelivered("invoke", future)
         await future
+
+
+class _Claim:
+    __slots__ = ("holders", "lock")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.holders = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,7 +24,7 @@ import pytest
 from streamapp.domain import tokens
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
 from streamapp.domain.updates import load_private_key, sign_update
-from streamapp.testing.openwhisk_server import Fault, Namespace, OpenWhiskTestServer
+from streamapp.testing.openwhisk_server import Action, Fault, Namespace, OpenWhiskTestServer
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (
     DCACHE_SOURCE,
@@ -71,7 +70,6 @@ def tenant_spec(name: str, url: str) -> dict[str, Any]:
                 "paths": ["**/*.nxs"],
                 "storage_url": "https://door.desy.example:2880",
                 "params": {"threads": 2},
-                "retry_failed": 1,
             },
             {
                 "name": "forget",
@@ -92,6 +90,7 @@ def tenant_spec(name: str, url: str) -> dict[str, Any]:
                 "paths": ["**/*.nxs"],
                 "blocking": True,
                 "timeout": 20,
+                "retry_failed": 2,
             },
         ]
     else:
@@ -107,11 +106,18 @@ def tenant_spec(name: str, url: str) -> dict[str, Any]:
     return spec
 
 
+def beta_reduce(params: dict[str, Any]) -> dict[str, Any]:
+    """beta's action: fails on files named "poison" (every time), succeeds on the rest."""
+    path = params["event"]["subject"]
+    return {"error": "cannot reduce"} if "poison" in path else {"ok": True, "path": path}
+
+
 @pytest.fixture
 async def sink(bootstrap: str, topics: TopicNames, stack: Stack) -> AsyncIterator[Sink]:
     server = OpenWhiskTestServer({ns: Namespace(key) for ns, key in KEYS.items()})
-    for action in ("/alpha/reduce", "/alpha/forget", "/beta/pkg/reduce"):
+    for action in ("/alpha/reduce", "/alpha/forget"):
         server.action(action)
+    server.action("/beta/pkg/reduce", Action(beta_reduce))
     await server.start()
     (stack.secrets / "openwhisk").mkdir()
     (stack.secrets / "openwhisk" / "alpha-ow").write_text(KEYS["alpha"] + "\n")
@@ -189,7 +195,7 @@ def ready(worker: Worker) -> bool:
 
 async def wait_until(
     condition: Callable[[], bool],
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - a deadline for the whole wait
     what: str,
     server: OpenWhiskTestServer | None = None,
 ) -> None:
@@ -351,10 +357,19 @@ async def test_outage_throttling_and_failures_lose_nothing(
     throttled = [r for r in server.requests if r.status == 429 and r.at >= throttle_started - 1]
     await wait_until(lambda: len(server.succeeded()) >= 2 + 80, 120, "invocations after throttling")
 
-    # 3. failing actions (retried once by alpha's policy) and 503s (retried with back-off)
-    server.schedule(Fault(status=502, count=6), Fault(status=503, count=10))
+    # 3. failing actions (beta's blocking calls see them; its policy retries twice): two
+    # transient failures, retried to success, and one file that fails every time (a final
+    # failure, recorded); then 503s, retried with back-off
+    server.schedule(Fault(status=502, count=2, namespace="beta"), Fault(status=503, count=10))
     await send(20)
-    await wait_until(lambda: len(server.succeeded()) >= 2 + 120, 120, "invocations after errors")
+    poison = raw(dcache_transfer(billingPath=f"{ROOTS['beta']}/poison.nxs", fileSize=5))
+    await produce(bootstrap, topics.dcache, [poison])
+    await wait_until(
+        lambda: len(server.succeeded()) >= 2 + 120 and len(server.activations) >= 2 + 120 + 5,
+        120,
+        "invocations after errors",
+        server,
+    )
 
     # 4. gamma's action does not exist: dead letters at once, with reason and attempt count
     gamma = writes("gamma", 5)
@@ -368,16 +383,26 @@ async def test_outage_throttling_and_failures_lose_nothing(
     got = subjects(server, "alpha") + subjects(server, "beta")
     for path in expected:
         assert got[path] == 1, (path, got[path])
+    failed = Counter(a.params["event"]["subject"] for a in server.activations if not a.success)
+    failed_path = path_of(poison)
+    assert failed.pop(failed_path) == 3  # tried, then retried twice as beta's policy says
+    assert got[failed_path] == 0
+    assert sum(failed.values()) == 2
+    assert all(got[path] == 1 for path in failed)  # the transient failures were retried
     print(
         f"429 answers during 10 s of throttling: {len(throttled)} "
         f"(calls spaced by the lane's back-off; a busy loop would make thousands)"
     )
     assert len(throttled) <= 40, len(throttled)
-    assert 2 <= len(throttled)
+    assert len(throttled) >= 2
     invoke_letters = [
         r for r in letters if DeadLetterContext.from_headers(r.headers).stage == "invoke"
     ]
-    assert sorted(r.value for r in invoke_letters) == sorted(gamma)
+    # the dead letter is the record the sink consumed (gamma's authorized event), verbatim
+    assert sorted(orjson.loads(r.value)["subject"] for r in invoke_letters) == sorted(
+        path_of(r) for r in gamma
+    )
+    assert all(orjson.loads(r.value)["tenant"] == "gamma" for r in invoke_letters)
     for letter in invoke_letters:
         context = DeadLetterContext.from_headers(letter.headers)
         headers = dict(letter.headers)
@@ -388,7 +413,9 @@ async def test_outage_throttling_and_failures_lose_nothing(
     outcomes = Counter(r["outcome"] for r in records)
     assert outcomes["unreachable"] >= 1
     assert outcomes["throttled"] == len(throttled)
-    assert outcomes["action_failed"] >= 1
+    assert outcomes["action_failed"] == 5
+    final_failures = [r for r in records if r["outcome"] == "action_failed" and r["final"]]
+    assert [r["subject"] for r in final_failures] == [failed_path]
     assert outcomes["retryable"] >= 1
     assert outcomes["success"] == len(server.succeeded())
     samples = worker.metrics()

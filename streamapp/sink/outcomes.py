@@ -1,11 +1,13 @@
-"""The success records every worker knows of: "this trigger already ran for this event".
+"""The final outcomes every worker knows of: "this trigger already ran for this event" (or
+failed for good, or was dead-lettered), so a replay does not run it again.
 
-The durable record is the ``success`` entry on the invocations topic, written (and acknowledged
-by the broker) before the source offset may be committed. Each worker mirrors those entries into
-a local RocksDB (rocksdict) by tailing the topic, with its read positions in the same store, so
-a restart resumes the tail instead of re-reading it. When the sink is given partitions another
-worker owned (a rebalance, a crash), it waits until the mirror has caught up with the topic's
-end before replaying anything: a success the other worker recorded is then seen and skipped.
+The durable record is the final entry on the invocations topic (``success``, or any outcome
+with ``streamapp.final: 1``), written and acknowledged by the broker before the source offset
+may be committed; a dead letter is written before its final entry. Each worker mirrors those
+entries into a local RocksDB (rocksdict) by tailing the topic, with its read positions in the
+same store, so a restart resumes the tail instead of re-reading it. When the sink is given
+partitions another worker owned (a rebalance, a crash), it waits until the mirror has caught up
+with the topic's end before replaying anything: what the other worker recorded is then seen.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from rocksdict import Options, Rdict
 log = logging.getLogger(__name__)
 
 OUTCOME_HEADER = "streamapp.outcome"
+FINAL_HEADER = "streamapp.final"
 _POSITION = b"\x00position/"
 
 
-class SuccessStore:
+class FinalOutcomes:
     def __init__(self, path: Path, bootstrap: str, topic: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
         options = Options()
@@ -64,7 +67,7 @@ class SuccessStore:
             else:
                 await consumer.seek_to_beginning(tp)
                 self._positions[tp.partition] = 0
-        self._task = asyncio.create_task(self._tail(), name="successes-tail")
+        self._task = asyncio.create_task(self._tail(), name="final-outcomes-tail")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -80,7 +83,7 @@ class SuccessStore:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
             for tp, records in batches.items():
                 for record in records:
-                    if _outcome(record.headers) == b"success" and record.key:
+                    if record.key and _is_final(record.headers):
                         self._db[record.key] = b""
                 self._positions[tp.partition] = records[-1].offset + 1
                 self._db[_POSITION + str(tp.partition).encode()] = str(
@@ -95,7 +98,7 @@ class SuccessStore:
                 self._positions[tp.partition] = max(self._positions.get(tp.partition, 0), position)
 
     async def catch_up(self, timeout_s: float = 60.0) -> bool:
-        """Wait until every success record on the topic now has been mirrored."""
+        """Wait until every final record on the topic now has been mirrored."""
         assert self._consumer is not None
         tps = list(self._consumer.assignment())
         ends = await self._consumer.end_offsets(tps)
@@ -104,7 +107,7 @@ class SuccessStore:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 log.error(
-                    "success records not caught up within %.0f s; replay may repeat", timeout_s
+                    "final outcomes not caught up within %.0f s; replay may repeat", timeout_s
                 )
                 return False
             with contextlib.suppress(TimeoutError):
@@ -112,11 +115,9 @@ class SuccessStore:
         return True
 
 
-def _outcome(headers: Any) -> bytes | None:
-    for name, value in headers or ():
-        if name == OUTCOME_HEADER:
-            return bytes(value)
-    return None
+def _is_final(headers: Any) -> bool:
+    found = dict(headers or ())
+    return found.get(OUTCOME_HEADER) == b"success" or found.get(FINAL_HEADER) == b"1"
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
