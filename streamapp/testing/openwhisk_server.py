@@ -6,6 +6,7 @@ It follows the documented invoke API (apache/openwhisk ``docs/rest_api.md``, ``d
 
 - ``POST /api/v1/namespaces/{ns}/actions/[{pkg}/]{action}?blocking=…&result=…&timeout=…``
   with HTTP Basic auth ``uuid:key``; the JSON body is the parameters (at most 1 MB: else 413).
+- ``_`` as the namespace means the credentials' own (as in OpenWhisk).
 - 401 for missing/invalid credentials, 403 for a key of another namespace, 404 for an unknown
   action, 400 for a body that is not a JSON object.
 - Non-blocking: 202 ``{"activationId": …}``. Blocking: 200 with the activation record
@@ -34,6 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -185,10 +187,12 @@ class OpenWhiskTestServer:
         activation_id = uuid.uuid4().hex
         headers = {ACTIVATION_HEADER: activation_id}
         ns_name = request.match_info["namespace"]
-        qualified = f"{ns_name}/{request.match_info['action']}"
         namespace = self._authenticate(request)
         if namespace is None:
             return _error(401, "The supplied authentication is invalid.", activation_id)
+        if ns_name == "_":  # OpenWhisk's "the namespace of these credentials"
+            ns_name = next(n for n, ns in self.namespaces.items() if ns is namespace)
+        qualified = f"{ns_name}/{request.match_info['action']}"
         if self.namespaces.get(ns_name) is not namespace:
             return _error(
                 403,
@@ -351,11 +355,17 @@ def _error(status: int, message: str, activation_id: str) -> web.Response:
     )
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _namespaces(items: list[str], latency_s: float) -> dict[str, Namespace]:
     namespaces = {}
-    for item in args.namespace:
+    for item in items:
         name, _, key = item.partition("=")
-        namespaces[name] = Namespace(key=key, latency_s=args.latency)
+        if key.startswith("@"):  # keep the key off the command line: read it from a file
+            key = Path(key[1:]).read_text().strip()
+        namespaces[name] = Namespace(key=key, latency_s=latency_s)
+    return namespaces
+
+
+async def _serve(args: argparse.Namespace, namespaces: dict[str, Namespace]) -> None:
     server = OpenWhiskTestServer(namespaces, host=args.host)
     for action in args.action:
         server.action(action)
@@ -384,14 +394,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=3233)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per activation")
     parser.add_argument(
-        "--namespace", action="append", default=[], metavar="NS=UUID:KEY", help="repeatable"
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS=UUID:KEY",
+        help="repeatable; NS=@FILE reads the key from FILE",
     )
     parser.add_argument(
         "--action", action="append", default=[], metavar="/NS/[PKG/]NAME", help="repeatable"
     )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, _namespaces(args.namespace, args.latency)))
 
 
 if __name__ == "__main__":
