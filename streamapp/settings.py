@@ -127,6 +127,7 @@ class Settings:
     sink_discovery_interval_s: float = 5.0  # how soon a new tenant topic is subscribed
     sink_commit_interval_s: float = 1.0
     sink_revoke_grace_s: float = 10.0
+    sink_outcome_ttl_s: int = 7 * 24 * 3600  # keep it ≥ the invocations topic's retention
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +182,7 @@ class Settings:
                 env, "SINK_COMMIT_INTERVAL", defaults.sink_commit_interval_s
             ),
             sink_revoke_grace_s=_float(env, "SINK_REVOKE_GRACE", defaults.sink_revoke_grace_s),
+            sink_outcome_ttl_s=_int(env, "SINK_OUTCOME_TTL", defaults.sink_outcome_ttl_s),
         )
 
     def tenant_topic(self, tenant: str) -> str:

@@ -33,7 +33,7 @@ import random
 import re
 import time
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -55,7 +55,6 @@ from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import Delivery, authorize
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
-from streamapp.domain.instants import parse_aware
 from streamapp.domain.ledger import PartitionLedger
 from streamapp.domain.tokens import format_instant
 from streamapp.domain.triggers import (
@@ -69,6 +68,7 @@ from streamapp.domain.triggers import (
     judge,
     matching_triggers,
     parse_throttle,
+    tokens_expire_during_call,
 )
 from streamapp.metrics import (
     INVOCATION_ATTEMPTS,
@@ -83,9 +83,6 @@ from streamapp.tables import policy_index
 from streamapp.topics import dead_letters, invocations
 
 log = logging.getLogger(__name__)
-
-# tokens expiring sooner than this after the call starts are minted afresh before invoking
-TOKEN_MARGIN = timedelta(seconds=120)
 
 
 class InvocationSink(faust.Service):
@@ -108,6 +105,7 @@ class InvocationSink(faust.Service):
             settings.data_dir / "sink-outcomes",
             settings.bootstrap_servers,
             settings.invocations_topic,
+            settings.sink_outcome_ttl_s,
         )
         self.client = OpenWhiskClient(Credentials(settings.secrets_dir))
         self.issuer = TokenIssuer(
@@ -391,7 +389,6 @@ class InvocationSink(faust.Service):
         while True:
             if abandon.is_set():
                 return False
-            event = self._fresh_tokens(event, delivery, trigger)
             attempt += 1
             status: int | None = None
             duration: float | None = None
@@ -400,6 +397,8 @@ class InvocationSink(faust.Service):
                 async with lane.slot():
                     if abandon.is_set():
                         return False
+                    # checked once the slot is ours: a throttled lane may have waited minutes
+                    event = self._fresh_tokens(event, delivery, trigger)
                     answer = await self.client.invoke(
                         trigger.api_host,
                         trigger.action,
@@ -468,15 +467,9 @@ class InvocationSink(faust.Service):
     ) -> dict[str, Any]:
         """The event with tokens valid for the whole call: minted again from the same grant
         when the ones it carries expire too soon (after an outage or a long back-log)."""
-        expires = event.get("tokenexpires")
         now = datetime.now(UTC)
-        if not isinstance(expires, str):
+        if not tokens_expire_during_call(event.get("tokenexpires"), now, trigger.timeout_s):
             return event
-        try:
-            if parse_aware(expires) > now + timedelta(seconds=trigger.timeout_s) + TOKEN_MARGIN:
-                return event
-        except ValueError:
-            pass
         canonical: CanonicalEvent = {k: event[k] for k in CanonicalEvent.__annotations__}  # type: ignore[assignment]
         tokens = self.issuer.issue(delivery, canonical, now)
         fresh = {

@@ -11,11 +11,13 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 from streamapp.domain.events import EventType
+from streamapp.domain.instants import parse_aware
 
 # OpenWhisk entity names: start with a letter, digit or underscore; then also '@', '.', '-', ' '
 # (docs/reference.md "Fully qualified names"); we refuse the space to keep URLs plain.
@@ -274,6 +276,21 @@ def invocation_params(event: Mapping[str, Any], trigger: Trigger, tenant: str) -
             "tokenerror": event.get("tokenerror"),
         },
     }
+
+
+TOKEN_MARGIN_S: Final = 30  # time for the action to start and open the file
+
+
+def tokens_expire_during_call(expires: Any, now: datetime, timeout_s: int) -> bool:
+    """Would the event's tokens expire before a call made ``now`` could use them? Then they
+    are minted again from the same grant (an event held back by an outage or throttling)."""
+    if not isinstance(expires, str):
+        return False  # no tokens (e.g. a deletion): nothing to renew
+    try:
+        moment = parse_aware(expires)
+    except ValueError:
+        return True
+    return moment <= now + timedelta(seconds=timeout_s + TOKEN_MARGIN_S)
 
 
 def idempotency_key(tenant: str, event_id: str, trigger: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rocksdict import Options, Rdict
+from rocksdict import AccessType, Options, Rdict
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,13 @@ _POSITION = b"\x00position/"
 
 
 class FinalOutcomes:
-    def __init__(self, path: Path, bootstrap: str, topic: str) -> None:
+    def __init__(self, path: Path, bootstrap: str, topic: str, ttl_s: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
         options = Options()
         options.create_if_missing(True)
-        self._db = Rdict(str(path), options)
+        # entries live as long as the records they mirror (the topic's retention), then
+        # compaction drops them: the store does not grow without bound
+        self._db = Rdict(str(path), options, access_type=AccessType.with_ttl(ttl_s))
         self._bootstrap = bootstrap
         self._topic = topic
         self._consumer: AIOKafkaConsumer | None = None

@@ -60,6 +60,8 @@ def tenant_spec(name: str, url: str) -> dict[str, Any]:
         "limits": {"concurrency": 4},
     }
     if name == "alpha":
+        # tokens shorter-lived than a call may take (60 s + margin): the sink mints them afresh
+        spec["token_lifetime"] = 60
         spec["triggers"] = [
             {
                 "name": "reduce",
@@ -298,6 +300,17 @@ async def test_every_entitled_event_invokes_exactly_its_actions(
         assert not tokens.verify(
             params["write"]["token"], key=stack.root_key, path=path, activity="UPLOAD", at=now
         ).valid
+
+    # alpha's tokens (60 s) were too short-lived for a call of up to 60 s: renewed by the sink
+    # from the same grant, so they differ from the ones on alpha's topic, and still verify
+    delivered = await collect(bootstrap, [topics.tenant("alpha")], lambda _: False, timeout=3)
+    topic_tokens = {orjson.loads(r.value).get("readtoken") for r in delivered}
+    sent_tokens = {a.params["read"]["token"] for a in server.succeeded("alpha")}
+    assert not (topic_tokens & sent_tokens)
+    beta_topic = await collect(bootstrap, [topics.tenant("beta")], lambda _: False, timeout=3)
+    beta_tokens = {orjson.loads(r.value).get("readtoken") for r in beta_topic}
+    # beta's 600 s tokens go as they are
+    assert {a.params["read"]["token"] for a in server.succeeded("beta")} <= beta_tokens
 
     # one success record per invocation, with its activation id; no token in any record
     records = await invocation_records(bootstrap, sink.invocations_topic)

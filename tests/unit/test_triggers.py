@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from streamapp.domain.triggers import (
     judge,
     matching_triggers,
     parse_throttle,
+    tokens_expire_during_call,
 )
 from streamapp.sink.lanes import TenantLane
 
@@ -153,6 +155,15 @@ def test_params_carry_references_and_tokens_but_no_token_inside_the_event() -> N
     assert "SECRET" not in orjson.dumps(params["event"]).decode()
     assert params["streamapp"]["trigger"] == "reduce"
     assert len(orjson.dumps(params)) < MAX_PARAMETER_BYTES
+
+
+def test_tokens_are_renewed_only_when_they_would_expire_during_the_call() -> None:
+    now = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    assert not tokens_expire_during_call("2026-11-26T10:10:00Z", now, 60)
+    assert tokens_expire_during_call("2026-11-26T10:01:20Z", now, 60)  # < 60 s + margin left
+    assert tokens_expire_during_call("2026-11-26T09:59:00Z", now, 60)  # already expired
+    assert not tokens_expire_during_call(None, now, 60)  # a deletion carries no tokens
+    assert tokens_expire_during_call("not a time", now, 60)
 
 
 def test_idempotency_key_separates_tenants_and_triggers() -> None:
