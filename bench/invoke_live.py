@@ -217,6 +217,7 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
             )
             await producer.stop()
             port = free_port()
+            log = (Path(os.environ.get("BENCH_WORKER_LOG", os.devnull))).open("ab")
             worker = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped below
                 [
                     sys.executable,
@@ -232,8 +233,8 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
                 ],
                 env=worker_env(prefix, work, public, secrets),
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 await wait_for_policies(port, 1, 300)
@@ -255,7 +256,8 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
                 lat = latencies(server, sent)
             finally:
                 worker.send_signal(signal.SIGTERM)
-                worker.wait(timeout=60)
+                # in a thread: this loop also serves the OpenWhisk test server the worker calls
+                await asyncio.to_thread(worker.wait, 60)
     finally:
         await server.close()
     result["ratio"] = result["streamapp_inv_s"] / result["baseline_inv_s"]
