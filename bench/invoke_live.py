@@ -217,7 +217,7 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
             )
             await producer.stop()
             port = free_port()
-            log = (Path(os.environ.get("BENCH_WORKER_LOG", os.devnull))).open("ab")
+            log = Path(os.environ.get("BENCH_WORKER_LOG", os.devnull)).open("ab")  # noqa: ASYNC230, SIM115 - once, closed with the worker
             worker = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped below
                 [
                     sys.executable,
@@ -257,7 +257,12 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
             finally:
                 worker.send_signal(signal.SIGTERM)
                 # in a thread: this loop also serves the OpenWhisk test server the worker calls
-                await asyncio.to_thread(worker.wait, 60)
+                try:
+                    await asyncio.to_thread(worker.wait, 60)
+                except subprocess.TimeoutExpired:
+                    print("  the worker did not stop within 60 s; killed", file=sys.stderr)
+                    worker.kill()
+                log.close()
     finally:
         await server.close()
     result["ratio"] = result["streamapp_inv_s"] / result["baseline_inv_s"]
