@@ -118,9 +118,11 @@ class Settings:
     sink_enabled: bool = True
     invocations_topic: str = "streamapp.invocations"
     sink_group: str = ""  # default: <app_id>-sink
-    sink_max_attempts: int = 8  # per event and trigger for 5xx/timeouts (429s do not count)
+    # per event and trigger for 5xx/timeouts/refused connections (429s do not count): with the
+    # back-off below, about 10 minutes of an unreachable endpoint before a dead letter
+    sink_max_attempts: int = 20
     sink_retry_base_s: float = 0.5
-    sink_retry_cap_s: float = 30.0
+    sink_retry_cap_s: float = 60.0
     sink_throttle_base_s: float = 1.0
     sink_throttle_cap_s: float = 60.0
     sink_max_pending: int = 500  # unfinished records per tenant before its topic is paused
