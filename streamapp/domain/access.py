@@ -1,0 +1,253 @@
+"""Who is calling: bearer JWTs (WLCG Common JWT profile) verified against configured issuers,
+and the mapping from their groups and claims to tenants and the admin role. Pure: the issuers'
+key sets are handed in (``streamapp.web.auth`` loads and caches them).
+
+Refusals carry a status (401: no valid token; 403: a valid token without the right) and a
+*public* detail that never says why a signature or a key failed — that goes to the log only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import jwt
+
+# Asymmetric algorithms only, unless a deployment explicitly adds HMAC for an issuer.
+ASYMMETRIC: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+HMAC: Final = frozenset({"HS256", "HS384", "HS512"})
+ANY_AUDIENCE: Final = "https://wlcg.cern.ch/jwt/v1/any"
+REQUIRED_CLAIMS: Final = ("iss", "sub", "exp", "iat", "aud")
+_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class AccessConfigError(ValueError):
+    """The access configuration cannot be used; the message names the field."""
+
+
+class AccessDenied(Exception):  # noqa: N818 - it is a verdict, not a failure of ours
+    """A request that gets nothing: ``status`` 401 or 403, ``detail`` safe to show."""
+
+    def __init__(self, status: int, detail: str, log_reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.log_reason = log_reason or detail
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    issuer: str
+    algorithms: frozenset[str]
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    hmac_secret: bytes | None = None  # only with an explicit HS* algorithm
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """``group`` (exact wlcg.groups entry) or ``claim``/``value`` -> tenants and/or admin."""
+
+    tenants: tuple[str, ...] = ()
+    admin: bool = False
+    group: str | None = None
+    claim: str | None = None
+    value: str | None = None
+    issuer: str | None = None  # only tokens of this issuer (None: any configured issuer)
+
+    def applies(self, claims: Mapping[str, Any]) -> bool:
+        if self.issuer is not None and claims.get("iss") != self.issuer:
+            return False
+        if self.group is not None:
+            groups = claims.get("wlcg.groups")
+            return isinstance(groups, list) and self.group in groups
+        if self.claim is not None:
+            found = claims.get(self.claim)
+            if isinstance(found, list):
+                return self.value in found
+            if isinstance(found, str) and self.claim == "scope":
+                return self.value in found.split()
+            return found == self.value
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    audience: str
+    issuers: tuple[Issuer, ...]
+    mappings: tuple[Grant, ...] = ()
+    leeway_s: int = 30
+    jwks_cache_s: int = 6 * 3600  # WLCG profile: cache keys for hours, refetch on unknown kid
+    jwks_min_refresh_s: int = 60  # …but not more often than this
+
+    def issuer(self, name: str) -> Issuer | None:
+        return next((i for i in self.issuers if i.issuer == name), None)
+
+
+def parse_access_config(obj: Any) -> AccessConfig:
+    if not isinstance(obj, Mapping):
+        raise AccessConfigError("access config: must be a table")
+    audience = obj.get("audience")
+    if not isinstance(audience, str) or not audience:
+        raise AccessConfigError("audience: must be this service's audience string")
+    issuers = []
+    for i, item in enumerate(obj.get("issuers") or []):
+        where = f"issuers[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("issuer"), str):
+            raise AccessConfigError(f"{where}.issuer: must be the issuer URL")
+        algorithms = frozenset(item.get("algorithms") or ("RS256", "ES256", "EdDSA"))
+        if "none" in {a.lower() for a in algorithms}:
+            raise AccessConfigError(f"{where}.algorithms: 'none' is never accepted")
+        unknown = algorithms - ASYMMETRIC - HMAC
+        if unknown:
+            raise AccessConfigError(f"{where}.algorithms: unknown {sorted(unknown)[0]!r}")
+        secret = item.get("hmac_secret")
+        if algorithms & HMAC and not secret:
+            raise AccessConfigError(f"{where}.hmac_secret: required for HMAC algorithms")
+        if secret and not algorithms & HMAC:
+            raise AccessConfigError(f"{where}.hmac_secret: only with an HS* algorithm")
+        if algorithms & ASYMMETRIC and not (item.get("jwks_file") or item.get("jwks_url")):
+            raise AccessConfigError(f"{where}: jwks_file or jwks_url is required")
+        issuers.append(
+            Issuer(
+                issuer=item["issuer"],
+                algorithms=algorithms,
+                jwks_file=item.get("jwks_file"),
+                jwks_url=item.get("jwks_url"),
+                hmac_secret=secret.encode() if isinstance(secret, str) else None,
+            )
+        )
+    if not issuers:
+        raise AccessConfigError("issuers: at least one issuer is required")
+    mappings = []
+    for i, item in enumerate(obj.get("mappings") or []):
+        where = f"mappings[{i}]"
+        if not isinstance(item, Mapping):
+            raise AccessConfigError(f"{where}: must be a table")
+        tenants = tuple(item.get("tenants") or ())
+        if not all(isinstance(t, str) and _NAME.match(t) for t in tenants):
+            raise AccessConfigError(f"{where}.tenants: must be tenant names")
+        if (item.get("group") is None) == (item.get("claim") is None):
+            raise AccessConfigError(f"{where}: exactly one of group or claim")
+        if item.get("claim") is not None and not isinstance(item.get("value"), str):
+            raise AccessConfigError(f"{where}.value: required with claim")
+        if not tenants and not item.get("admin"):
+            raise AccessConfigError(f"{where}: grants nothing (tenants or admin)")
+        mappings.append(
+            Grant(
+                tenants=tenants,
+                admin=bool(item.get("admin")),
+                group=item.get("group"),
+                claim=item.get("claim"),
+                value=item.get("value"),
+                issuer=item.get("issuer"),
+            )
+        )
+    return AccessConfig(
+        audience=audience,
+        issuers=tuple(issuers),
+        mappings=tuple(mappings),
+        leeway_s=int(obj.get("leeway", 30)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    issuer: str
+    tenants: frozenset[str] = frozenset()
+    admin: bool = False
+    groups: tuple[str, ...] = field(default=())
+
+    def may_read(self, tenant: str) -> bool:
+        return self.admin or tenant in self.tenants
+
+
+def bearer_token(header: str | None) -> str:
+    if not header:
+        raise AccessDenied(401, "a bearer token is required")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AccessDenied(401, "a bearer token is required")
+    return token.strip()
+
+
+def authenticate(
+    token: str,
+    config: AccessConfig,
+    keys: Mapping[str, Sequence[jwt.PyJWK]],
+    now: float,
+) -> Principal:
+    """Verify ``token`` (signature, issuer, audience, times, WLCG claims) and map it.
+
+    ``keys``: issuer -> its current JWKS keys. Raises ``AccessDenied`` (401 for anything wrong
+    with the token; 403 when it is valid but maps to nothing)."""
+    invalid = AccessDenied(401, "the bearer token is not valid")
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AccessDenied(401, invalid.detail, f"undecodable token: {exc}") from None
+    alg = header.get("alg")
+    issuer = config.issuer(str(unverified.get("iss")))
+    if issuer is None:
+        raise AccessDenied(401, invalid.detail, f"unknown issuer {unverified.get('iss')!r}")
+    if not isinstance(alg, str) or alg not in issuer.algorithms:
+        raise AccessDenied(401, invalid.detail, f"algorithm {alg!r} not allowed")
+    if alg in HMAC:
+        assert issuer.hmac_secret is not None
+        key: Any = issuer.hmac_secret
+    else:
+        key = _key_for(keys.get(issuer.issuer, ()), header.get("kid"), alg)
+    try:
+        claims = jwt.decode(
+            token,
+            key=key,
+            algorithms=[alg],
+            audience=[config.audience, ANY_AUDIENCE],
+            issuer=issuer.issuer,
+            leeway=config.leeway_s,
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AccessDenied(401, "the bearer token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise AccessDenied(401, invalid.detail, "token not yet valid (nbf/iat)") from None
+    except jwt.PyJWTError as exc:
+        raise AccessDenied(401, invalid.detail, f"{type(exc).__name__}: {exc}") from None
+    if claims["iat"] > now + config.leeway_s:
+        raise AccessDenied(401, invalid.detail, "iat in the future")
+    if "wlcg.ver" in claims and not isinstance(claims["wlcg.ver"], str):
+        raise AccessDenied(401, invalid.detail, "wlcg.ver is not a string")
+    groups = claims.get("wlcg.groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise AccessDenied(401, invalid.detail, "wlcg.groups is not a list of strings")
+    tenants: set[str] = set()
+    admin = False
+    for mapping in config.mappings:
+        if mapping.applies(claims):
+            tenants.update(mapping.tenants)
+            admin = admin or mapping.admin
+    if not tenants and not admin:
+        raise AccessDenied(403, "the token grants no access to this service")
+    return Principal(
+        subject=str(claims["sub"]),
+        issuer=issuer.issuer,
+        tenants=frozenset(tenants),
+        admin=admin,
+        groups=tuple(groups),
+    )
+
+
+def _key_for(keys: Sequence[jwt.PyJWK], kid: Any, alg: str) -> Any:
+    for candidate in keys:
+        if candidate.key_id == kid:
+            algorithm = getattr(candidate, "algorithm_name", None)
+            if algorithm and alg not in (algorithm, "EdDSA"):
+                raise AccessDenied(401, "the bearer token is not valid", "alg does not fit the key")
+            return candidate.key
+    raise AccessDenied(401, "the bearer token is not valid", f"unknown kid {kid!r}")
