@@ -7,6 +7,7 @@ import faust
 
 from streamapp import faust_fixes
 from streamapp.settings import Settings
+from streamapp.web.auth import access_middleware
 
 faust_fixes.apply()
 
@@ -24,6 +25,8 @@ app = faust.App(
     web_port=settings.web_port,
     # The built-in /table endpoints would serve table contents to anyone: never on.
     web_tables_enabled=False,
+    # JWT authentication of every /v1/ view (streamapp/web/auth.py)
+    web_application_options={"middlewares": [access_middleware]},
     producer_linger=settings.producer_linger_s,
     producer_acks=-1,
     broker_session_timeout=settings.session_timeout_s,

@@ -130,6 +130,9 @@ class Settings:
     sink_commit_interval_s: float = 1.0
     sink_revoke_grace_s: float = 10.0
     sink_outcome_ttl_s: int = 7 * 24 * 3600  # keep it ≥ the invocations topic's retention
+    # web views: JWT issuers and group -> tenant mapping (TOML); None: /v1/ refused
+    access_config: Path | None = None
+    sse_heartbeat_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -185,6 +188,10 @@ class Settings:
             ),
             sink_revoke_grace_s=_float(env, "SINK_REVOKE_GRACE", defaults.sink_revoke_grace_s),
             sink_outcome_ttl_s=_int(env, "SINK_OUTCOME_TTL", defaults.sink_outcome_ttl_s),
+            access_config=Path(env[ENV_PREFIX + "ACCESS_CONFIG"])
+            if env.get(ENV_PREFIX + "ACCESS_CONFIG")
+            else None,
+            sse_heartbeat_s=_float(env, "SSE_HEARTBEAT", defaults.sse_heartbeat_s),
         )
 
     def tenant_topic(self, tenant: str) -> str:

@@ -1,0 +1,195 @@
+"""A tenant's own views: its policy, its datasets, and its event stream (Server-Sent Events).
+
+Every view first checks that the caller may read the tenant (``web.auth.require_tenant``): a
+client of tenant B asking for A gets a 403 and not a byte of A's data.
+
+The stream reads the tenant's Kafka topic directly, so it is durable and resumable: each SSE
+``id`` is the position *after* that event in every partition (``p:offset`` pairs). A client
+that reconnects with ``Last-Event-ID`` (or ``?from=``) continues exactly there — no gap, no
+duplicate — for as long as Kafka retains the topic (unlike dCache's in-memory buffer).
+``?from=beginning`` replays everything retained; the default is ``end`` (new events only).
+Optional ``types`` and ``paths`` (comma-separated) can only narrow what the tenant receives.
+A slow client is not buffered for: the next fetch waits until the socket has drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web as aioweb
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust import web
+
+from streamapp.app import app, settings
+from streamapp.domain.access import AccessDenied
+from streamapp.domain.policy import PathGlob
+from streamapp.tables import policy_index
+from streamapp.topics import tenant_events
+from streamapp.web.auth import problem, require_tenant
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 200
+
+
+def _json(body: Any, status: int = 200) -> aioweb.Response:
+    return aioweb.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _denied(denied: AccessDenied) -> aioweb.Response:
+    return problem(
+        denied.status, "Forbidden" if denied.status == 403 else "Unauthorized", denied.detail
+    )
+
+
+@app.page("/v1/tenants/{tenant}/policy")
+class TenantPolicy(web.View):
+    async def get(self, request: Any, tenant: str) -> Any:
+        try:
+            require_tenant(request, tenant)
+        except AccessDenied as denied:
+            return _denied(denied)
+        policy = policy_index.tenants.get(tenant)
+        if policy is None:
+            return problem(404, "Not Found", f"no policy for tenant {tenant!r}")
+        # credentials appear by name only; the keys never leave the workers' secrets
+        return _json(policy.canonical())
+
+
+@app.page("/v1/tenants/{tenant}/datasets")
+class TenantDatasets(web.View):
+    async def get(self, request: Any, tenant: str) -> Any:
+        try:
+            require_tenant(request, tenant)
+        except AccessDenied as denied:
+            return _denied(denied)
+        datasets = sorted(
+            (d.to_json() for d in policy_index.datasets.values() if tenant in d.entitled),
+            key=lambda d: str(d["id"]),
+        )
+        return _json({"tenant": tenant, "datasets": datasets})
+
+
+def parse_position(text: str | None) -> dict[int, int] | str:
+    """``p:o,p:o`` -> {partition: offset}; ``beginning``/``end`` as they are."""
+    if not text or text in ("end", "beginning"):
+        return text or "end"
+    position: dict[int, int] = {}
+    for item in text.split(","):
+        partition, sep, offset = item.partition(":")
+        if not sep or not partition.isdigit() or not offset.isdigit():
+            raise ValueError(f"not a stream position: {text!r}")
+        position[int(partition)] = int(offset)
+    return position
+
+
+def format_position(position: dict[int, int]) -> str:
+    return ",".join(f"{p}:{o}" for p, o in sorted(position.items()))
+
+
+@app.page("/v1/tenants/{tenant}/events")
+class TenantEvents(web.View):
+    async def get(self, request: Any, tenant: str) -> Any:
+        try:
+            require_tenant(request, tenant)
+        except AccessDenied as denied:
+            return _denied(denied)
+        try:
+            start = parse_position(
+                request.headers.get("Last-Event-ID") or request.query.get("from")
+            )
+            types = {t for t in request.query.get("types", "").split(",") if t}
+            globs = [PathGlob(g) for g in request.query.get("paths", "").split(",") if g]
+        except ValueError as exc:
+            return problem(400, "Bad Request", str(exc))
+        topic = await tenant_events(tenant)
+        name = topic.get_topic_name()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=256 * 1024,
+            fetch_max_bytes=1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            partitions = await _partitions(consumer, name)
+            tps = [TopicPartition(name, p) for p in partitions]
+            consumer.assign(tps)
+            position: dict[int, int] = {}
+            for tp in tps:
+                if isinstance(start, dict):
+                    consumer.seek(tp, start.get(tp.partition, 0))
+                elif start == "beginning":
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    await consumer.seek_to_end(tp)
+                position[tp.partition] = await consumer.position(tp)
+            response = aioweb.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await response.prepare(request)
+            await response.write(f"retry: 2000\nid: {format_position(position)}\n\n".encode())
+            await self._stream(consumer, response, position, types, globs)
+        except (ConnectionResetError, asyncio.CancelledError):
+            log.debug("SSE client of %s went away", tenant)
+        finally:
+            await consumer.stop()
+        return response
+
+    @staticmethod
+    async def _stream(
+        consumer: AIOKafkaConsumer,
+        response: aioweb.StreamResponse,
+        position: dict[int, int],
+        types: set[str],
+        globs: list[PathGlob],
+    ) -> None:
+        beat = time.monotonic()
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_BATCH)
+            chunks = []
+            for tp, records in sorted(batches.items()):
+                for record in records:
+                    position[tp.partition] = record.offset + 1
+                    try:
+                        event = orjson.loads(record.value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if types and event.get("type") not in types:
+                        continue
+                    subject = str(event.get("subject", ""))
+                    if globs and not any(g.matches(subject.lstrip("/")) for g in globs):
+                        continue
+                    chunks.append(
+                        b"id: "
+                        + format_position(position).encode()
+                        + b"\nevent: "
+                        + str(event.get("type", "message")).encode()
+                        + b"\ndata: "
+                        + record.value.replace(b"\n", b"")
+                        + b"\n\n"
+                    )
+            if chunks:
+                await response.write(b"".join(chunks))  # waits while the client is slow
+                beat = time.monotonic()
+            elif time.monotonic() - beat >= settings.sse_heartbeat_s:
+                await response.write(f": heartbeat\nid: {format_position(position)}\n\n".encode())
+                beat = time.monotonic()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    for _ in range(50):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return sorted(found)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic} has no partitions")
