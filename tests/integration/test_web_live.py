@@ -81,7 +81,7 @@ tenants = ["beta"]
         spec = {"id": f"ds-{name}", "owner": name, "source": DCACHE_SOURCE, "prefixes": [root]}
         updates_ds.append(
             sign_update(
-                "dataset", "upsert", spec["id"], version=version, spec=spec, private_key=key
+                "dataset", "upsert", f"ds-{name}", version=version, spec=spec, private_key=key
             ).encode()
         )
         tenant = {"tenant": name, "subscriptions": [{"dataset": f"ds-{name}"}]}
