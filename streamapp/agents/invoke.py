@@ -142,6 +142,7 @@ class InvocationSink(faust.Service):
         await self._follow_policies()
         self._loop_task = asyncio.create_task(self._consume(), name="invocation-sink")
         self._loop_task.add_done_callback(_exit_if_crashed)
+        _sinks.append(self)
         log.info("invocation sink started as consumer group %s", settings.sink_group_id)
 
     async def on_stop(self) -> None:
@@ -641,6 +642,17 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 
 
 _RNG = random.Random()  # noqa: S311 - jitter, not secrets
+
+_sinks: list[InvocationSink] = []
+
+
+def recent_invocations(tenant: str) -> list[dict[str, Any]]:
+    """This worker's view of the tenant's latest invocation records (every worker reads them
+    all), newest first."""
+    for sink in _sinks:
+        return list(reversed(sink.outcomes.recent.get(tenant, ())))
+    return []
+
 
 if settings.sink_enabled:
     app.service(InvocationSink)

@@ -15,14 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import AccessType, Options, Rdict
 
 log = logging.getLogger(__name__)
 
+RECENT = 200
 OUTCOME_HEADER = "streamapp.outcome"
 FINAL_HEADER = "streamapp.final"
 _POSITION = b"\x00position/"
@@ -42,6 +45,8 @@ class FinalOutcomes:
         self._positions: dict[int, int] = {}
         self._advanced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # the latest records of each tenant, for the invocations view (bounded: RECENT each)
+        self.recent: dict[str, deque[dict[str, Any]]] = {}
 
     def __contains__(self, key: str) -> bool:
         return key.encode() in self._db
@@ -87,6 +92,7 @@ class FinalOutcomes:
                 for record in records:
                     if record.key and _is_final(record.headers):
                         self._db[record.key] = b""
+                    self._remember(record.value)
                 self._positions[tp.partition] = records[-1].offset + 1
                 self._db[_POSITION + str(tp.partition).encode()] = str(
                     records[-1].offset + 1
@@ -98,6 +104,15 @@ class FinalOutcomes:
                 # also count the end of a partition with nothing (left) to read as reached
                 position = await self._consumer.position(tp)
                 self._positions[tp.partition] = max(self._positions.get(tp.partition, 0), position)
+
+    def _remember(self, value: bytes | None) -> None:
+        try:
+            entry = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            return
+        tenant = entry.get("tenant") if isinstance(entry, dict) else None
+        if isinstance(tenant, str):
+            self.recent.setdefault(tenant, deque(maxlen=RECENT)).append(entry)
 
     async def catch_up(self, timeout_s: float = 60.0) -> bool:
         """Wait until every final record on the topic now has been mirrored."""

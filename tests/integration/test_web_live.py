@@ -72,6 +72,10 @@ tenants = ["alpha"]
 [[mappings]]
 group = "/beta"
 tenants = ["beta"]
+
+[[mappings]]
+group = "/streamapp/admins"
+admin = true
 """
     )
     key = load_private_key(stack.admin_key)
@@ -217,3 +221,44 @@ async def test_sse_resumes_without_gap_or_duplicate(
             10,
         )
     assert sorted(e["subject"] for e in narrowed) == [f"/data/alpha/f{n:05d}.h5" for n in range(10)]
+
+
+async def test_health_openapi_invocations_and_admin_updates(
+    bootstrap: str, stack: Stack, web_worker: Worker
+) -> None:
+    base = f"http://127.0.0.1:{web_worker.web_port}"
+    alpha = {"Authorization": f"Bearer {token(['/alpha'])}"}
+    beta = {"Authorization": f"Bearer {token(['/beta'])}"}
+    admin = {"Authorization": f"Bearer {token(['/streamapp/admins'])}"}
+    key = load_private_key(stack.admin_key)
+    spec = {"tenant": "gamma", "subscriptions": [{"dataset": "ds-alpha"}]}
+    update = sign_update(
+        "tenant", "upsert", "gamma", version=int(time.time() * 1000), spec=spec, private_key=key
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/health") as response:
+            health = await response.json()
+            assert response.status == 200, health
+            assert health["broker"]
+            assert health["tables_recovered"]
+        async with session.get(f"{base}/openapi.json") as response:
+            document = await response.json()
+            assert "/v1/tenants/{tenant}/events" in document["paths"]
+        async with session.get(f"{base}/v1/tenants/alpha/invocations", headers=alpha) as response:
+            assert response.status == 200
+            assert (await response.json())["invocations"] == []
+        async with session.get(f"{base}/v1/tenants/alpha/invocations", headers=beta) as response:
+            assert response.status == 403
+        url = f"{base}/v1/admin/updates"
+        async with session.post(url, data=update, headers=alpha) as response:
+            assert response.status == 403
+        async with session.post(url, data=b"not a jws", headers=admin) as response:
+            assert response.status == 422
+            assert "not a JWS" in (await response.json())["detail"]
+        async with session.post(url, data=update, headers=admin) as response:
+            assert response.status == 202, await response.text()
+            assert (await response.json())["name"] == "gamma"
+    deadline = time.monotonic() + 60
+    while web_worker.metrics().get('streamapp_policy_entries{kind="tenant"}') != 3:
+        assert time.monotonic() < deadline, "the admin update was never applied"
+        await asyncio.sleep(0.5)
