@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from streamapp import observed
 from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.delegation import SecretFiles, TokenIssuer
@@ -78,6 +79,7 @@ async def deliver(message: Any) -> None:
         )
         exit_if_undelivered("authorize", future)
         DELIVERIES.inc()
+        observed.delivered(delivery.tenant, dict(event))
 
 
 def _count_tokens(read: bool, write: bool, problems: Sequence[str]) -> None:

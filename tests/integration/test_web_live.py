@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -262,3 +264,73 @@ async def test_health_openapi_invocations_and_admin_updates(
     while web_worker.metrics().get('streamapp_policy_entries{kind="tenant"}') != 3:
         assert time.monotonic() < deadline, "the admin update was never applied"
         await asyncio.sleep(0.5)
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def chromium(args: list[str], user_data: Path) -> str:
+    """Run Debian's chromium headless (scripts/setup installs it); fail, not skip, without."""
+    binary = shutil.which("chromium")
+    assert binary, "chromium is not installed (scripts/setup installs Debian's chromium)"
+    done = subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+async def test_dashboard_shows_live_numbers_in_a_real_browser(
+    bootstrap: str, topics: TopicNames, web_worker: Worker, tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{web_worker.web_port}"
+    admin_token = token(["/streamapp/admins"])
+    await produce(bootstrap, topics.dcache, writes("alpha", 0, 7) + writes("beta", 0, 3))
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(
+                f"{base}/v1/admin/overview", headers={"Authorization": f"Bearer {admin_token}"}
+            ) as response:
+                overview = await response.json()
+            if overview["deliveries"] == {"alpha": 7, "beta": 3}:
+                break
+            assert time.monotonic() < deadline, overview
+            await asyncio.sleep(0.5)
+        async with session.get(f"{base}/ui") as response:
+            page = await response.text()
+            assert response.status == 200
+            assert admin_token not in page
+    url = f"{base}/ui#token={admin_token}"
+    dom = await asyncio.to_thread(
+        chromium, ["--dump-dom", "--virtual-time-budget=6000", url], tmp_path / "chromium-1"
+    )
+    assert "live from" in dom, dom[-3000:]
+    assert ">alpha<" in dom
+    assert ">7<" in dom  # alpha's delivered count, rendered by the page's script
+    assert ">beta<" in dom
+    assert "/data/alpha/f00006.h5" in dom  # a recent delivery
+    assert admin_token not in dom  # the token is never shown
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    await asyncio.to_thread(
+        chromium,
+        [f"--screenshot={shot}", "--window-size=1400,1000", "--virtual-time-budget=6000", url],
+        tmp_path / "chromium-2",
+    )
+    assert shot.stat().st_size > 10_000
+    print(f"dashboard screenshot: {shot}")
