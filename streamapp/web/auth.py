@@ -54,6 +54,10 @@ def problem(status: int, title: str, detail: str, **headers: str) -> web.Respons
     )
 
 
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
 class KeyStore:
     """The current JWKS keys of each configured issuer."""
 

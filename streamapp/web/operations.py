@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-from aiohttp import web as aioweb
 from aiokafka.admin import AIOKafkaAdminClient
 from faust import web
 
@@ -18,14 +16,10 @@ from streamapp.domain.access import AccessDenied
 from streamapp.domain.updates import UpdateRefusedError, verify_update
 from streamapp.tables import policy_index
 from streamapp.topics import dataset_updates, tenant_updates
-from streamapp.web.auth import PRINCIPAL, problem, require_tenant
+from streamapp.web.auth import PRINCIPAL, json_response, problem, require_tenant
 from streamapp.web.openapi import OPENAPI
 
 _STARTED = time.monotonic()
-
-
-def _json(body: Any, status: int = 200) -> aioweb.Response:
-    return aioweb.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 @app.page("/health")
@@ -55,13 +49,13 @@ class Health(web.View):
             "tenants": len(policy_index.tenants),
             "uptime_s": round(time.monotonic() - _STARTED, 1),
         }
-        return _json(body, 200 if healthy else 503)
+        return json_response(body, 200 if healthy else 503)
 
 
 @app.page("/openapi.json")
 class OpenAPI(web.View):
     async def get(self, request: Any) -> Any:
-        return _json(OPENAPI)
+        return json_response(OPENAPI)
 
 
 @app.page("/v1/tenants/{tenant}/invocations")
@@ -75,7 +69,7 @@ class TenantInvocations(web.View):
             limit = max(1, min(200, int(request.query.get("limit", "50"))))
         except ValueError:
             return problem(400, "Bad Request", "limit must be an integer")
-        return _json({"tenant": tenant, "invocations": recent_invocations(tenant)[:limit]})
+        return json_response({"tenant": tenant, "invocations": recent_invocations(tenant)[:limit]})
 
 
 @app.page("/v1/admin/updates")
@@ -94,7 +88,7 @@ class AdminUpdates(web.View):
         topic = dataset_updates if update.kind == "dataset" else tenant_updates
         future = await topic.send(key=update.name.encode(), value=body.strip())
         metadata = await future
-        return _json(
+        return json_response(
             {
                 "kind": update.kind,
                 "name": update.name,

@@ -29,14 +29,10 @@ from streamapp.domain.access import AccessDenied
 from streamapp.domain.policy import PathGlob
 from streamapp.tables import policy_index
 from streamapp.topics import tenant_events
-from streamapp.web.auth import problem, require_tenant
+from streamapp.web.auth import json_response, problem, require_tenant
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
-
-
-def _json(body: Any, status: int = 200) -> aioweb.Response:
-    return aioweb.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def _denied(denied: AccessDenied) -> aioweb.Response:
@@ -56,7 +52,7 @@ class TenantPolicy(web.View):
         if policy is None:
             return problem(404, "Not Found", f"no policy for tenant {tenant!r}")
         # credentials appear by name only; the keys never leave the workers' secrets
-        return _json(policy.canonical())
+        return json_response(policy.canonical())
 
 
 @app.page("/v1/tenants/{tenant}/datasets")
@@ -70,7 +66,7 @@ class TenantDatasets(web.View):
             (d.to_json() for d in policy_index.datasets.values() if tenant in d.entitled),
             key=lambda d: str(d["id"]),
         )
-        return _json({"tenant": tenant, "datasets": datasets})
+        return json_response({"tenant": tenant, "datasets": datasets})
 
 
 def parse_position(text: str | None) -> dict[int, int] | str:
