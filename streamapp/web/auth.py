@@ -167,14 +167,16 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     if _access is None:
         _access = Access(Settings.from_env())
+    # one place turns every refusal into a problem response: the token check here, and a
+    # view's own check (``require_tenant``) raised from inside the handler
     try:
         request[PRINCIPAL] = await _access.principal(request)
+        return await handler(request)
     except AccessDenied as denied:
         log.info("refused %s %s: %s", request.method, request.path, denied.log_reason)
         title = "Unauthorized" if denied.status == 401 else "Forbidden"
         extra = {"WWW-Authenticate": 'Bearer realm="streamapp"'} if denied.status == 401 else {}
         return problem(denied.status, title, denied.detail, **extra)
-    return await handler(request)
 
 
 def require_tenant(request: web.Request, tenant: str) -> Principal:

@@ -12,7 +12,6 @@ from faust import web
 from streamapp.agents.invoke import recent_invocations
 from streamapp.agents.policy_updates import admin_keys
 from streamapp.app import app, settings
-from streamapp.domain.access import AccessDenied
 from streamapp.domain.updates import UpdateRefusedError, verify_update
 from streamapp.tables import policy_index
 from streamapp.topics import dataset_updates, tenant_updates
@@ -61,10 +60,7 @@ class OpenAPI(web.View):
 @app.page("/v1/tenants/{tenant}/invocations")
 class TenantInvocations(web.View):
     async def get(self, request: Any, tenant: str) -> Any:
-        try:
-            require_tenant(request, tenant)
-        except AccessDenied as denied:
-            return problem(denied.status, "Forbidden", denied.detail)
+        require_tenant(request, tenant)
         try:
             limit = max(1, min(200, int(request.query.get("limit", "50"))))
         except ValueError:

@@ -25,7 +25,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import web
 
 from streamapp.app import app, settings
-from streamapp.domain.access import AccessDenied
 from streamapp.domain.policy import PathGlob
 from streamapp.tables import policy_index
 from streamapp.topics import tenant_events
@@ -35,19 +34,10 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 
 
-def _denied(denied: AccessDenied) -> aioweb.Response:
-    return problem(
-        denied.status, "Forbidden" if denied.status == 403 else "Unauthorized", denied.detail
-    )
-
-
 @app.page("/v1/tenants/{tenant}/policy")
 class TenantPolicy(web.View):
     async def get(self, request: Any, tenant: str) -> Any:
-        try:
-            require_tenant(request, tenant)
-        except AccessDenied as denied:
-            return _denied(denied)
+        require_tenant(request, tenant)
         policy = policy_index.tenants.get(tenant)
         if policy is None:
             return problem(404, "Not Found", f"no policy for tenant {tenant!r}")
@@ -58,10 +48,7 @@ class TenantPolicy(web.View):
 @app.page("/v1/tenants/{tenant}/datasets")
 class TenantDatasets(web.View):
     async def get(self, request: Any, tenant: str) -> Any:
-        try:
-            require_tenant(request, tenant)
-        except AccessDenied as denied:
-            return _denied(denied)
+        require_tenant(request, tenant)
         datasets = sorted(
             (d.to_json() for d in policy_index.datasets.values() if tenant in d.entitled),
             key=lambda d: str(d["id"]),
@@ -89,10 +76,7 @@ def format_position(position: dict[int, int]) -> str:
 @app.page("/v1/tenants/{tenant}/events")
 class TenantEvents(web.View):
     async def get(self, request: Any, tenant: str) -> Any:
-        try:
-            require_tenant(request, tenant)
-        except AccessDenied as denied:
-            return _denied(denied)
+        require_tenant(request, tenant)
         try:
             start = parse_position(
                 request.headers.get("Last-Event-ID") or request.query.get("from")
