@@ -23,6 +23,7 @@ app = faust.App(
     origin="streamapp",
     web_host=settings.web_host,
     web_port=settings.web_port,
+    canonical_url=settings.web_url,
     # The built-in /table endpoints would serve table contents to anyone: never on.
     web_tables_enabled=False,
     # JWT authentication of every /v1/ view (streamapp/web/auth.py)

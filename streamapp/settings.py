@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,8 @@ class Settings:
     store: str = "rocksdb://"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
+    # how other workers reach this one's web server (routed table views); default from host/port
+    canonical_url: str = ""
     producer_linger_s: float = 0.005
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
@@ -133,6 +136,10 @@ class Settings:
     # web views: JWT issuers and group -> tenant mapping (TOML); None: /v1/ refused
     access_config: Path | None = None
     sse_heartbeat_s: float = 15.0
+    # a client that takes no data for this long is dropped (it resumes with Last-Event-ID);
+    # with the per-stream fetch limits this bounds what one stream can hold in memory
+    sse_write_timeout_s: float = 60.0
+    sse_max_streams: int = 200  # per worker; more get 503 with Retry-After
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +157,7 @@ class Settings:
             store=_str(env, "STORE", defaults.store),
             web_port=_int(env, "WEB_PORT", defaults.web_port),
             web_host=_str(env, "WEB_HOST", defaults.web_host),
+            canonical_url=_str(env, "CANONICAL_URL", defaults.canonical_url),
             producer_linger_s=_float(env, "PRODUCER_LINGER", defaults.producer_linger_s),
             session_timeout_s=_float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
             heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),
@@ -192,6 +200,8 @@ class Settings:
             if env.get(ENV_PREFIX + "ACCESS_CONFIG")
             else None,
             sse_heartbeat_s=_float(env, "SSE_HEARTBEAT", defaults.sse_heartbeat_s),
+            sse_write_timeout_s=_float(env, "SSE_WRITE_TIMEOUT", defaults.sse_write_timeout_s),
+            sse_max_streams=_int(env, "SSE_MAX_STREAMS", defaults.sse_max_streams),
         )
 
     def tenant_topic(self, tenant: str) -> str:
@@ -201,6 +211,18 @@ class Settings:
         """A regular expression matching every tenant topic; group ``tenant`` is the tenant."""
         before, _, after = self.tenant_topic_pattern.partition("{tenant}")
         return f"^{re.escape(before)}(?P<tenant>[a-z0-9][a-z0-9._-]{{0,62}}){re.escape(after)}$"
+
+    @property
+    def web_url(self) -> str:
+        """This worker's web server as the others reach it (faust's ``canonical_url``)."""
+        if self.canonical_url:
+            return self.canonical_url
+        host = socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host  # noqa: S104
+        return f"http://{host}:{self.web_port}"
+
+    @property
+    def deliveries_topic(self) -> str:
+        return f"{self.app_id}-deliveries"
 
     @property
     def sink_group_id(self) -> str:

@@ -1,4 +1,4 @@
-"""The two stateful tables, declared once: dataset ownership and tenant policies.
+"""The stateful tables, declared once: dataset ownership, tenant policies, per-minute stats.
 
 Both are faust GlobalTables on RocksDB with changelog topics: every worker holds every entry
 (authorization of any event needs all of them). ``partitions=1, recovery_buffer_size=1`` is the
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
-from streamapp.app import app
+from streamapp.app import app, settings
 from streamapp.domain.index import PolicyIndex, PrefixConflictError
 from streamapp.domain.policy import PolicyError, parse_dataset, parse_tenant
 from streamapp.metrics import POLICY_ENTRIES
@@ -112,3 +113,18 @@ tenant_table = app.GlobalTable(
 )
 
 TABLES = {"dataset": dataset_table, "tenant": tenant_table}
+
+
+# Deliveries per tenant per minute: tumbling windows kept an hour, fed by the deliveries topic
+# (keyed by tenant). Partitioned: a tenant's counts live on the worker owning its partition,
+# and the stats view routes each GET there.
+STATS_WINDOW_S = 60
+STATS_KEPT = timedelta(hours=1)
+tenant_stats = app.Table(
+    "tenant-stats",
+    default=int,
+    key_type=str,
+    value_type=int,
+    partitions=settings.topic_partitions,
+    help="Deliveries per tenant per minute.",
+).tumbling(STATS_WINDOW_S, expires=STATS_KEPT)

@@ -51,6 +51,17 @@ updates_audit = _bytes_topic(settings.updates_audit_topic, partitions=1)
 # records that stop a replay from invoking the same trigger for the same event twice.
 invocations = _bytes_topic(settings.invocations_topic)
 
+# One small record per delivery, keyed by tenant (JSON-serialized, as the stats table's
+# changelog keys are: faust routes a tenant's view to the worker owning that partition).
+deliveries = app.topic(
+    settings.deliveries_topic,
+    key_type=str,
+    key_serializer="json",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+    internal=True,
+)
+
 _tenant_topics: dict[str, Any] = {}
 
 

@@ -22,7 +22,7 @@ from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, EventFormatError, parse_canonical
 from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS
 from streamapp.tables import policy_index
-from streamapp.topics import dead_letters, storage_events_raw, tenant_events
+from streamapp.topics import dead_letters, deliveries, storage_events_raw, tenant_events
 
 _HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
@@ -80,6 +80,8 @@ async def deliver(message: Any) -> None:
         exit_if_undelivered("authorize", future)
         DELIVERIES.inc()
         observed.delivered(delivery.tenant, dict(event))
+        counted = await deliveries.send(key=delivery.tenant, value=b"")
+        exit_if_undelivered("authorize", counted)
 
 
 def _count_tokens(read: bool, write: bool, problems: Sequence[str]) -> None:

@@ -155,6 +155,18 @@ class InvocationSink(faust.Service):
         await self.client.close()
         await self.outcomes.stop()
 
+    def lag(self) -> int:
+        """Records of this worker's tenant-topic partitions not yet finished (for /metrics)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for tp, ledger in list(self._ledgers.items()):
+            end, start = consumer.highwater(tp), ledger.unfinished_from()
+            if end is not None and start is not None:
+                total += max(0, end - start)
+        return total
+
     # --- the consume loop ----------------------------------------------------------------------
 
     async def _consume(self) -> None:
@@ -644,6 +656,10 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 _RNG = random.Random()  # noqa: S311 - jitter, not secrets
 
 _sinks: list[InvocationSink] = []
+
+
+def sink_lag() -> int:
+    return sum(sink.lag() for sink in _sinks)
 
 
 def recent_invocations(tenant: str) -> list[dict[str, Any]]:

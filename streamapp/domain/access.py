@@ -30,13 +30,17 @@ class AccessConfigError(ValueError):
 
 
 class AccessDenied(Exception):  # noqa: N818 - it is a verdict, not a failure of ours
-    """A request that gets nothing: ``status`` 401 or 403, ``detail`` safe to show."""
+    """A request that gets nothing: ``status`` 401, 403 (or 404), ``detail`` safe to show."""
 
     def __init__(self, status: int, detail: str, log_reason: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.log_reason = log_reason or detail
+
+
+JWKS_CACHE_S = 6 * 3600  # WLCG profile: cache keys for hours, refetch on an unknown kid
+JWKS_MIN_REFRESH_S = 60  # ...but not more often than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +85,8 @@ class AccessConfig:
     issuers: tuple[Issuer, ...]
     mappings: tuple[Grant, ...] = ()
     leeway_s: int = 30
-    jwks_cache_s: int = 6 * 3600  # WLCG profile: cache keys for hours, refetch on unknown kid
-    jwks_min_refresh_s: int = 60  # …but not more often than this
+    jwks_cache_s: int = JWKS_CACHE_S
+    jwks_min_refresh_s: int = JWKS_MIN_REFRESH_S
 
     def issuer(self, name: str) -> Issuer | None:
         return next((i for i in self.issuers if i.issuer == name), None)
@@ -152,6 +156,8 @@ def parse_access_config(obj: Any) -> AccessConfig:
         issuers=tuple(issuers),
         mappings=tuple(mappings),
         leeway_s=int(obj.get("leeway", 30)),
+        jwks_cache_s=int(obj.get("jwks_cache_seconds", JWKS_CACHE_S)),
+        jwks_min_refresh_s=int(obj.get("jwks_min_refresh_seconds", JWKS_MIN_REFRESH_S)),
     )
 
 

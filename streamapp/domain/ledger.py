@@ -27,6 +27,12 @@ class PartitionLedger:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def unfinished_from(self) -> int | None:
+        """The lowest offset not yet finished (records from here on are lag), if any seen."""
+        if self._next is None:
+            return self.committed
+        return min(self._in_flight) if self._in_flight else self._next
+
     def committable(self) -> int | None:
         """The offset to commit now, or None if it would not move the committed position."""
         if self._next is None:

@@ -16,6 +16,7 @@ import logging
 import time
 import tomllib
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from streamapp.domain.access import (
     bearer_token,
     parse_access_config,
 )
+from streamapp.domain.policy import NAME_PATTERN
 from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,14 +176,17 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except AccessDenied as denied:
         log.info("refused %s %s: %s", request.method, request.path, denied.log_reason)
-        title = "Unauthorized" if denied.status == 401 else "Forbidden"
+        title = HTTPStatus(denied.status).phrase
         extra = {"WWW-Authenticate": 'Bearer realm="streamapp"'} if denied.status == 401 else {}
         return problem(denied.status, title, denied.detail, **extra)
 
 
 def require_tenant(request: web.Request, tenant: str) -> Principal:
-    """The caller, if it may read ``tenant``; else ``AccessDenied(403)``."""
+    """The caller, if it may read ``tenant``; else ``AccessDenied`` (403; 404 for a name no
+    tenant can have)."""
     principal = request[PRINCIPAL]
+    if not NAME_PATTERN.match(tenant):  # no tenant can have it, whoever asks
+        raise AccessDenied(404, "not a tenant name")
     if not principal.may_read(tenant):
         raise AccessDenied(403, f"no access to tenant {tenant!r}")
     return principal

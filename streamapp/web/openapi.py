@@ -12,6 +12,7 @@ _TENANT: Final = {
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"},
 }
 _AUTH_ERRORS: Final = {"401": _PROBLEM, "403": _PROBLEM}
+_TENANT_ERRORS: Final = {**_AUTH_ERRORS, "404": _PROBLEM}  # 404: not a tenant name
 
 
 def _json_ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -72,7 +73,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 "summary": "The tenant's policy (credentials by name only)",
                 "security": [{"bearer": []}],
                 "parameters": [_TENANT],
-                "responses": {"200": _json_ok("policy"), "404": _PROBLEM, **_AUTH_ERRORS},
+                "responses": {"200": _json_ok("policy"), **_TENANT_ERRORS},
             }
         },
         "/v1/tenants/{tenant}/datasets": {
@@ -80,7 +81,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 "summary": "Datasets the tenant owns or that are shared with it",
                 "security": [{"bearer": []}],
                 "parameters": [_TENANT],
-                "responses": {"200": _json_ok("datasets"), **_AUTH_ERRORS},
+                "responses": {"200": _json_ok("datasets"), **_TENANT_ERRORS},
             }
         },
         "/v1/tenants/{tenant}/invocations": {
@@ -95,7 +96,49 @@ OPENAPI: Final[dict[str, Any]] = {
                         "schema": {"type": "integer", "minimum": 1, "maximum": 200},
                     },
                 ],
-                "responses": {"200": _json_ok("invocations"), "400": _PROBLEM, **_AUTH_ERRORS},
+                "responses": {"200": _json_ok("invocations"), "400": _PROBLEM, **_TENANT_ERRORS},
+            }
+        },
+        "/v1/tenants/{tenant}/stats": {
+            "get": {
+                "summary": "Deliveries per minute (newest first), answered by the worker owning "
+                "the tenant's partition of the windowed table",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    _TENANT,
+                    {
+                        "name": "minutes",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 60},
+                    },
+                ],
+                "responses": {
+                    "200": _json_ok(
+                        "per-minute counts",
+                        {
+                            "type": "object",
+                            "required": ["tenant", "window_seconds", "per_minute"],
+                            "properties": {
+                                "tenant": {"type": "string"},
+                                "window_seconds": {"type": "integer"},
+                                "served_by": {"type": "string"},
+                                "per_minute": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["minute", "deliveries"],
+                                        "properties": {
+                                            "minute": {"type": "string", "format": "date-time"},
+                                            "deliveries": {"type": "integer", "minimum": 0},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    ),
+                    "400": _PROBLEM,
+                    **_TENANT_ERRORS,
+                },
             }
         },
         "/v1/tenants/{tenant}/events": {
@@ -115,8 +158,22 @@ OPENAPI: Final[dict[str, Any]] = {
                 "responses": {
                     "200": {"description": "event stream", "content": {"text/event-stream": {}}},
                     "400": _PROBLEM,
-                    **_AUTH_ERRORS,
+                    "503": _PROBLEM,
+                    **_TENANT_ERRORS,
                 },
+            }
+        },
+        "/v1/admin/overview": {
+            "get": {
+                "summary": "The dashboard's figures (admin only)",
+                "security": [{"bearer": []}],
+                "responses": {"200": _json_ok("overview"), **_AUTH_ERRORS},
+            }
+        },
+        "/ui": {
+            "get": {
+                "summary": "The operators' dashboard (plain HTML; asks for a token itself)",
+                "responses": {"200": {"description": "page", "content": {"text/html": {}}}},
             }
         },
         "/v1/admin/updates": {
@@ -125,7 +182,15 @@ OPENAPI: Final[dict[str, Any]] = {
                 "security": [{"bearer": []}],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/jose": {"schema": {"type": "string"}}},
+                    "content": {
+                        "application/jose": {
+                            "schema": {
+                                "type": "string",
+                                "description": "JWS compact serialization",
+                                "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+                            }
+                        }
+                    },
                 },
                 "responses": {"202": _json_ok("appended"), "422": _PROBLEM, **_AUTH_ERRORS},
             }

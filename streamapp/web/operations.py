@@ -57,14 +57,21 @@ class OpenAPI(web.View):
         return json_response(OPENAPI)
 
 
+MAX_INVOCATIONS = 200
+
+
 @app.page("/v1/tenants/{tenant}/invocations")
 class TenantInvocations(web.View):
     async def get(self, request: Any, tenant: str) -> Any:
         require_tenant(request, tenant)
         try:
-            limit = max(1, min(200, int(request.query.get("limit", "50"))))
+            limit = int(request.query.get("limit", "50"))
         except ValueError:
-            return problem(400, "Bad Request", "limit must be an integer")
+            limit = 0
+        if not 1 <= limit <= MAX_INVOCATIONS:
+            return problem(
+                400, "Bad Request", f"limit must be an integer from 1 to {MAX_INVOCATIONS}"
+            )
         return json_response({"tenant": tenant, "invocations": recent_invocations(tenant)[:limit]})
 
 

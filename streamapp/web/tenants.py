@@ -9,7 +9,10 @@ that reconnects with ``Last-Event-ID`` (or ``?from=``) continues exactly there â
 duplicate â€” for as long as Kafka retains the topic (unlike dCache's in-memory buffer).
 ``?from=beginning`` replays everything retained; the default is ``end`` (new events only).
 Optional ``types`` and ``paths`` (comma-separated) can only narrow what the tenant receives.
-A slow client is not buffered for: the next fetch waits until the socket has drained.
+A slow client is not buffered for: the next fetch waits until the socket has drained, each
+stream's Kafka fetches are capped (256 KiB per partition, 1 MiB per fetch), a client that takes
+nothing for ``STREAMAPP_SSE_WRITE_TIMEOUT`` is dropped, and a worker serves at most
+``STREAMAPP_SSE_MAX_STREAMS`` streams at once (503 + Retry-After beyond).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import orjson
 from aiohttp import web as aioweb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import web
+from faust.exceptions import SameNode
 
 from streamapp.app import app, settings
 from streamapp.domain.policy import PathGlob
-from streamapp.tables import policy_index
+from streamapp.tables import STATS_WINDOW_S, policy_index, tenant_stats
 from streamapp.topics import tenant_events
 from streamapp.web.auth import json_response, problem, require_tenant
 
@@ -54,6 +58,52 @@ class TenantDatasets(web.View):
             key=lambda d: str(d["id"]),
         )
         return json_response({"tenant": tenant, "datasets": datasets})
+
+
+@app.page("/v1/tenants/{tenant}/stats")
+class TenantStats(web.View):
+    """Deliveries per minute over the last ``minutes`` (1 to 60, default 15), newest first.
+
+    The windowed table is partitioned by tenant: any worker can be asked, and the one owning the
+    tenant's partition answers (faust's router forwards the GET, token included)."""
+
+    async def get(self, request: Any, tenant: str) -> Any:
+        require_tenant(request, tenant)
+        try:
+            minutes = int(request.query.get("minutes", "15"))
+        except ValueError:
+            minutes = 0
+        if not 1 <= minutes <= 60:
+            return problem(400, "Bad Request", "minutes must be an integer from 1 to 60")
+        table: Any = tenant_stats.table
+        # the router hashes the key with the producer's metadata of the changelog topic, which
+        # a worker that never wrote to it lacks
+        producer: Any = app.producer
+        await producer._ensure_producer().partitions_for(table.changelog_topic.get_topic_name())
+        try:
+            return await app.router.route_req(table.name, tenant, self.web, request)
+        except SameNode:
+            pass
+        now = time.time()
+        per_minute = []
+        for back in range(minutes):
+            moment = now - STATS_WINDOW_S * back
+            start = moment - moment % STATS_WINDOW_S
+            # faust reads arbitrary windows only through this (public ones are event-relative)
+            count = table._windowed_timestamp(tenant, moment)
+            per_minute.append({"minute": _utc(start), "deliveries": int(count or 0)})
+        return json_response(
+            {
+                "tenant": tenant,
+                "window_seconds": STATS_WINDOW_S,
+                "served_by": str(app.conf.canonical_url),
+                "per_minute": per_minute,
+            }
+        )
+
+
+def _utc(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
 def parse_position(text: str | None) -> dict[int, int] | str:
@@ -85,6 +135,24 @@ class TenantEvents(web.View):
             globs = [PathGlob(g) for g in request.query.get("paths", "").split(",") if g]
         except ValueError as exc:
             return problem(400, "Bad Request", str(exc))
+        if len(_open_streams) >= settings.sse_max_streams:
+            return problem(
+                503, "Service Unavailable", "too many open streams", **{"Retry-After": "5"}
+            )
+        _open_streams.add(request)
+        try:
+            return await self._serve(request, tenant, start, types, globs)
+        finally:
+            _open_streams.discard(request)
+
+    async def _serve(
+        self,
+        request: Any,
+        tenant: str,
+        start: dict[int, int] | str,
+        types: set[str],
+        globs: list[PathGlob],
+    ) -> Any:
         topic = await tenant_events(tenant)
         name = topic.get_topic_name()
         consumer = AIOKafkaConsumer(
@@ -120,6 +188,14 @@ class TenantEvents(web.View):
             await self._stream(consumer, response, position, types, globs)
         except (ConnectionResetError, asyncio.CancelledError):
             log.debug("SSE client of %s went away", tenant)
+        except TimeoutError:
+            log.info(
+                "SSE client of %s took nothing for %.0f s: dropped",
+                tenant,
+                settings.sse_write_timeout_s,
+            )
+            if request.transport is not None:
+                request.transport.abort()  # a graceful end would wait on the stalled socket too
         finally:
             await consumer.stop()
         return response
@@ -158,11 +234,19 @@ class TenantEvents(web.View):
                         + b"\n\n"
                     )
             if chunks:
-                await response.write(b"".join(chunks))  # waits while the client is slow
+                await _write(response, b"".join(chunks))
                 beat = time.monotonic()
             elif time.monotonic() - beat >= settings.sse_heartbeat_s:
-                await response.write(f": heartbeat\nid: {format_position(position)}\n\n".encode())
+                await _write(response, f": heartbeat\nid: {format_position(position)}\n\n".encode())
                 beat = time.monotonic()
+
+
+async def _write(response: aioweb.StreamResponse, data: bytes) -> None:
+    """Waits while the client is slow (the socket's buffer is full), but not for ever."""
+    await asyncio.wait_for(response.write(data), settings.sse_write_timeout_s)
+
+
+_open_streams: set[Any] = set()
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:

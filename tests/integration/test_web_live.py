@@ -17,11 +17,22 @@ import aiohttp
 import jwt
 import orjson
 import pytest
+import schemathesis
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import positive_data_acceptance
 
 from streamapp.domain.updates import load_private_key, sign_update
 from tests.factories import dcache_transfer, raw
-from tests.integration.conftest import DCACHE_SOURCE, Stack, TopicNames, Worker, produce
+from tests.integration.conftest import (
+    DCACHE_SOURCE,
+    Stack,
+    TopicNames,
+    Worker,
+    produce,
+    wait_group_stable,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -334,3 +345,104 @@ async def test_dashboard_shows_live_numbers_in_a_real_browser(
     )
     assert shot.stat().st_size > 10_000
     print(f"dashboard screenshot: {shot}")
+
+
+async def test_stats_are_answered_by_the_owner_on_any_worker(
+    bootstrap: str,
+    topics: TopicNames,
+    web_worker: Worker,
+    tmp_path: Path,
+    worker_factory: Callable[..., Worker],
+) -> None:
+    """Per-minute counts live in a partitioned windowed table; with two workers sharing its
+    partitions, either answers for any tenant (the GET is routed to the owner, which the
+    ``served_by`` field of the answer shows)."""
+    second = worker_factory(
+        "w2", STREAMAPP_ACCESS_CONFIG=str(tmp_path / "access.toml"), STREAMAPP_SSE_HEARTBEAT="1"
+    ).start()
+    await wait_group_stable(bootstrap, topics.app_id, [web_worker, second])
+    await produce(bootstrap, topics.dcache, writes("alpha", 0, 7) + writes("beta", 0, 3))
+    admin = {"Authorization": f"Bearer {token(['/streamapp/admins'])}"}
+    expected = {"alpha": 7, "beta": 3}
+    deadline = time.monotonic() + 90
+    async with aiohttp.ClientSession() as session:
+        while True:
+            answers: dict[tuple[int, str], tuple[int, str]] = {}
+            for worker in (web_worker, second):
+                for tenant in expected:
+                    url = f"http://127.0.0.1:{worker.web_port}/v1/tenants/{tenant}/stats?minutes=5"
+                    async with session.get(url, headers=admin) as response:
+                        assert response.status == 200, await response.text()
+                        body = await response.json()
+                    assert len(body["per_minute"]) == 5
+                    total = sum(m["deliveries"] for m in body["per_minute"])
+                    answers[worker.web_port, tenant] = (total, body["served_by"])
+            if all(answers[key][0] == expected[key[1]] for key in answers):
+                break
+            assert time.monotonic() < deadline, answers
+            await asyncio.sleep(1)
+        # one owner per tenant, whichever worker was asked
+        for tenant in expected:
+            owner = answers[web_worker.web_port, tenant][1]
+            assert owner == answers[second.web_port, tenant][1]
+            assert owner in {f"http://127.0.0.1:{w.web_port}" for w in (web_worker, second)}
+        beta = {"Authorization": f"Bearer {token(['/beta'])}"}
+        for worker in (web_worker, second):
+            url = f"http://127.0.0.1:{worker.web_port}/v1/tenants/alpha/stats"
+            async with session.get(url, headers=beta) as response:
+                assert response.status == 403
+                assert "deliveries" not in await response.text()
+            url = f"http://127.0.0.1:{worker.web_port}/v1/tenants/beta/stats?minutes=0"
+            async with session.get(url, headers=beta) as response:
+                assert response.status == 400
+
+
+@schemathesis.serializer("application/jose")
+def _jose(_context: Any, value: Any) -> bytes:
+    """A JWS in compact form is plain text; schemathesis sends whatever string it generated."""
+    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+
+
+def test_every_answer_keeps_to_the_openapi_description(web_worker: Worker) -> None:
+    """schemathesis against the live worker's /openapi.json: generated valid and invalid
+    requests (admin token; its own checks also send none) must get documented statuses,
+    content types and bodies, and no 5xx. The SSE view never ends a response, so it is left to
+    the stream tests above."""
+    base = f"http://127.0.0.1:{web_worker.web_port}"
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json").exclude(
+        path="/v1/tenants/{tenant}/events"
+    )
+    # the token is ours to send: generated cases must not count a stripped one as "invalid"
+    schema.config.generation.update(with_security_parameters=False)
+    headers = {"Authorization": f"Bearer {token(['/streamapp/admins', '/alpha'])}"}
+    strategy = schema.as_strategy(GenerationMode.POSITIVE) | schema.as_strategy(
+        GenerationMode.NEGATIVE
+    )
+    calls: list[tuple[str, str, int]] = []
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        database=None,
+    )
+    @given(case=strategy)
+    def conforms(case: Any) -> None:
+        # a generated JWS never carries an admin's signature: 422 is the right answer there
+        excluded = [positive_data_acceptance] if case.path == "/v1/admin/updates" else []
+        response = case.call_and_validate(
+            base_url=base, headers=headers, excluded_checks=excluded, timeout=10
+        )
+        calls.append((case.method, case.path, response.status_code))
+
+    conforms()
+    seen = {(method, path) for method, path, _ in calls}
+    # every documented operation was exercised, and answered with success at least once
+    assert len(seen) == len(list(schema.get_all_operations())), seen
+    # (/openapi.json itself was fetched above to load the description)
+    assert {path for _, path, status in calls if status < 300} >= {
+        "/health",
+        "/v1/tenants/{tenant}/stats",
+        "/v1/tenants/{tenant}/datasets",
+        "/v1/admin/overview",
+    }, calls
