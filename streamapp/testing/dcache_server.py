@@ -75,7 +75,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import mimetypes
 import re
 import secrets
 import time
@@ -132,7 +131,24 @@ _FLAG_ORDER = {flag: index for index, flag in enumerate(SELECTOR_FLAGS)}
 _PATH_PATTERN = re.compile(r"^/(.*[^/])?$")
 _INT_PATTERN = re.compile(r"^[+-]?\d{1,10}$")  # Guava Ints.tryParse: optional sign, digits only
 
-_MIME_TYPES = mimetypes.MimeTypes()  # built-in table only: the same answer on every machine
+# dCache guesses a file's MIME type with Java's URLConnection.getFileNameMap() (the JDK's
+# content-types.properties); this is the common part of that table (an approximation: HDF5 and
+# most scientific formats are not in it, so they are application/octet-stream).
+_MIME_TYPES = {
+    "txt": "text/plain",
+    "text": "text/plain",
+    "htm": "text/html",
+    "html": "text/html",
+    "pdf": "application/pdf",
+    "zip": "application/zip",
+    "gif": "image/gif",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "tif": "image/tiff",
+    "tiff": "image/tiff",
+}
+_USER = web.RequestKey("user", str)
 
 
 class ApiError(Exception):
@@ -255,6 +271,9 @@ class RecordedRequest:
     last_event_id: str | None
     accept: str | None
     status: int | None = None  # None while an SSE stream is being opened
+
+
+_RECORD = web.RequestKey("record", RecordedRequest)
 
 
 class DCacheTestServer:
@@ -755,10 +774,10 @@ class DCacheTestServer:
             accept=request.headers.get("Accept"),
         )
         self.requests.append(record)
-        request["record"] = record
+        request[_RECORD] = record
         try:
             if request.path.startswith(f"{API}/") or request.path == API:
-                request["user"] = self._authenticate(token)
+                request[_USER] = self._authenticate(token)
             response = await handler(request)
         except ApiError as error:
             response = _error(error.status, error.message)
@@ -794,12 +813,12 @@ class DCacheTestServer:
         channel = self.channels.get(request.match_info["channel_id"])
         if channel is None:
             raise ApiError(404)
-        if channel.owner != request["user"]:
+        if channel.owner != request[_USER]:
             raise ApiError(403)
         return channel
 
     async def _list_channels(self, request: web.Request) -> web.StreamResponse:
-        user = request["user"]
+        user = request[_USER]
         wanted = request.query.get("client-id")
         client_id = _client_id(wanted) if wanted is not None else None
         base = _base_url(request)
@@ -812,7 +831,7 @@ class DCacheTestServer:
         )
 
     async def _new_channel(self, request: web.Request) -> web.StreamResponse:
-        user = request["user"]
+        user = request[_USER]
         body = await _json_body(request)
         client_id = None
         if body is not None:
@@ -856,7 +875,7 @@ class DCacheTestServer:
         self._accept_connection(channel, reader, request.headers.get("Last-Event-ID"))
         try:
             await response.prepare(request)
-            request["record"].status = 200
+            request[_RECORD].status = 200
             while True:
                 frame = await reader.queue.get()
                 if frame is None:
@@ -1083,7 +1102,8 @@ def _attributes(entry: Entry, *, named: bool = False) -> dict[str, Any]:
     if entry.is_dir:
         mime = "application/vnd.dcache.folder"
     else:
-        mime = _MIME_TYPES.guess_type(entry.name)[0] or "application/octet-stream"
+        extension = entry.name.rpartition(".")[2].lower() if "." in entry.name else ""
+        mime = _MIME_TYPES.get(extension, "application/octet-stream")
     body["fileMimeType"] = mime
     body["fileType"] = entry.file_type
     body["pnfsId"] = entry.pnfsid

@@ -18,7 +18,10 @@ nothing for ``STREAMAPP_SSE_WRITE_TIMEOUT`` is dropped, and a worker serves at m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import time
 from typing import Any
 
@@ -135,15 +138,15 @@ class TenantEvents(web.View):
             globs = [PathGlob(g) for g in request.query.get("paths", "").split(",") if g]
         except ValueError as exc:
             return problem(400, "Bad Request", str(exc))
-        if len(_open_streams) >= settings.sse_max_streams:
+        if _open_streams[0] >= settings.sse_max_streams:
             return problem(
                 503, "Service Unavailable", "too many open streams", **{"Retry-After": "5"}
             )
-        _open_streams.add(request)
+        _open_streams[0] += 1
         try:
             return await self._serve(request, tenant, start, types, globs)
         finally:
-            _open_streams.discard(request)
+            _open_streams[0] -= 1
 
     async def _serve(
         self,
@@ -194,8 +197,7 @@ class TenantEvents(web.View):
                 tenant,
                 settings.sse_write_timeout_s,
             )
-            if request.transport is not None:
-                request.transport.abort()  # a graceful end would wait on the stalled socket too
+            _reset(request.transport)
         finally:
             await consumer.stop()
         return response
@@ -246,7 +248,19 @@ async def _write(response: aioweb.StreamResponse, data: bytes) -> None:
     await asyncio.wait_for(response.write(data), settings.sse_write_timeout_s)
 
 
-_open_streams: set[Any] = set()
+def _reset(transport: asyncio.Transport | None) -> None:
+    """Close at once, discarding what the kernel still holds for the stalled client (a graceful
+    close would keep up to the socket's send buffer, megabytes, until the client reads it)."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+_open_streams = [0]  # streams this worker serves now
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pytest
 import schemathesis
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
+from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
@@ -110,7 +113,10 @@ admin = true
     asyncio.run(produce(bootstrap, topics.dataset_updates, updates_ds))
     asyncio.run(produce(bootstrap, topics.tenant_updates, updates_t))
     worker = worker_factory(
-        "w1", STREAMAPP_ACCESS_CONFIG=str(tmp_path / "access.toml"), STREAMAPP_SSE_HEARTBEAT="1"
+        "w1",
+        STREAMAPP_ACCESS_CONFIG=str(tmp_path / "access.toml"),
+        STREAMAPP_SSE_HEARTBEAT="1",
+        STREAMAPP_SSE_WRITE_TIMEOUT="4",
     ).start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -446,3 +452,103 @@ def test_every_answer_keeps_to_the_openapi_description(web_worker: Worker) -> No
         "/v1/tenants/{tenant}/datasets",
         "/v1/admin/overview",
     }, calls
+
+
+def scrape(worker: Worker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse /metrics with prometheus-client's own parser: (sample name, labels) -> value."""
+    url = f"http://127.0.0.1:{worker.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_show_consumer_lag_while_behind_and_none_after(
+    bootstrap: str, topics: TopicNames, web_worker: Worker
+) -> None:
+    """4,000 records land faster than the worker reads them: the scraped lag of its agents is
+    above zero while it catches up and back to zero once every event is delivered."""
+    lag = ("streamapp_consumer_lag", (("consumer", "agents"),))
+    delivered = ("streamapp_deliveries_total", ())
+    before = scrape(web_worker)
+    assert before[lag] == 0
+    await produce(bootstrap, topics.dcache, writes("alpha", 0, 4000))
+    highest, deadline = 0.0, time.monotonic() + 120
+    while True:
+        samples = await asyncio.to_thread(scrape, web_worker)
+        highest = max(highest, samples[lag])
+        if samples[delivered] - before[delivered] >= 4000 and samples[lag] == 0:
+            break
+        assert time.monotonic() < deadline, samples
+        await asyncio.sleep(0.05)
+    assert highest > 0
+    assert ("streamapp_consumer_lag", (("consumer", "sink"),)) in samples
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_client_that_reads_nothing_cannot_fill_the_workers_memory(
+    bootstrap: str, topics: TopicNames, web_worker: Worker
+) -> None:
+    """80 MB of alpha's events wait in its topic; a client asks for all of them and never
+    reads. The worker holds only what the socket and one fetch take (RSS grows by far less
+    than the backlog), and drops the client once it has taken nothing for the write timeout
+    (4 s here), saying so in its log."""
+    assert web_worker.process is not None
+    await produce(bootstrap, topics.dcache, writes("alpha", 0, 1))  # the topic, as workers make it
+    headers = {"Authorization": f"Bearer {token(['/alpha'])}"}
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{web_worker.web_port}/v1/tenants/alpha/events?from=beginning"
+        first, _ = await read_sse(session, url, headers, count=1, timeout=60)
+    assert len(first) == 1
+    filler = b"x" * 3800
+    backlog = [
+        orjson.dumps(
+            {
+                "type": "storage.object.created",
+                "subject": f"/data/alpha/b{n}",
+                "pad": filler.decode(),
+            }
+        )
+        for n in range(20_000)
+    ]
+    await produce(bootstrap, topics.tenant("alpha"), backlog)
+    baseline = rss_bytes(web_worker.process.pid)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", web_worker.web_port, limit=4096)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(
+        b"GET /v1/tenants/alpha/events?from=beginning HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\n"
+        + f"Authorization: {headers['Authorization']}\r\n".encode()
+        + b"Accept: text/event-stream\r\n\r\n"
+    )
+    await writer.drain()
+    reader._transport.pause_reading()  # type: ignore[attr-defined] # take nothing more
+    peak = baseline
+    started = time.monotonic()
+    while time.monotonic() - started < 8:
+        peak = max(peak, rss_bytes(web_worker.process.pid))
+        await asyncio.sleep(0.2)
+    backlog_bytes = sum(len(v) for v in backlog)
+    assert peak - baseline < backlog_bytes / 4, (peak - baseline, backlog_bytes)
+    assert "SSE client of alpha took nothing for 4 s: dropped" in web_worker.log_path.read_text()
+    # the worker reset the connection, discarding what the kernel still held for the client
+    reader._transport.resume_reading()  # type: ignore[attr-defined]
+    received = 0
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    writer.close()
+    assert received < backlog_bytes / 4
