@@ -5,17 +5,25 @@ Each command is the offline form of a service code path: same domain functions, 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import signal
 import sys
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import orjson
+import prometheus_client
 from faust.cli import AppCommand, argument, option
 
 from streamapp import kafka_tools, seed
 from streamapp.app import app, settings
+from streamapp.bridge.config import BridgeConfigError, parse_bridge_config
+from streamapp.bridge.dcache_events import run_bridges
 from streamapp.cli_io import InputError, numbered_lines, write_json_line
 from streamapp.delegation import strip_trailing_newline
 from streamapp.domain import authorize as authorizing
@@ -282,3 +290,34 @@ async def token(  # noqa: PLR0917 - faust passes CLI options positionally
     write_json_line(verdict.to_json())
     if not verdict.valid:
         raise SystemExit(1)
+
+
+@app.command(
+    option(
+        "--config",
+        "config_file",
+        default=None,
+        help="Bridge configuration (TOML); default $STREAMAPP_DCACHE_CONFIG.",
+    ),
+    option("--metrics-port", type=int, default=0, help="Serve /metrics on this port (0: off)."),
+)
+async def dcache_events(self: AppCommand, config_file: str | None, metrics_port: int) -> None:
+    """Bridge dCache storage events (inotify over SSE) to the raw topic: recursive watches,
+    resumable, resynchronised by listing after any gap (docs/dcache-events.md)."""
+    path = config_file or os.environ.get("STREAMAPP_DCACHE_CONFIG")
+    if not path:
+        _fail("dcache-events", "--config or STREAMAPP_DCACHE_CONFIG is required")
+    try:
+        config = parse_bridge_config(
+            tomllib.loads(Path(path).read_text()), default_raw_topic=settings.dcache_events_topic
+        )
+    except (OSError, tomllib.TOMLDecodeError, BridgeConfigError) as exc:
+        _fail("dcache-events", f"{path}: {exc}")
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(message)s")
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port, addr=settings.web_host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run_bridges(config, settings.bootstrap_servers, stop)

@@ -71,3 +71,30 @@ SINK_PAUSED = Gauge(
     "streamapp_sink_paused_partitions",
     "Tenant topic partitions paused because their tenant has too much unfinished work.",
 )
+
+# the dCache storage-events bridge (``streamapp dcache-events``); frontend = configured name
+DCACHE_EVENTS = Counter(
+    "streamapp_dcache_events",
+    "SSE frames from dCache frontends, by frontend and kind (inotify, system, other).",
+    ["frontend", "kind"],
+)
+DCACHE_GAPS = Counter(
+    "streamapp_dcache_gaps",
+    "Times the bridge could not see events and resynchronised by listing, by frontend and "
+    "reason (EVENT_LOSS, IN_Q_OVERFLOW, SHUTDOWN, channel-gone).",
+    ["frontend", "reason"],
+)
+DCACHE_RESYNC_CHANGES = Counter(
+    "streamapp_dcache_resync_changes",
+    "Changes found by listing (new directories, resynchronisation), by frontend and change.",
+    ["frontend", "change"],
+)
+DCACHE_WATCHES = Gauge(
+    "streamapp_dcache_watches", "Directories the bridge watches, by frontend.", ["frontend"]
+)
+DCACHE_PROBLEMS = Counter(
+    "streamapp_dcache_problems",
+    "Conditions an operator must look at, by frontend and problem (competing_client, "
+    "watch_limit, auth, unreachable).",
+    ["frontend", "problem"],
+)

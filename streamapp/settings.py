@@ -88,6 +88,7 @@ class Settings:
     raw_topics: Mapping[str, str] = field(
         default_factory=lambda: {
             "dcache.billing": "dcache://dcache.example.org",
+            "dcache.events": "dcache://dcache.example.org",  # the storage-events bridge
             "s3.events": "s3://s3.example.org",
         }
     )
@@ -136,6 +137,8 @@ class Settings:
     # web views: JWT issuers and group -> tenant mapping (TOML); None: /v1/ refused
     access_config: Path | None = None
     sse_heartbeat_s: float = 15.0
+    # the dCache storage-events bridge appends its envelopes here (a raw topic)
+    dcache_events_topic: str = "dcache.events"
     # a client that takes no data for this long is dropped (it resumes with Last-Event-ID);
     # with the per-stream fetch limits this bounds what one stream can hold in memory
     sse_write_timeout_s: float = 60.0
@@ -200,6 +203,7 @@ class Settings:
             if env.get(ENV_PREFIX + "ACCESS_CONFIG")
             else None,
             sse_heartbeat_s=_float(env, "SSE_HEARTBEAT", defaults.sse_heartbeat_s),
+            dcache_events_topic=_str(env, "DCACHE_EVENTS_TOPIC", defaults.dcache_events_topic),
             sse_write_timeout_s=_float(env, "SSE_WRITE_TIMEOUT", defaults.sse_write_timeout_s),
             sse_max_streams=_int(env, "SSE_MAX_STREAMS", defaults.sse_max_streams),
         )

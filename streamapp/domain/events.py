@@ -42,6 +42,7 @@ class ObjectData(TypedDict):
     protocol: NotRequired[str]
     transferSize: NotRequired[int]
     status: NotRequired[dict[str, Any]]
+    move: NotRequired[dict[str, str]]  # dCache storage events: {"cookie", "role": from|to}
     # S3
     bucket: NotRequired[str]
     key: NotRequired[str]

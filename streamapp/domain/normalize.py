@@ -8,7 +8,8 @@ input and nothing here does I/O; the ingest agent and the CLI share this code pa
 Recognized inputs (facts: shared/docs/formats.md §1 and §3):
 - dCache billing records as dCache's Kafka producer publishes them (``msgType`` ...);
 - S3 event notifications from AWS S3, Ceph RGW and MinIO (``{"Records": [...]}``), including
-  MinIO's Kafka value wrapper ``{"EventName", "Key", "Records"}``, and the S3 test event.
+  MinIO's Kafka value wrapper ``{"EventName", "Key", "Records"}``, and the S3 test event;
+- dCache storage events (inotify) in the bridge's envelope (``streamapp.domain.inotify``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
 import orjson
 
+from streamapp.domain import inotify
 from streamapp.domain.events import (
     DATA_CONTENT_TYPE,
     SPEC_VERSION,
@@ -71,6 +74,8 @@ def normalize(
             return [_outcome(lambda: _dcache_billing(record, source))]
         if "Records" in record:
             return _s3_notification(record, source)
+        if record.get("envelope") == inotify.ENVELOPE:
+            return [_outcome(lambda: _dcache_storage_event(record, source))]
         if record.get("Event") == "s3:TestEvent":
             return [Skipped("S3 test event (sent when notifications are configured)")]
     except _MalformedError as exc:
@@ -246,18 +251,91 @@ def _dcache_status(record: Mapping[str, Any]) -> tuple[int, str]:
     return code, message if isinstance(message, str) else ""
 
 
-def _dcache_path(value: Any) -> str:
+def _dcache_path(value: Any, field: str = "dCache billingPath") -> str:
     if not isinstance(value, str) or not value:
-        raise _MalformedError("dCache billingPath is missing or not a string")
+        raise _MalformedError(f"{field} is missing or not a string")
     if value.startswith("parent:"):
         # Namespace-side removals may name the parent directory's pnfsid instead of a path.
-        raise _MalformedError(
-            f"dCache billingPath {value!r} is a parent reference, not a namespace path"
-        )
+        raise _MalformedError(f"{field} {value!r} is a parent reference, not a namespace path")
     try:
         return normalize_absolute_path(value)
     except PathError as exc:
-        raise _MalformedError(f"dCache billingPath: {exc}") from None
+        raise _MalformedError(f"{field}: {exc}") from None
+
+
+# --- dCache storage events (the bridge's envelope) ---------------------------------------------
+
+
+def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEvent:
+    """One envelope -> created/deleted, or a skip (table: ``inotify.FILE_EVENTS``).
+
+    A move is its two halves, each standing alone: ``IN_MOVED_FROM`` deletes the old path,
+    ``IN_MOVED_TO`` creates the new one, whichever arrives first; both carry the move's cookie
+    (``data.move``) so a consumer can pair them. A half without a partner is right on its own
+    (moved out of, or into, the watched tree).
+
+    Ids depend on the file's state, not on the channel: a creation is (path, size, mtime) and
+    a deletion (path, the last known mtime), so the same change seen live and again by a
+    resynchronising listing, or replayed after a restart, keeps one id."""
+    kind, path = record.get("kind"), _dcache_path(record.get("path"), "dCache envelope path")
+    size = _size(record.get("size"), "dCache envelope size")
+    mtime = record.get("mtime")
+    if mtime is not None and (isinstance(mtime, bool) or not isinstance(mtime, int)):
+        raise _MalformedError(f"dCache envelope mtime {mtime!r} is not milliseconds")
+    frontend = record.get("frontend")
+    if not isinstance(frontend, str) or not frontend:
+        raise _MalformedError("dCache envelope frontend is missing")
+    move: dict[str, str] | None = None
+    if kind == "inotify":
+        mask = record.get("mask")
+        if not isinstance(mask, list) or not mask or not all(isinstance(m, str) for m in mask):
+            raise _MalformedError("dCache envelope mask is not a list of inotify flags")
+        if "IN_ISDIR" in mask:
+            raise _Skip(f"dCache {mask[0]} of a directory (files are reported one by one)")
+        if mask[0] not in inotify.FILE_EVENTS:
+            raise _MalformedError(f"unknown inotify event {mask[0]!r}")
+        canonical = inotify.FILE_EVENTS[mask[0]]
+        if canonical is None:
+            raise _Skip(f"dCache {mask[0]} changes no object's state")
+        operation = f"inotify:{mask[0]}"
+        if mask[0] in ("IN_MOVED_FROM", "IN_MOVED_TO") and isinstance(record.get("cookie"), str):
+            role = "from" if mask[0] == "IN_MOVED_FROM" else "to"
+            move = {"cookie": record["cookie"], "role": role}
+    elif kind == "resync":
+        change = record.get("change")
+        if change not in ("created", "deleted"):
+            raise _MalformedError(f"dCache resync change {change!r} is not created/deleted")
+        canonical = inotify.CREATED if change == "created" else inotify.DELETED
+        operation = f"resync:{record.get('reason') or 'listing'}"
+    else:
+        raise _MalformedError(f"dCache envelope kind {kind!r} is neither inotify nor resync")
+    observed = _rfc3339(record.get("observed"), "dCache envelope observed")
+    time = observed
+    if canonical == inotify.CREATED and mtime is not None:
+        time = rfc3339_utc(datetime.fromtimestamp(mtime / 1000, UTC))
+    identity: dict[str, Any] = {"frontend": frontend, "path": path, "type": canonical}
+    if mtime is None:  # no state to name it by: the SSE position (stable across replays)
+        identity |= {"channel": record.get("channel"), "sse_id": record.get("sse_id")}
+    else:
+        identity |= {"mtime": mtime, "size": size if canonical == inotify.CREATED else None}
+    data: ObjectData = {
+        "path": path,
+        "size": size if canonical == inotify.CREATED else None,
+        "storage": StorageKind.DCACHE.value,
+        "operation": operation,
+    }
+    if move is not None:
+        data["move"] = move
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event_id(identity),
+        "source": source,
+        "type": canonical,
+        "subject": path,
+        "time": time,
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "data": data,
+    }
 
 
 # --- S3 notifications ------------------------------------------------------------------------

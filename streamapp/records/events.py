@@ -23,6 +23,7 @@ class ObjectData(faust.Record, include_metadata=False, serializer="json"):
     protocol: str | None = None
     transferSize: int | None = None  # noqa: N815
     status: dict[str, Any] | None = None
+    move: dict[str, str] | None = None
     bucket: str | None = None
     key: str | None = None
     etag: str | None = None

@@ -1,0 +1,510 @@
+"""The dCache storage-events bridge: inotify over SSE from dCache frontends -> the raw topic.
+
+Per frontend, one loop (``FrontendBridge.run``):
+
+1. Its place (channel, last SSE id, watches, known files) comes from the state topic
+   (``streamapp.bridge.state``). If the channel still exists, the stream resumes with
+   ``Last-Event-ID``; else a new channel is made.
+2. A new channel is connected *before* anything is subscribed (dCache replays nothing to a
+   first connection), then every configured root and, recursively, every directory under it is
+   watched, then listed; what changed since the known files is appended as ``resync`` records
+   (on the very first start, with ``emit_existing = false``, only recorded).
+3. Each frame: an inotify event becomes an envelope on the raw topic (path = the watched
+   directory + ``name``; created files get their size and mtime from the namespace). A new
+   directory is watched and listed at once (files written before its watch existed); a
+   directory moved in is watched (a watch follows its inode: dCache answers 303 and the watch
+   is re-pointed) and listed; one moved out or deleted loses its watches, and its known files
+   are reported deleted. ``IN_Q_OVERFLOW`` and ``EVENT_LOSS`` -> the trees are listed again
+   and the difference emitted (``streamapp_dcache_gaps_total``).
+4. The place is checkpointed after every batch of frames, once its envelopes are acknowledged.
+   A stream that ends is resumed; a vanished channel (frontend restart, ``SHUTDOWN``) is
+   replaced and the trees resynchronised; ``COMPETING_CLIENT`` is logged and counted and the
+   bridge stays away for ``competing_backoff`` seconds instead of taking the channel back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streamapp.bridge.config import BridgeConfig, FrontendConfig
+from streamapp.bridge.state import (
+    FrontendPlace,
+    PlaceWriter,
+    ensure_state_topic,
+    load_places,
+)
+from streamapp.clients.dcache import (
+    ChannelGoneError,
+    DCacheAuthError,
+    DCacheClient,
+    DCacheError,
+    DCacheUnreachableError,
+    NotFoundError,
+    SseFrame,
+    TokenFile,
+)
+from streamapp.domain.inotify import (
+    WATCH_FLAGS,
+    FileState,
+    child_path,
+    diff_tree,
+    inotify_envelope,
+    is_under,
+    resync_envelope,
+)
+from streamapp.domain.instants import rfc3339_utc
+from streamapp.metrics import (
+    DCACHE_EVENTS,
+    DCACHE_GAPS,
+    DCACHE_PROBLEMS,
+    DCACHE_RESYNC_CHANGES,
+    DCACHE_WATCHES,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY: Final = 200  # frames; also whenever the stream goes quiet
+_END: Final = object()
+
+
+class WatchLimitError(DCacheError):
+    """The configured number of watched directories is reached."""
+
+
+class _Competing(Exception):  # noqa: N818 - a signal inside the loop
+    pass
+
+
+class FrontendBridge:
+    def __init__(
+        self,
+        config: FrontendConfig,
+        place: FrontendPlace,
+        producer: AIOKafkaProducer,
+        raw_topic: str,
+        state_topic: str,
+        *,
+        retry_base_s: float = 0.5,
+        retry_cap_s: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.place = place
+        self.client = DCacheClient(config.url, TokenFile(config.token_file))
+        self.raw_topic = raw_topic
+        self.writer = PlaceWriter(producer, state_topic, config.name)
+        self.by_subscription = {url: path for path, url in place.watches.items()}
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        # files a listing reported in this session whose IN_CLOSE_WRITE may still be queued:
+        # the event then says nothing new (same size and mtime) and is not appended again
+        self._listed: set[str] = set()
+        self._resync_reason: str | None = None
+        DCACHE_WATCHES.labels(config.name).set(len(place.watches))
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    await self._session()
+                    failures = 0
+                except _Competing:
+                    DCACHE_PROBLEMS.labels(self.config.name, "competing_client").inc()
+                    log.error(
+                        "%s: another client took over channel %s (COMPETING_CLIENT); "
+                        "not taking it back for %.0f s",
+                        self.config.name,
+                        self.place.channel,
+                        self.config.competing_backoff_s,
+                    )
+                    await asyncio.sleep(self.config.competing_backoff_s)
+                except ChannelGoneError:
+                    log.warning("%s: channel %s is gone", self.config.name, self.place.channel)
+                    self._lost("channel-gone")
+                except DCacheAuthError as exc:
+                    DCACHE_PROBLEMS.labels(self.config.name, "auth").inc()
+                    failures += 1
+                    log.error("%s: refused (%s); is the token file current?", self.config.name, exc)
+                    await asyncio.sleep(self._backoff(failures))
+                except DCacheUnreachableError as exc:
+                    DCACHE_PROBLEMS.labels(self.config.name, "unreachable").inc()
+                    failures += 1
+                    log.warning("%s: %s; retrying", self.config.name, exc)
+                    await asyncio.sleep(self._backoff(failures))
+        finally:
+            with contextlib.suppress(Exception):  # stopping: keep the place if we can
+                await asyncio.shield(self._checkpoint())
+            await self.client.close()
+
+    def _backoff(self, failures: int) -> float:
+        return float(min(self.retry_cap_s, self.retry_base_s * 2 ** min(failures, 16)))
+
+    def _lost(self, reason: str) -> None:
+        """The channel is gone: the next session makes a new one and resynchronises."""
+        self.place.channel = None
+        self.place.last_id = None
+        self._resync_reason = reason
+
+    async def _session(self) -> None:
+        """One connection to the stream, until it ends."""
+        fresh = self.place.channel is None or not await self.client.channel_exists(
+            self.place.channel
+        )
+        if fresh:
+            if self.place.channel is not None and self._resync_reason is None:
+                self._resync_reason = "channel-gone"
+            client_id = f"streamapp-{self.config.name}-{socket.gethostname()}"
+            self.place.channel = await self.client.create_channel(client_id)
+            self.place.last_id = None
+            self.place.watches.clear()
+            self.by_subscription.clear()
+            await self.client.set_channel_timeout(self.place.channel, self.config.channel_timeout_s)
+            log.info("%s: new channel %s", self.config.name, self.place.channel)
+        channel = self.place.channel
+        assert channel is not None
+        frames: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
+        connected = asyncio.Event()
+        reader = asyncio.create_task(self._read(channel, self.place.last_id, frames, connected))
+        try:
+            await _first(connected, reader)
+            if fresh:
+                reason = self._resync_reason
+                if reason is not None:
+                    DCACHE_GAPS.labels(self.config.name, reason).inc()
+                emit = reason is not None or self.place.started_before or self.config.emit_existing
+                await self._resync(reason or "start", emit=emit)
+                self._resync_reason = None
+                await self._checkpoint()
+            await self._consume(frames)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DCacheError):
+                await reader
+
+    async def _read(
+        self,
+        channel: str,
+        last_id: str | None,
+        frames: asyncio.Queue[Any],
+        connected: asyncio.Event,
+    ) -> None:
+        try:
+            async for frame in self.client.stream(channel, last_id, on_connect=connected.set):
+                await frames.put(frame)
+        except DCacheError as exc:
+            if not connected.is_set():
+                raise  # the session waits for the connection: it gets this error there
+            await frames.put(exc)
+            return
+        await frames.put(_END)
+
+    async def _consume(self, frames: asyncio.Queue[Any]) -> None:
+        handled = 0
+        while True:
+            if frames.empty() and handled:
+                await self._checkpoint()  # quiet: make the place durable now
+                handled = 0
+            item = await frames.get()
+            if item is _END:
+                await self._checkpoint()
+                log.info("%s: stream ended; resuming", self.config.name)
+                return
+            if isinstance(item, BaseException):
+                await self._checkpoint()
+                raise item
+            await self._handle(item)
+            handled += 1
+            if handled >= CHECKPOINT_EVERY:
+                await self._checkpoint()
+                handled = 0
+
+    async def _checkpoint(self) -> None:
+        await self.writer.checkpoint(self.place.channel, self.place.last_id, self.place.watches)
+
+    # --- frames --------------------------------------------------------------------------------
+
+    async def _handle(self, frame: SseFrame) -> None:
+        if frame.event == "SYSTEM":
+            DCACHE_EVENTS.labels(self.config.name, "system").inc()
+            await self._system(frame.data if isinstance(frame.data, dict) else {})
+            return
+        if frame.event != "inotify" or not isinstance(frame.data, dict):
+            DCACHE_EVENTS.labels(self.config.name, "other").inc()
+            log.warning("%s: unexpected frame %r ignored", self.config.name, frame.event)
+            return
+        DCACHE_EVENTS.labels(self.config.name, "inotify").inc()
+        await self._inotify(frame)
+        if frame.id is not None:
+            self.place.last_id = frame.id
+
+    async def _system(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "EVENT_LOSS":
+            log.warning("%s: EVENT_LOSS: resynchronising by listing", self.config.name)
+            DCACHE_GAPS.labels(self.config.name, "EVENT_LOSS").inc()
+            await self._resync("EVENT_LOSS", emit=True)
+        elif kind == "SHUTDOWN":
+            log.warning("%s: the frontend is shutting down", self.config.name)
+            self._lost("SHUTDOWN")
+        elif kind == "COMPETING_CLIENT":
+            raise _Competing
+        elif kind == "SUBSCRIPTION_CLOSED":
+            self._forget_subscription(str(data.get("subscription")))
+
+    async def _inotify(self, frame: SseFrame) -> None:
+        data: dict[str, Any] = frame.data
+        event = data.get("event") if isinstance(data.get("event"), dict) else {}
+        assert isinstance(event, dict)
+        mask = event.get("mask")
+        if not isinstance(mask, list) or not mask:
+            log.warning("%s: inotify frame %s without a mask ignored", self.config.name, frame.id)
+            return
+        first, is_dir = str(mask[0]), "IN_ISDIR" in mask
+        if first == "IN_Q_OVERFLOW":
+            log.warning("%s: IN_Q_OVERFLOW: resynchronising by listing", self.config.name)
+            DCACHE_GAPS.labels(self.config.name, "IN_Q_OVERFLOW").inc()
+            await self._resync("IN_Q_OVERFLOW", emit=True)
+            return
+        subscription = str(data.get("subscription"))
+        watched = self.by_subscription.get(subscription)
+        if watched is None:
+            log.debug("%s: event of an unknown watch %s", self.config.name, subscription)
+            return
+        name = event.get("name") if isinstance(event.get("name"), str) else None
+        try:
+            path = child_path(watched, name)
+        except ValueError as exc:
+            log.warning("%s: %s in frame %s ignored", self.config.name, exc, frame.id)
+            return
+        cookie = event.get("cookie") if isinstance(event.get("cookie"), str) else None
+        state: FileState | None = None
+        if not name:  # about the watched directory itself
+            if first in ("IN_DELETE_SELF", "IN_MOVE_SELF", "IN_IGNORED"):
+                await self._self_gone(watched, subscription, first)
+        elif is_dir:
+            await self._directory(first, path)
+        elif first in ("IN_CLOSE_WRITE", "IN_MOVED_TO"):
+            state = await self.client.stat(path) or FileState(None, None)
+            if path in self._listed and self.place.files.get(path) == state:
+                self._listed.discard(path)  # the listing already reported this very file
+                return
+            self._listed.discard(path)
+            self.place.files[path] = state
+            await self.writer.file(path, state)
+        elif first in ("IN_DELETE", "IN_MOVED_FROM"):
+            state = self.place.files.pop(path, None)
+            self._listed.discard(path)
+            if state is not None:
+                await self.writer.file(path, None)
+        envelope = inotify_envelope(
+            frontend=self.config.url,
+            channel=self.place.channel or "",
+            sse_id=frame.id,
+            watched=watched,
+            name=name,
+            mask=[str(m) for m in mask],
+            cookie=cookie,
+            state=state,
+            observed=_now(),
+        )
+        await self._append(path, envelope)
+
+    async def _directory(self, first: str, path: str) -> None:
+        if first in ("IN_CREATE", "IN_MOVED_TO"):
+            # new, or moved in (from elsewhere in the tree or outside it): watch and list it
+            await self._watch_tree(
+                path,
+                reason="new-directory" if first == "IN_CREATE" else "moved-directory",
+                emit=True,
+            )
+        elif first in ("IN_DELETE", "IN_MOVED_FROM"):
+            await self._drop_tree(
+                path, reason="moved-directory" if first == "IN_MOVED_FROM" else "deleted-directory"
+            )
+
+    async def _self_gone(self, watched: str, subscription: str, first: str) -> None:
+        if first == "IN_MOVE_SELF" and watched in self.config.roots:
+            # a root moved away: its watch follows the inode out of the configured path
+            log.warning("%s: watched root %s was moved away", self.config.name, watched)
+            await self.client.unsubscribe(subscription)
+            await self._drop_tree(watched, reason="moved-directory")
+        elif first in ("IN_DELETE_SELF", "IN_IGNORED"):
+            self._forget_subscription(subscription)
+
+    # --- watches and listings ------------------------------------------------------------------
+
+    async def _resync(self, reason: str, *, emit: bool) -> None:
+        for root in self.config.roots:
+            await self._watch_tree(root, reason=reason, emit=emit)
+
+    async def _watch_tree(self, root: str, *, reason: str, emit: bool) -> None:
+        """Watch ``root`` and every directory under it, list them, and report (or, with
+        ``emit`` false, only record) the files that differ from what was known."""
+        channel = self.place.channel
+        assert channel is not None
+        listed: dict[str, FileState] = {}
+        pending = [root]
+        while pending:
+            directory = pending.pop()
+            try:
+                await self._watch(channel, directory)
+                listing = await self.client.list_directory(directory)
+            except NotFoundError:
+                continue  # gone meanwhile: its parent's events tell
+            except WatchLimitError as exc:
+                DCACHE_PROBLEMS.labels(self.config.name, "watch_limit").inc()
+                log.error("%s: %s", self.config.name, exc)
+                continue
+            for name, (kind, state) in sorted(listing.items()):
+                path = child_path(directory, name)
+                if kind == "DIR":
+                    pending.append(path)
+                elif kind == "REGULAR":
+                    listed[path] = state
+        known = {p: s for p, s in self.place.files.items() if is_under(p, root)}
+        diff = diff_tree(known, listed, root)
+        now = _now()
+        for path, state in diff.deleted:
+            if emit:
+                await self._append(
+                    path,
+                    resync_envelope(
+                        frontend=self.config.url,
+                        path=path,
+                        change="deleted",
+                        reason=reason,
+                        state=state,
+                        observed=now,
+                    ),
+                )
+                DCACHE_RESYNC_CHANGES.labels(self.config.name, "deleted").inc()
+            self.place.files.pop(path, None)
+            await self.writer.file(path, None)
+        for path, state in diff.created:
+            if emit:
+                await self._append(
+                    path,
+                    resync_envelope(
+                        frontend=self.config.url,
+                        path=path,
+                        change="created",
+                        reason=reason,
+                        state=state,
+                        observed=now,
+                    ),
+                )
+                DCACHE_RESYNC_CHANGES.labels(self.config.name, "created").inc()
+                self._listed.add(path)
+            self.place.files[path] = state
+            await self.writer.file(path, state)
+        DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
+
+    async def _watch(self, channel: str, directory: str) -> None:
+        if (
+            directory not in self.place.watches
+            and len(self.place.watches) >= self.config.max_watches
+        ):
+            raise WatchLimitError(
+                f"watch limit ({self.config.max_watches} directories, max_watches) reached: "
+                f"{directory} and what is under it are not watched"
+            )
+        subscription = await self.client.subscribe(channel, directory, WATCH_FLAGS)
+        old = self.by_subscription.get(subscription)
+        if old is not None and old != directory:
+            self.place.watches.pop(old, None)  # the watch followed its directory (a move)
+        self.place.watches[directory] = subscription
+        self.by_subscription[subscription] = directory
+
+    async def _drop_tree(self, root: str, *, reason: str) -> None:
+        """``root`` left the watched tree: forget its watches, report its files deleted."""
+        for path in [p for p in self.place.watches if is_under(p, root)]:
+            subscription = self.place.watches.pop(path)
+            if self.by_subscription.get(subscription) == path:
+                del self.by_subscription[subscription]
+                await self.client.unsubscribe(subscription)
+        now = _now()
+        for path, state in sorted((p, s) for p, s in self.place.files.items() if is_under(p, root)):
+            await self._append(
+                path,
+                resync_envelope(
+                    frontend=self.config.url,
+                    path=path,
+                    change="deleted",
+                    reason=reason,
+                    state=state,
+                    observed=now,
+                ),
+            )
+            DCACHE_RESYNC_CHANGES.labels(self.config.name, "deleted").inc()
+            del self.place.files[path]
+            self._listed.discard(path)
+            await self.writer.file(path, None)
+        DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
+
+    def _forget_subscription(self, subscription: str) -> None:
+        path = self.by_subscription.pop(subscription, None)
+        if path is not None and self.place.watches.get(path) == subscription:
+            del self.place.watches[path]
+        DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
+
+    async def _append(self, path: str, envelope: dict[str, Any]) -> None:
+        await self.writer.send(self.raw_topic, path.encode(), orjson.dumps(envelope))
+
+
+async def _first(event: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Wait until ``event`` is set, or re-raise what ended ``task`` first."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not event.is_set():
+        task.result()  # the reader failed before connecting: raise its error
+        raise DCacheUnreachableError("the stream ended before it started")
+
+
+def _now() -> str:
+    return rfc3339_utc(datetime.now(UTC))
+
+
+async def run_bridges(config: BridgeConfig, bootstrap: str, stop: asyncio.Event) -> None:
+    """Bridge every configured frontend until ``stop`` is set; each keeps its place."""
+    await ensure_state_topic(bootstrap, config.state_topic)
+    places = await load_places(bootstrap, config.state_topic)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    tasks = []
+    try:
+        for frontend in config.frontends:
+            place = places.get(frontend.name, FrontendPlace())
+            log.info(
+                "%s: %s, watching %s; resuming from %s",
+                frontend.name,
+                frontend.url,
+                ", ".join(frontend.roots),
+                f"channel {place.channel} after id {place.last_id}" if place.channel else "nothing",
+            )
+            bridge = FrontendBridge(frontend, place, producer, config.raw_topic, config.state_topic)
+            tasks.append(asyncio.create_task(bridge.run(), name=f"dcache-{frontend.name}"))
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter:
+                task.result()  # a bridge that ended by itself crashed: say why
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.stop()
