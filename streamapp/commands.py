@@ -313,7 +313,9 @@ async def dcache_events(self: AppCommand, config_file: str | None, metrics_port:
         )
     except (OSError, tomllib.TOMLDecodeError, BridgeConfigError) as exc:
         _fail("dcache-events", f"{path}: {exc}")
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(message)s", force=True
+    )
     if metrics_port:
         prometheus_client.start_http_server(metrics_port, addr=settings.web_host)
     stop = asyncio.Event()

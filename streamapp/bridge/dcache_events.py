@@ -175,8 +175,14 @@ class FrontendBridge:
         frames: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
         connected = asyncio.Event()
         reader = asyncio.create_task(self._read(channel, self.place.last_id, frames, connected))
+        resume_blind = not fresh and self.place.last_id is None
         try:
             await _first(connected, reader)
+            if resume_blind:
+                # no event seen yet on this channel: dCache replays nothing without a
+                # Last-Event-ID, so what happened while we were away is found by listing
+                DCACHE_GAPS.labels(self.config.name, "no-resume-point").inc()
+                await self._resync("no-resume-point", emit=True)
             if fresh:
                 reason = self._resync_reason
                 if reason is not None:

@@ -1,0 +1,398 @@
+"""The dCache storage-events bridge against the dCache frontend test server (which stands in
+for dCache: ``streamapp.testing.dcache_server``) and the real Kafka broker: what it appends to
+the raw topic, normalized exactly as the ingest agent does, must be the canonical events a
+careful operator expects — every file's completion once, moves as delete + create, nothing
+lost across disconnects, overflows, lost channels and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from streamapp.bridge.config import BridgeConfig, FrontendConfig
+from streamapp.bridge.dcache_events import run_bridges
+from streamapp.domain.normalize import Normalized, Rejected, normalize
+from streamapp.testing.dcache_server import DCacheTestServer
+from tests.integration.conftest import ROOT, TopicNames
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "dcache://dcache.desy.example"
+TOKEN = "bridge-token-1"
+ROOT_DIR = "/data/alpha"
+
+
+@pytest.fixture
+async def frontend() -> AsyncIterator[DCacheTestServer]:
+    server = DCacheTestServer({TOKEN: "bridge"}, ring_buffer_size=64)
+    await server.start()
+    server.mkdir(ROOT_DIR, parents=True)
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def config(frontend: DCacheTestServer, topics: TopicNames, tmp_path: Path) -> BridgeConfig:
+    token = tmp_path / "dcache.token"
+    token.write_text(TOKEN + "\n")
+    return BridgeConfig(
+        raw_topic=f"{topics.prefix}.dcache.events",
+        state_topic=f"{topics.prefix}.dcache.state",
+        frontends=(
+            FrontendConfig(
+                name="desy",
+                url=frontend.url,
+                token_file=token,
+                roots=(ROOT_DIR,),
+                max_watches=50,
+                competing_backoff_s=2,
+            ),
+        ),
+    )
+
+
+class Bridge:
+    """``run_bridges`` in this process (the test server shares its event loop)."""
+
+    def __init__(self, config: BridgeConfig, bootstrap: str) -> None:
+        self.config, self.bootstrap = config, bootstrap
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> Bridge:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_bridges(self.config, self.bootstrap, self.stop))
+        return self
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture
+async def bridge(config: BridgeConfig, bootstrap: str) -> AsyncIterator[Bridge]:
+    running = Bridge(config, bootstrap)
+    yield running
+    if running.task is not None and not running.task.done():
+        await running.close()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def watched(server: DCacheTestServer) -> set[str]:
+    return {
+        sub.target.path
+        for channel in server.channels.values()
+        for sub in channel.subscriptions.values()
+    }
+
+
+async def events(
+    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], settle: float = 1.5
+) -> list[dict[str, Any]]:
+    """Canonical events from the raw topic (normalized as the ingest agent does) once ``done``
+    holds and nothing more arrived for ``settle`` seconds (a late duplicate would show)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    deadline, quiet_since = time.monotonic() + 60, time.monotonic()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    for outcome in normalize(record.value, SOURCE):
+                        assert not isinstance(outcome, Rejected), (outcome, record.value)
+                        if isinstance(outcome, Normalized):
+                            found.append(dict(outcome.event))
+                    quiet_since = time.monotonic()
+            if done(found) and time.monotonic() - quiet_since >= settle:
+                return found
+            assert time.monotonic() < deadline, summary(found)
+    finally:
+        await consumer.stop()
+
+
+def summary(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((e["type"].rsplit(".", 1)[-1], e["subject"]) for e in found)
+
+
+def created(found: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(e["subject"] for e in found if e["type"] == "storage.object.created")
+
+
+def deleted(found: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(e["subject"] for e in found if e["type"] == "storage.object.deleted")
+
+
+async def test_a_tree_built_while_watched_yields_each_file_once(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    """Nested directories made and filled at once (files land before the bridge can watch
+    their directory: the listing catches those), then moves and deletions."""
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    expected = set()
+    for run in range(3):
+        frontend.mkdir(f"{ROOT_DIR}/run{run}")
+        for scan in range(2):
+            directory = f"{ROOT_DIR}/run{run}/scan{scan}"
+            frontend.mkdir(directory)
+            frontend.mkdir(f"{directory}/deeper")
+            for n in range(4):
+                frontend.upload(f"{directory}/f{n}.h5", size=100 + n, attrib_first=n % 2 == 0)
+                frontend.upload(f"{directory}/deeper/g{n}.h5", size=200 + n)
+                expected |= {f"{directory}/f{n}.h5", f"{directory}/deeper/g{n}.h5"}
+        await asyncio.sleep(0.05)  # let the bridge watch some while others are still filled
+    found = await events(bootstrap, config.raw_topic, lambda f: set(created(f)) >= expected)
+    assert created(found) == dict.fromkeys(expected, 1), summary(found)
+    assert not deleted(found)
+    sizes = {e["subject"]: e["data"]["size"] for e in found}
+    assert sizes[f"{ROOT_DIR}/run1/scan0/f3.h5"] == 103
+    assert sizes[f"{ROOT_DIR}/run2/scan1/deeper/g2.h5"] == 202
+    assert len(watched(frontend)) == 1 + 3 * 5  # every directory, one watch each
+
+    # a file moved within the tree, one deleted, a directory moved, one file written into the
+    # moved directory afterwards (its watch followed it), an empty directory removed
+    frontend.move(f"{ROOT_DIR}/run0/scan0/f0.h5", f"{ROOT_DIR}/run0/f0-renamed.h5")
+    frontend.delete(f"{ROOT_DIR}/run0/scan0/f1.h5")
+    frontend.move(f"{ROOT_DIR}/run1", f"{ROOT_DIR}/run1-done")
+    frontend.upload(f"{ROOT_DIR}/run1-done/scan0/late.h5", size=7)
+    frontend.mkdir(f"{ROOT_DIR}/empty")
+    frontend.rmdir(f"{ROOT_DIR}/empty")
+    moved_files = sorted(p for p in expected if p.startswith(f"{ROOT_DIR}/run1/"))
+    renamed = [p.replace("/run1/", "/run1-done/", 1) for p in moved_files]
+
+    def complete(f: list[dict[str, Any]]) -> bool:
+        return f"{ROOT_DIR}/run1-done/scan0/late.h5" in created(f) and set(deleted(f)) >= set(
+            moved_files
+        )
+
+    found = await events(bootstrap, config.raw_topic, complete)
+    after = found[len(expected) :]
+    assert deleted(after) == dict.fromkeys(
+        [f"{ROOT_DIR}/run0/scan0/f0.h5", f"{ROOT_DIR}/run0/scan0/f1.h5", *moved_files], 1
+    ), summary(after)
+    assert created(after) == dict.fromkeys(
+        [f"{ROOT_DIR}/run0/f0-renamed.h5", *renamed, f"{ROOT_DIR}/run1-done/scan0/late.h5"], 1
+    ), summary(after)
+    halves = [e["data"]["move"] for e in after if "move" in e["data"]]
+    assert sorted(h["role"] for h in halves) == ["from", "to"]
+    assert halves[0]["cookie"] == halves[1]["cookie"]
+    assert f"{ROOT_DIR}/empty" not in watched(frontend)
+    assert f"{ROOT_DIR}/run1-done/scan0" in watched(frontend)
+    assert f"{ROOT_DIR}/run1/scan0" not in watched(frontend)
+
+
+async def test_a_disconnect_mid_stream_resumes_without_gap_or_duplicate(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    paths = [f"{ROOT_DIR}/f{n:03d}.h5" for n in range(40)]
+    for n, path in enumerate(paths):
+        frontend.upload(path, size=n)
+        if n in (10, 25):
+            await asyncio.sleep(0.1)
+            assert frontend.disconnect_readers(abort=n == 25) == 1
+    found = await events(bootstrap, config.raw_topic, lambda f: set(created(f)) >= set(paths))
+    assert created(found) == dict.fromkeys(paths, 1)
+    resumed = [r for r in frontend.requests if r.method == "GET" and r.last_event_id]
+    assert len(resumed) >= 2, "the bridge reconnected without Last-Event-ID"
+    assert not any(
+        r.method == "POST" and r.path.endswith("/channels") for r in frontend.requests[1:]
+    )
+
+
+async def test_events_lost_from_the_buffer_are_found_by_listing(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    """The bridge is locked out (its token refused) while 60 files are written: 300 events,
+    far past the 64-event ring buffer. On its return dCache says EVENT_LOSS; the listing finds
+    every file written meanwhile, and one deleted meanwhile is reported deleted."""
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    frontend.upload(f"{ROOT_DIR}/before.h5", size=1)
+    frontend.upload(f"{ROOT_DIR}/doomed.h5", size=2)
+    await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 2)
+    frontend.set_tokens({"someone-else": "other"})
+    frontend.disconnect_readers()
+    gap = [f"{ROOT_DIR}/gap-{n:02d}.h5" for n in range(60)]
+    for n, path in enumerate(gap):
+        frontend.upload(path, size=n)
+    frontend.delete(f"{ROOT_DIR}/doomed.h5")
+    frontend.set_tokens({TOKEN: "bridge"})
+
+    def complete(f: list[dict[str, Any]]) -> bool:
+        return set(created(f)) >= set(gap) and f"{ROOT_DIR}/doomed.h5" in deleted(f)
+
+    found = await events(bootstrap, config.raw_topic, complete)
+    assert created(found) == dict.fromkeys(
+        [*gap, f"{ROOT_DIR}/before.h5", f"{ROOT_DIR}/doomed.h5"], 1
+    )
+    assert deleted(found) == {f"{ROOT_DIR}/doomed.h5": 1}
+    ops = {e["data"]["operation"] for e in found if e["subject"] in gap}
+    assert ops == {"resync:EVENT_LOSS"}
+
+
+async def test_an_overflow_and_a_vanished_channel_resynchronise(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    frontend.upload(f"{ROOT_DIR}/seen.h5", size=1)
+    frontend.upload(f"{ROOT_DIR}/quiet-1.h5", size=5, silent=True)  # its events were dropped
+    frontend.overflow()
+    found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 2)
+    assert created(found) == {f"{ROOT_DIR}/seen.h5": 1, f"{ROOT_DIR}/quiet-1.h5": 1}
+    first_channel = next(iter(frontend.channels))
+
+    frontend.shutdown()  # the frontend restarts: every channel is gone
+    frontend.upload(f"{ROOT_DIR}/quiet-2.h5", size=6, silent=True)
+    found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 3)
+    assert created(found)[f"{ROOT_DIR}/quiet-2.h5"] == 1
+    await until(lambda: ROOT_DIR in watched(frontend), "the new channel's root watch")
+    assert first_channel not in frontend.channels
+    frontend.upload(f"{ROOT_DIR}/after.h5", size=7)
+    found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 4)
+    assert set(created(found).values()) == {1}
+
+
+async def test_a_competing_client_is_reported_not_fought(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    """Someone else reads the bridge's channel: the bridge stays away for competing_backoff
+    (2 s here) instead of kicking them, then resumes; no event is lost meanwhile."""
+    import aiohttp  # noqa: PLC0415 - only this test plays the other client
+
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    frontend.upload(f"{ROOT_DIR}/before.h5", size=1)
+    await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 1, settle=0.2)
+    channel_url = next(iter(frontend.channels.values())).url
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(
+            channel_url,
+            headers={"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream"},
+        )
+        taken = time.monotonic()
+        frontend.upload(f"{ROOT_DIR}/during.h5", size=1)
+        await asyncio.sleep(1)
+        streams = [
+            r for r in frontend.requests if r.method == "GET" and r.accept == "text/event-stream"
+        ]
+        assert len(streams) == 2, "the bridge took the channel back at once"
+        response.close()
+    found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 2)
+    assert created(found) == {f"{ROOT_DIR}/before.h5": 1, f"{ROOT_DIR}/during.h5": 1}
+    assert time.monotonic() - taken >= 2
+    # replayed from dCache's buffer after the bridge's own last id, not found by listing
+    assert found[-1]["data"]["operation"] == "inotify:IN_CLOSE_WRITE"
+
+
+async def test_a_restarted_bridge_continues_from_its_stored_place(
+    frontend: DCacheTestServer,
+    config: BridgeConfig,
+    bootstrap: str,
+    topics: TopicNames,
+    tmp_path: Path,
+) -> None:
+    """``streamapp dcache-events`` as a process: stopped (SIGTERM) and later killed (SIGKILL)
+    while files arrive, then restarted: it resumes the same channel with Last-Event-ID and
+    every file is reported (after the SIGKILL perhaps twice, then with the same event id)."""
+    frontend_config = config.frontends[0]
+    toml = tmp_path / "bridge.toml"
+    toml.write_text(
+        f"""raw_topic = "{config.raw_topic}"
+state_topic = "{config.state_topic}"
+
+[[frontends]]
+name = "desy"
+url = "{frontend.url}"
+token_file = "{frontend_config.token_file}"
+roots = ["{ROOT_DIR}"]
+"""
+    )
+    env = {**os.environ, "STREAMAPP_BROKER": f"kafka://{bootstrap}", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "bridge.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "streamapp", "dcache-events", "--config", str(toml)],
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    process = start()
+    try:
+        await until(lambda: ROOT_DIR in watched(frontend), "the root watch", timeout=60)
+        first = [f"{ROOT_DIR}/a{n:02d}.h5" for n in range(20)]
+        for path in first:
+            frontend.upload(path, size=1)
+        await events(bootstrap, config.raw_topic, lambda f: set(created(f)) >= set(first))
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0, log.read_text()[-3000:]
+        second = [f"{ROOT_DIR}/b{n:02d}.h5" for n in range(20)]
+        for path in second:  # while no bridge runs: the channel buffers them
+            frontend.upload(path, size=2)
+        process = start()
+        found = await events(
+            bootstrap, config.raw_topic, lambda f: set(created(f)) >= set(first + second)
+        )
+        assert created(found) == dict.fromkeys(first + second, 1)  # a clean stop: exactly once
+        third = [f"{ROOT_DIR}/c{n:03d}.h5" for n in range(100)]
+        for n, path in enumerate(third):
+            frontend.upload(path, size=3)
+            if n == 50:
+                await asyncio.sleep(0.3)
+                process.kill()
+                await asyncio.to_thread(process.wait, 30)
+                process = start()
+        found = await events(bootstrap, config.raw_topic, lambda f: set(created(f)) >= set(third))
+        ids: dict[str, set[str]] = {}
+        for event in found:
+            ids.setdefault(event["subject"], set()).add(event["id"])
+        assert all(len(ids[path]) == 1 for path in third), "a replayed file got a new id"
+        channels = [
+            r
+            for r in frontend.requests
+            if r.method == "POST" and r.path == "/api/v1/events/channels"
+        ]
+        assert len(channels) == 1, "a restart made a new channel instead of resuming"
+        resumed = [
+            r.last_event_id for r in frontend.requests if r.method == "GET" and r.last_event_id
+        ]
+        assert len(resumed) >= 2
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    text = log.read_text()
+    assert "resuming from channel" in text
+    assert TOKEN not in text  # the token never reaches the log
