@@ -107,6 +107,10 @@ class FrontendBridge:
         # the event then says nothing new (same size and mtime) and is not appended again
         self._listed: set[str] = set()
         self._resync_reason: str | None = None
+        # subscriptions we deleted: their closing notices (IN_IGNORED, SUBSCRIPTION_CLOSED) may
+        # still be queued after we watched the same directory again (dCache reuses the URL:
+        # it names the inode) and must not end the new watch; NEW_SUBSCRIPTION clears them
+        self._stale: set[str] = set()
         DCACHE_WATCHES.labels(config.name).set(len(place.watches))
 
     # --- the loop ------------------------------------------------------------------------------
@@ -266,6 +270,8 @@ class FrontendBridge:
             raise _Competing
         elif kind == "SUBSCRIPTION_CLOSED":
             self._forget_subscription(str(data.get("subscription")))
+        elif kind == "NEW_SUBSCRIPTION":
+            self._stale.discard(str(data.get("subscription")))
 
     async def _inotify(self, frame: SseFrame) -> None:
         data: dict[str, Any] = frame.data
@@ -306,12 +312,12 @@ class FrontendBridge:
                 return
             self._listed.discard(path)
             self.place.files[path] = state
-            await self.writer.file(path, state)
+            self.writer.file(path, state)
         elif first in ("IN_DELETE", "IN_MOVED_FROM"):
             state = self.place.files.pop(path, None)
             self._listed.discard(path)
             if state is not None:
-                await self.writer.file(path, None)
+                self.writer.file(path, None)
         envelope = inotify_envelope(
             frontend=self.config.url,
             channel=self.place.channel or "",
@@ -342,7 +348,7 @@ class FrontendBridge:
         if first == "IN_MOVE_SELF" and watched in self.config.roots:
             # a root moved away: its watch follows the inode out of the configured path
             log.warning("%s: watched root %s was moved away", self.config.name, watched)
-            await self.client.unsubscribe(subscription)
+            await self._unsubscribe(subscription)
             await self._drop_tree(watched, reason="moved-directory")
         elif first in ("IN_DELETE_SELF", "IN_IGNORED"):
             self._forget_subscription(subscription)
@@ -395,7 +401,7 @@ class FrontendBridge:
                 )
                 DCACHE_RESYNC_CHANGES.labels(self.config.name, "deleted").inc()
             self.place.files.pop(path, None)
-            await self.writer.file(path, None)
+            self.writer.file(path, None)
         for path, state in diff.created:
             if emit:
                 await self._append(
@@ -412,7 +418,7 @@ class FrontendBridge:
                 DCACHE_RESYNC_CHANGES.labels(self.config.name, "created").inc()
                 self._listed.add(path)
             self.place.files[path] = state
-            await self.writer.file(path, state)
+            self.writer.file(path, state)
         DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
 
     async def _watch(self, channel: str, directory: str) -> None:
@@ -437,7 +443,7 @@ class FrontendBridge:
             subscription = self.place.watches.pop(path)
             if self.by_subscription.get(subscription) == path:
                 del self.by_subscription[subscription]
-                await self.client.unsubscribe(subscription)
+                await self._unsubscribe(subscription)
         now = _now()
         for path, state in sorted((p, s) for p, s in self.place.files.items() if is_under(p, root)):
             await self._append(
@@ -454,10 +460,16 @@ class FrontendBridge:
             DCACHE_RESYNC_CHANGES.labels(self.config.name, "deleted").inc()
             del self.place.files[path]
             self._listed.discard(path)
-            await self.writer.file(path, None)
+            self.writer.file(path, None)
         DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
 
+    async def _unsubscribe(self, subscription: str) -> None:
+        self._stale.add(subscription)
+        await self.client.unsubscribe(subscription)
+
     def _forget_subscription(self, subscription: str) -> None:
+        if subscription in self._stale:
+            return  # the echo of our own DELETE, or of a watch since replaced
         path = self.by_subscription.pop(subscription, None)
         if path is not None and self.place.watches.get(path) == subscription:
             del self.place.watches[path]

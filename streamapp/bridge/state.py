@@ -100,22 +100,23 @@ def _apply(places: dict[str, FrontendPlace], key: bytes | None, value: bytes | N
 
 
 class PlaceWriter:
-    """Writes one frontend's place; ``checkpoint`` waits for everything sent before it."""
+    """Writes one frontend's place. Known-file changes are staged and written with the next
+    checkpoint, after every envelope sent before it is acknowledged: the state never claims a
+    file was reported when its envelope is not on the broker."""
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, frontend: str) -> None:
         self._producer = producer
         self._topic = topic
         self._frontend = frontend
         self._pending: list[Any] = []
+        self._files: dict[str, FileState | None] = {}
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """An output (an envelope) the next checkpoint must not overtake."""
         self._pending.append(await self._producer.send(topic, value, key=key))
 
-    async def file(self, path: str, state: FileState | None) -> None:
-        value = None if state is None else orjson.dumps(state.to_json())
-        key = _SEP.join((self._frontend, "file", path)).encode()
-        self._pending.append(await self._producer.send(self._topic, value, key=key))
+    def file(self, path: str, state: FileState | None) -> None:
+        self._files[path] = state
 
     async def checkpoint(
         self, channel: str | None, last_id: str | None, watches: Mapping[str, str]
@@ -123,6 +124,14 @@ class PlaceWriter:
         pending, self._pending = self._pending, []
         for future in pending:
             await future  # raises if the broker refused an envelope: no checkpoint past it
+        files, self._files = self._files, {}
+        writes = []
+        for path, state in files.items():
+            key = _SEP.join((self._frontend, "file", path)).encode()
+            value = None if state is None else orjson.dumps(state.to_json())
+            writes.append(await self._producer.send(self._topic, value, key=key))
         value = orjson.dumps({"channel": channel, "last_id": last_id, "watches": dict(watches)})
         key = _SEP.join((self._frontend, "checkpoint")).encode()
-        await (await self._producer.send(self._topic, value, key=key))
+        writes.append(await self._producer.send(self._topic, value, key=key))
+        for future in writes:
+            await future

@@ -203,6 +203,17 @@ async def test_a_tree_built_while_watched_yields_each_file_once(
     halves = [e["data"]["move"] for e in after if "move" in e["data"]]
     assert sorted(h["role"] for h in halves) == ["from", "to"]
     assert halves[0]["cookie"] == halves[1]["cookie"]
+    # the moved directories are still watched by the bridge: a file written there now is
+    # reported by its own event (not by a listing)
+    frontend.upload(f"{ROOT_DIR}/run1-done/scan1/deeper/later.h5", size=9)
+    found = await events(
+        bootstrap,
+        config.raw_topic,
+        lambda f: f"{ROOT_DIR}/run1-done/scan1/deeper/later.h5" in created(f),
+    )
+    assert found[-1]["subject"] == f"{ROOT_DIR}/run1-done/scan1/deeper/later.h5"
+    assert found[-1]["data"]["operation"] == "inotify:IN_CLOSE_WRITE"
+    assert created(found)[found[-1]["subject"]] == 1
     assert f"{ROOT_DIR}/empty" not in watched(frontend)
     assert f"{ROOT_DIR}/run1-done/scan0" in watched(frontend)
     assert f"{ROOT_DIR}/run1/scan0" not in watched(frontend)
