@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -407,3 +408,49 @@ roots = ["{ROOT_DIR}"]
     text = log.read_text()
     assert "resuming from channel" in text
     assert TOKEN not in text  # the token never reaches the log
+
+
+async def test_a_rotated_token_is_read_from_its_file(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    """dCache accepts only a new token from now on; the operator's token refresher rewrites
+    the file. The bridge picks it up without a restart and nothing is lost meanwhile."""
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    frontend.set_tokens({"bridge-token-2": "bridge"})
+    frontend.disconnect_readers()
+    frontend.upload(f"{ROOT_DIR}/while-refused.h5", size=1)
+    await asyncio.sleep(1)
+    config.frontends[0].token_file.write_text("bridge-token-2\n")
+    frontend.upload(f"{ROOT_DIR}/after-refresh.h5", size=2)
+    found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 2)
+    assert created(found) == {f"{ROOT_DIR}/while-refused.h5": 1, f"{ROOT_DIR}/after-refresh.h5": 1}
+    refused = [r for r in frontend.requests if r.status == 401]
+    assert refused, "the old token was never refused: the test proved nothing"
+    assert any(r.token == "bridge-token-2" for r in frontend.requests)
+
+
+async def test_the_watch_limit_is_a_clear_error_not_a_crash(
+    frontend: DCacheTestServer,
+    config: BridgeConfig,
+    bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """max_watches = 3: the root and two directories are watched; the third new directory is
+    refused with an error naming it and the setting, and the bridge carries on."""
+    limited = replace(config, frontends=(replace(config.frontends[0], max_watches=3),))
+    running = Bridge(limited, bootstrap).start()
+    try:
+        await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+        for name in ("one", "two", "three"):
+            frontend.mkdir(f"{ROOT_DIR}/{name}")
+            await asyncio.sleep(0.3)
+        await until(lambda: "watch limit" in caplog.text, "the watch-limit error")
+        assert f"{ROOT_DIR}/three" in caplog.text
+        assert "max_watches" in caplog.text
+        assert watched(frontend) == {ROOT_DIR, f"{ROOT_DIR}/one", f"{ROOT_DIR}/two"}
+        frontend.upload(f"{ROOT_DIR}/two/still-working.h5", size=1)
+        found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 1)
+        assert created(found) == {f"{ROOT_DIR}/two/still-working.h5": 1}
+    finally:
+        await running.close()
