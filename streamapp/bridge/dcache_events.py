@@ -492,7 +492,8 @@ async def _first(event: asyncio.Event, task: asyncio.Task[None]) -> None:
 
 
 def _now() -> str:
-    return rfc3339_utc(datetime.now(UTC))
+    now = datetime.now(UTC)
+    return rfc3339_utc(now.replace(microsecond=now.microsecond // 1000 * 1000))
 
 
 async def run_bridges(config: BridgeConfig, bootstrap: str, stop: asyncio.Event) -> None:
