@@ -81,6 +81,9 @@ class DCacheClient:
     base_url: str  # e.g. https://dcache.example.org:3880 (the API is under /api/v1)
     token: TokenFile
     timeout_s: float = 30.0
+    # a stream silent this long is reconnected (with Last-Event-ID): a half-open connection
+    # must not hang the bridge for ever, and a quiet reconnect costs nothing
+    stream_idle_s: float = 600.0
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     async def close(self) -> None:
@@ -180,13 +183,17 @@ class DCacheClient:
         headers = self._headers(Accept="text/event-stream")
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
+        connected = False
         try:
             async with self._http().get(
                 channel,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeout_s, sock_read=self.stream_idle_s
+                ),
             ) as response:
                 _raise_for(response.status, f"GET {channel}")
+                connected = True
                 on_connect()
                 event, event_id, data = "message", None, list[str]()
                 async for raw in response.content:
@@ -206,7 +213,11 @@ class DCacheClient:
                         event_id = value
                     elif name == "data":
                         data.append(value)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ServerTimeoutError, TimeoutError):
+            if not connected:
+                raise DCacheUnreachableError(f"stream of {channel}: no answer") from None
+            log.info("stream of %s silent for %.0f s: reconnecting", channel, self.stream_idle_s)
+        except aiohttp.ClientError as exc:
             raise DCacheUnreachableError(f"stream of {channel}: {type(exc).__name__}") from None
 
     # --- namespace ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streamapp.bridge.config import BridgeConfig, FrontendConfig
 from streamapp.bridge.dcache_events import run_bridges
+from streamapp.clients.dcache import ChannelGoneError, DCacheClient, TokenFile
 from streamapp.domain.normalize import Normalized, Rejected, normalize
 from streamapp.testing.dcache_server import DCacheTestServer
 from tests.integration.conftest import ROOT, TopicNames
@@ -454,3 +455,25 @@ async def test_the_watch_limit_is_a_clear_error_not_a_crash(
         assert created(found) == {f"{ROOT_DIR}/two/still-working.h5": 1}
     finally:
         await running.close()
+
+
+async def test_a_silent_stream_ends_quietly_for_a_reconnect(
+    frontend: DCacheTestServer, config: BridgeConfig
+) -> None:
+    """No frame for ``stream_idle_s``: the stream ends without an error (the bridge resumes
+    with Last-Event-ID), so a half-open connection cannot hang it for ever."""
+    client = DCacheClient(
+        frontend.url, TokenFile(config.frontends[0].token_file), stream_idle_s=0.5
+    )
+    try:
+        channel = await client.create_channel("idle-test")
+        started = time.monotonic()
+        frames = [frame async for frame in client.stream(channel, None)]
+        assert frames == []
+        assert 0.4 < time.monotonic() - started < 10
+        frontend.drop_channel(channel)
+        with pytest.raises(ChannelGoneError):
+            async for _ in client.stream(channel, None):
+                pass
+    finally:
+        await client.close()
