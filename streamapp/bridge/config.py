@@ -13,6 +13,7 @@ max_watches = 10000                         # directories; beyond: an error, tha
 channel_timeout = 3600                      # seconds a disconnected channel survives in dCache
 emit_existing = false                       # first start: record what exists, do not emit it
 competing_backoff = 300                     # seconds to stay away after COMPETING_CLIENT
+root_retry = 10                             # seconds between looks for a root not (yet) there
 ```
 """
 
@@ -43,6 +44,7 @@ class FrontendConfig:
     channel_timeout_s: int = 3600
     emit_existing: bool = False
     competing_backoff_s: float = 300.0
+    root_retry_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ def parse_bridge_config(obj: Any, *, default_raw_topic: str) -> BridgeConfig:
                 channel_timeout_s=_positive(item, "channel_timeout", 3600, where),
                 emit_existing=bool(item.get("emit_existing", False)),
                 competing_backoff_s=float(_positive(item, "competing_backoff", 300, where)),
+                root_retry_s=float(_positive(item, "root_retry", 10, where)),
             )
         )
     if not frontends:

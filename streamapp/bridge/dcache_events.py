@@ -111,6 +111,10 @@ class FrontendBridge:
         # still be queued after we watched the same directory again (dCache reuses the URL:
         # it names the inode) and must not end the new watch; NEW_SUBSCRIPTION clears them
         self._stale: set[str] = set()
+        # the highest SSE id read, and the one the last overflow resync began at: a queued
+        # IN_Q_OVERFLOW that such a resync already covers needs no listing of its own
+        self._received = -1
+        self._covered = -1
         DCACHE_WATCHES.labels(config.name).set(len(place.watches))
 
     # --- the loop ------------------------------------------------------------------------------
@@ -170,6 +174,7 @@ class FrontendBridge:
             client_id = f"streamapp-{self.config.name}-{socket.gethostname()}"
             self.place.channel = await self.client.create_channel(client_id)
             self.place.last_id = None
+            self._received = self._covered = -1  # SSE ids restart on a new channel
             self.place.watches.clear()
             self.by_subscription.clear()
             await self.client.set_channel_timeout(self.place.channel, self.config.channel_timeout_s)
@@ -210,6 +215,8 @@ class FrontendBridge:
     ) -> None:
         try:
             async for frame in self.client.stream(channel, last_id, on_connect=connected.set):
+                if frame.id is not None and frame.id.isdigit():
+                    self._received = int(frame.id)
                 await frames.put(frame)
         except DCacheError as exc:
             if not connected.is_set():
@@ -224,7 +231,7 @@ class FrontendBridge:
             if frames.empty() and handled:
                 await self._checkpoint()  # quiet: make the place durable now
                 handled = 0
-            item = await frames.get()
+            item = await self._next(frames)
             if item is _END:
                 await self._checkpoint()
                 log.info("%s: stream ended; resuming", self.config.name)
@@ -237,6 +244,21 @@ class FrontendBridge:
             if handled >= CHECKPOINT_EVERY:
                 await self._checkpoint()
                 handled = 0
+
+    async def _next(self, frames: asyncio.Queue[Any]) -> Any:
+        """The next frame; meanwhile, a configured root that is not watched (it did not exist,
+        or was deleted or moved away) is looked for every ``root_retry`` seconds."""
+        while True:
+            missing = [root for root in self.config.roots if root not in self.place.watches]
+            if not missing:
+                return await frames.get()
+            try:
+                return await asyncio.wait_for(frames.get(), self.config.root_retry_s)
+            except TimeoutError:
+                for root in missing:
+                    await self._watch_tree(root, reason="root-appeared", emit=True)
+                    if root in self.place.watches:
+                        log.info("%s: watching root %s again", self.config.name, root)
 
     async def _checkpoint(self) -> None:
         await self.writer.checkpoint(self.place.channel, self.place.last_id, self.place.watches)
@@ -283,6 +305,9 @@ class FrontendBridge:
             return
         first, is_dir = str(mask[0]), "IN_ISDIR" in mask
         if first == "IN_Q_OVERFLOW":
+            if frame.id is not None and frame.id.isdigit() and int(frame.id) <= self._covered:
+                return  # a resync begun after it arrived covered it
+            self._covered = self._received
             log.warning("%s: IN_Q_OVERFLOW: resynchronising by listing", self.config.name)
             DCACHE_GAPS.labels(self.config.name, "IN_Q_OVERFLOW").inc()
             await self._resync("IN_Q_OVERFLOW", emit=True)
@@ -307,7 +332,9 @@ class FrontendBridge:
             await self._directory(first, path)
         elif first in ("IN_CLOSE_WRITE", "IN_MOVED_TO"):
             state = await self.client.stat(path) or FileState(None, None)
-            if path in self._listed and self.place.files.get(path) == state:
+            if path in self._listed and (
+                self.place.files.get(path) == state or state == FileState(None, None)
+            ):
                 self._listed.discard(path)  # the listing already reported this very file
                 return
             self._listed.discard(path)
@@ -316,8 +343,9 @@ class FrontendBridge:
         elif first in ("IN_DELETE", "IN_MOVED_FROM"):
             state = self.place.files.pop(path, None)
             self._listed.discard(path)
-            if state is not None:
-                self.writer.file(path, None)
+            if state is None:
+                return  # a listing reported it gone already, or it was never reported
+            self.writer.file(path, None)
         envelope = inotify_envelope(
             frontend=self.config.url,
             channel=self.place.channel or "",

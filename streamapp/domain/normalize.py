@@ -274,9 +274,10 @@ def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEv
     (``data.move``) so a consumer can pair them. A half without a partner is right on its own
     (moved out of, or into, the watched tree).
 
-    Ids depend on the file's state, not on the channel: a creation is (path, size, mtime) and
-    a deletion (path, the last known mtime), so the same change seen live and again by a
-    resynchronising listing, or replayed after a restart, keeps one id."""
+    Ids: an event from the stream is named by its SSE position (channel, id), which a replay
+    after a restart repeats and no other event shares (a file moved out and back is two
+    creations, with one state); a change found by listing is named by the file's state
+    (path, size, mtime), which a second listing of the same state repeats."""
     kind, path = record.get("kind"), _dcache_path(record.get("path"), "dCache envelope path")
     size = _size(record.get("size"), "dCache envelope size")
     mtime = record.get("mtime")
@@ -314,10 +315,12 @@ def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEv
     if canonical == inotify.CREATED and mtime is not None:
         time = rfc3339_utc(datetime.fromtimestamp(mtime / 1000, UTC))
     identity: dict[str, Any] = {"frontend": frontend, "path": path, "type": canonical}
-    if mtime is None:  # no state to name it by: the SSE position (stable across replays)
-        identity |= {"channel": record.get("channel"), "sse_id": record.get("sse_id")}
-    else:
+    if kind == "inotify" and isinstance(record.get("sse_id"), str):
+        identity |= {"channel": record.get("channel"), "sse_id": record["sse_id"]}
+    elif mtime is not None:
         identity |= {"mtime": mtime, "size": size if canonical == inotify.CREATED else None}
+    else:  # neither: unique, if not stable
+        identity |= {"observed": observed, "reason": record.get("reason")}
     data: ObjectData = {
         "path": path,
         "size": size if canonical == inotify.CREATED else None,

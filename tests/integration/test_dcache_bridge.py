@@ -59,6 +59,7 @@ def config(frontend: DCacheTestServer, topics: TopicNames, tmp_path: Path) -> Br
                 roots=(ROOT_DIR,),
                 max_watches=50,
                 competing_backoff_s=2,
+                root_retry_s=1,
             ),
         ),
     )
@@ -336,7 +337,8 @@ async def test_a_restarted_bridge_continues_from_its_stored_place(
 ) -> None:
     """``streamapp dcache-events`` as a process: stopped (SIGTERM) and later killed (SIGKILL)
     while files arrive, then restarted: it resumes the same channel with Last-Event-ID and
-    every file is reported (after the SIGKILL perhaps twice, then with the same event id)."""
+    every file is reported (exactly once after the clean stop; after the SIGKILL some perhaps
+    twice, none lost)."""
     frontend_config = config.frontends[0]
     toml = tmp_path / "bridge.toml"
     toml.write_text(
@@ -389,10 +391,12 @@ roots = ["{ROOT_DIR}"]
                 await asyncio.to_thread(process.wait, 30)
                 process = start()
         found = await events(bootstrap, config.raw_topic, lambda f: set(created(f)) >= set(third))
-        ids: dict[str, set[str]] = {}
-        for event in found:
-            ids.setdefault(event["subject"], set()).add(event["id"])
-        assert all(len(ids[path]) == 1 for path in third), "a replayed file got a new id"
+        # none lost; repeated at most what came after the last checkpoint before the kill
+        # (replayed from the channel with the same ids, or found again by listing after the
+        # kill let dCache's 64-event buffer overflow)
+        again = created(found)
+        assert all(again[path] >= 1 for path in third)
+        assert sum(again[path] - 1 for path in third) <= 51
         channels = [
             r
             for r in frontend.requests
@@ -477,3 +481,22 @@ async def test_a_silent_stream_ends_quietly_for_a_reconnect(
                 pass
     finally:
         await client.close()
+
+
+async def test_a_root_deleted_and_made_again_is_watched_again(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    frontend.upload(f"{ROOT_DIR}/x.h5", size=1)
+    await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 1, settle=0.2)
+    frontend.delete(f"{ROOT_DIR}/x.h5")
+    frontend.rmdir(ROOT_DIR)
+    await until(lambda: ROOT_DIR not in watched(frontend), "the root watch to end")
+    frontend.mkdir(ROOT_DIR)
+    frontend.upload(f"{ROOT_DIR}/y.h5", size=2)  # before the bridge looks again: listed
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watched again")
+    frontend.upload(f"{ROOT_DIR}/z.h5", size=3)  # after: its own event
+    found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 3)
+    assert created(found) == {f"{ROOT_DIR}/{n}.h5": 1 for n in "xyz"}
+    assert deleted(found) == {f"{ROOT_DIR}/x.h5": 1}

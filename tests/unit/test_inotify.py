@@ -114,26 +114,35 @@ def test_a_move_is_a_delete_and_a_create_paired_by_cookie_in_either_order() -> N
         assert {e["data"]["move"]["role"] for e in events} == {"from", "to"}
 
 
-def test_the_same_change_keeps_its_id_whether_seen_live_replayed_or_listed() -> None:
+def test_a_replayed_event_keeps_its_id_and_distinct_events_never_share_one() -> None:
     state = FileState(42, 1_764_150_000_000)
     first = event(live(["IN_CLOSE_WRITE"], state=state, sse_id="10"))
     replayed = event(live(["IN_CLOSE_WRITE"], state=state, sse_id="10"))
-    listed = event(
-        resync_envelope(
-            frontend=FRONTEND,
-            path="/data/run1/f.h5",
-            change="created",
-            reason="EVENT_LOSS",
-            state=state,
-            observed="2026-11-26T11:00:00Z",
-        )
-    )
-    assert first["id"] == replayed["id"] == listed["id"]
-    rewritten = event(live(["IN_CLOSE_WRITE"], state=FileState(43, state.mtime), sse_id="11"))
-    assert rewritten["id"] != first["id"]
+    assert first["id"] == replayed["id"]
+    # moved out and back: the same path, size and mtime, but a second creation
+    back = event(live(["IN_MOVED_TO"], state=state, sse_id="14"))
+    assert back["id"] != first["id"]
     deletion = event(live(["IN_DELETE"], state=state, sse_id="12"))
     assert deletion["id"] != first["id"]
     assert deletion["data"]["size"] is None
+
+
+def test_a_change_found_by_listing_is_named_by_the_files_state() -> None:
+    def listed(state: FileState, observed: str) -> dict[str, Any]:
+        return event(
+            resync_envelope(
+                frontend=FRONTEND,
+                path="/data/run1/f.h5",
+                change="created",
+                reason="EVENT_LOSS",
+                state=state,
+                observed=observed,
+            )
+        )
+
+    state = FileState(42, 1_764_150_000_000)
+    assert listed(state, OBSERVED)["id"] == listed(state, "2026-11-26T11:00:00Z")["id"]
+    assert listed(state, OBSERVED)["id"] != listed(FileState(43, state.mtime), OBSERVED)["id"]
 
 
 def test_without_a_known_state_the_sse_position_names_the_event() -> None:
