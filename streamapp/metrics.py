@@ -95,6 +95,6 @@ DCACHE_WATCHES = Gauge(
 DCACHE_PROBLEMS = Counter(
     "streamapp_dcache_problems",
     "Conditions an operator must look at, by frontend and problem (competing_client, "
-    "watch_limit, auth, unreachable).",
+    "watch_limit, auth, unreachable, refused).",
     ["frontend", "problem"],
 )

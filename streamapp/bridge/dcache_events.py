@@ -47,7 +47,9 @@ from streamapp.clients.dcache import (
     DCacheClient,
     DCacheError,
     DCacheUnreachableError,
+    ForbiddenError,
     NotFoundError,
+    RequestRefusedError,
     SseFrame,
     TokenFile,
 )
@@ -115,6 +117,8 @@ class FrontendBridge:
         # IN_Q_OVERFLOW that such a resync already covers needs no listing of its own
         self._received = -1
         self._covered = -1
+        self._baseline = False  # the trees were listed once in this process
+        self._unknown_warned = False
         DCACHE_WATCHES.labels(config.name).set(len(place.watches))
 
     # --- the loop ------------------------------------------------------------------------------
@@ -148,6 +152,11 @@ class FrontendBridge:
                     DCACHE_PROBLEMS.labels(self.config.name, "unreachable").inc()
                     failures += 1
                     log.warning("%s: %s; retrying", self.config.name, exc)
+                    await asyncio.sleep(self._backoff(failures))
+                except DCacheError as exc:  # refused for another reason: say so, keep trying
+                    DCACHE_PROBLEMS.labels(self.config.name, "refused").inc()
+                    failures += 1
+                    log.error("%s: %s; retrying", self.config.name, exc)
                     await asyncio.sleep(self._backoff(failures))
         finally:
             with contextlib.suppress(Exception):  # stopping: keep the place if we can
@@ -191,7 +200,9 @@ class FrontendBridge:
                 # no event seen yet on this channel: dCache replays nothing without a
                 # Last-Event-ID, so what happened while we were away is found by listing
                 DCACHE_GAPS.labels(self.config.name, "no-resume-point").inc()
-                await self._resync("no-resume-point", emit=True)
+                emit = self.place.started_before or self._baseline or self.config.emit_existing
+                await self._resync("no-resume-point", emit=emit)
+                self._baseline = True
             if fresh:
                 reason = self._resync_reason
                 if reason is not None:
@@ -199,6 +210,7 @@ class FrontendBridge:
                 emit = reason is not None or self.place.started_before or self.config.emit_existing
                 await self._resync(reason or "start", emit=emit)
                 self._resync_reason = None
+                self._baseline = True
                 await self._checkpoint()
             await self._consume(frames)
         finally:
@@ -315,7 +327,11 @@ class FrontendBridge:
         subscription = str(data.get("subscription"))
         watched = self.by_subscription.get(subscription)
         if watched is None:
-            log.debug("%s: event of an unknown watch %s", self.config.name, subscription)
+            # normal for a watch just dropped; if it never stops, the frontend names
+            # subscriptions differently from the Location it answered (a proxy?)
+            log_at = logging.DEBUG if self._unknown_warned else logging.WARNING
+            self._unknown_warned = True
+            log.log(log_at, "%s: event of an unknown watch %s", self.config.name, subscription)
             return
         name = event.get("name") if isinstance(event.get("name"), str) else None
         try:
@@ -393,6 +409,8 @@ class FrontendBridge:
         channel = self.place.channel
         assert channel is not None
         listed: dict[str, FileState] = {}
+        present: set[str] = set()  # directories that exist (listed, or not ours to list)
+        unlisted: list[str] = []  # ... of which these could not be listed: nothing known there
         pending = [root]
         while pending:
             directory = pending.pop()
@@ -404,14 +422,34 @@ class FrontendBridge:
             except WatchLimitError as exc:
                 DCACHE_PROBLEMS.labels(self.config.name, "watch_limit").inc()
                 log.error("%s: %s", self.config.name, exc)
+                present.add(directory)
+                unlisted.append(directory)
                 continue
+            except (ForbiddenError, RequestRefusedError) as exc:
+                DCACHE_PROBLEMS.labels(self.config.name, "refused").inc()
+                log.error("%s: %s not watched: %s", self.config.name, directory, exc)
+                present.add(directory)
+                unlisted.append(directory)
+                continue
+            present.add(directory)
             for name, (kind, state) in sorted(listing.items()):
                 path = child_path(directory, name)
                 if kind == "DIR":
                     pending.append(path)
                 elif kind == "REGULAR":
                     listed[path] = state
-        known = {p: s for p, s in self.place.files.items() if is_under(p, root)}
+        # watches of directories that no longer exist (left over from before a gap)
+        for path in [p for p in self.place.watches if is_under(p, root) and p not in present]:
+            if not any(is_under(path, d) for d in unlisted):
+                subscription = self.place.watches.pop(path)
+                if self.by_subscription.get(subscription) == path:
+                    del self.by_subscription[subscription]
+                    await self._unsubscribe(subscription)
+        known = {
+            p: s
+            for p, s in self.place.files.items()
+            if is_under(p, root) and not any(is_under(p, d) for d in unlisted)
+        }
         diff = diff_tree(known, listed, root)
         now = _now()
         for path, state in diff.deleted:

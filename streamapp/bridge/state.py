@@ -28,6 +28,7 @@ from streamapp.domain.inotify import FileState
 
 log = logging.getLogger(__name__)
 _SEP = "\x00"
+_GONE = object()
 
 
 @dataclass(slots=True)
@@ -121,10 +122,12 @@ class PlaceWriter:
     async def checkpoint(
         self, channel: str | None, last_id: str | None, watches: Mapping[str, str]
     ) -> None:
-        pending, self._pending = self._pending, []
+        # kept until acknowledged: a checkpoint cancelled midway leaves them for the next one
+        pending = list(self._pending)
         for future in pending:
             await future  # raises if the broker refused an envelope: no checkpoint past it
-        files, self._files = self._files, {}
+        del self._pending[: len(pending)]
+        files = dict(self._files)
         writes = []
         for path, state in files.items():
             key = _SEP.join((self._frontend, "file", path)).encode()
@@ -135,3 +138,6 @@ class PlaceWriter:
         writes.append(await self._producer.send(self._topic, value, key=key))
         for future in writes:
             await future
+        for path, state in files.items():
+            if self._files.get(path, _GONE) is state:  # not changed again meanwhile
+                del self._files[path]

@@ -37,6 +37,10 @@ class DCacheAuthError(DCacheError):
     """401/403: the token is missing, expired or lacks the right."""
 
 
+class ForbiddenError(DCacheAuthError):
+    """403: the token is valid but may not do this (e.g. read one directory)."""
+
+
 class ChannelGoneError(DCacheError):
     """The channel no longer exists (frontend restarted, channel timed out or deleted)."""
 
@@ -274,8 +278,10 @@ def _raise_for(status: int, what: str, detail: str = "") -> None:
         return
     if detail:
         what = f"{what} ({detail[:200]})"
-    if status in (401, 403):
-        raise DCacheAuthError(f"{what}: HTTP {status}")
+    if status == 403:
+        raise ForbiddenError(f"{what}: HTTP 403")
+    if status == 401:
+        raise DCacheAuthError(f"{what}: HTTP 401")
     if status == 404:
         if "/events/channels" in what:
             raise ChannelGoneError(f"{what}: HTTP 404")
