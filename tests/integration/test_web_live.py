@@ -540,6 +540,7 @@ async def test_a_client_that_reads_nothing_cannot_fill_the_workers_memory(
         peak = max(peak, rss_bytes(web_worker.process.pid))
         await asyncio.sleep(0.2)
     backlog_bytes = sum(len(v) for v in backlog)
+    print(f"worker RSS grew {(peak - baseline) / 1e6:.1f} MB; backlog {backlog_bytes / 1e6:.0f} MB")
     assert peak - baseline < backlog_bytes / 4, (peak - baseline, backlog_bytes)
     assert "SSE client of alpha took nothing for 4 s: dropped" in web_worker.log_path.read_text()
     # the worker reset the connection, discarding what the kernel still held for the client
