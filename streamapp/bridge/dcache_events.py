@@ -441,10 +441,7 @@ class FrontendBridge:
         # watches of directories that no longer exist (left over from before a gap)
         for path in [p for p in self.place.watches if is_under(p, root) and p not in present]:
             if not any(is_under(path, d) for d in unlisted):
-                subscription = self.place.watches.pop(path)
-                if self.by_subscription.get(subscription) == path:
-                    del self.by_subscription[subscription]
-                    await self._unsubscribe(subscription)
+                await self._drop_watch(path)
         known = {
             p: s
             for p, s in self.place.files.items()
@@ -453,38 +450,9 @@ class FrontendBridge:
         diff = diff_tree(known, listed, root)
         now = _now()
         for path, state in diff.deleted:
-            if emit:
-                await self._append(
-                    path,
-                    resync_envelope(
-                        frontend=self.config.url,
-                        path=path,
-                        change="deleted",
-                        reason=reason,
-                        state=state,
-                        observed=now,
-                    ),
-                )
-                DCACHE_RESYNC_CHANGES.labels(self.config.name, "deleted").inc()
-            self.place.files.pop(path, None)
-            self.writer.file(path, None)
+            await self._listed_change(path, "deleted", reason, state, now, emit=emit)
         for path, state in diff.created:
-            if emit:
-                await self._append(
-                    path,
-                    resync_envelope(
-                        frontend=self.config.url,
-                        path=path,
-                        change="created",
-                        reason=reason,
-                        state=state,
-                        observed=now,
-                    ),
-                )
-                DCACHE_RESYNC_CHANGES.labels(self.config.name, "created").inc()
-                self._listed.add(path)
-            self.place.files[path] = state
-            self.writer.file(path, state)
+            await self._listed_change(path, "created", reason, state, now, emit=emit)
         DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
 
     async def _watch(self, channel: str, directory: str) -> None:
@@ -506,28 +474,43 @@ class FrontendBridge:
     async def _drop_tree(self, root: str, *, reason: str) -> None:
         """``root`` left the watched tree: forget its watches, report its files deleted."""
         for path in [p for p in self.place.watches if is_under(p, root)]:
-            subscription = self.place.watches.pop(path)
-            if self.by_subscription.get(subscription) == path:
-                del self.by_subscription[subscription]
-                await self._unsubscribe(subscription)
+            await self._drop_watch(path)
         now = _now()
         for path, state in sorted((p, s) for p, s in self.place.files.items() if is_under(p, root)):
-            await self._append(
-                path,
-                resync_envelope(
-                    frontend=self.config.url,
-                    path=path,
-                    change="deleted",
-                    reason=reason,
-                    state=state,
-                    observed=now,
-                ),
+            await self._listed_change(path, "deleted", reason, state, now, emit=True)
+        DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
+
+    async def _listed_change(
+        self, path: str, change: str, reason: str, state: FileState, now: str, *, emit: bool
+    ) -> None:
+        """A change found without an event (listing, moved directory): report it (unless only
+        recording) and bring the known files in step."""
+        if emit:
+            envelope = resync_envelope(
+                frontend=self.config.url,
+                path=path,
+                change=change,
+                reason=reason,
+                state=state,
+                observed=now,
             )
-            DCACHE_RESYNC_CHANGES.labels(self.config.name, "deleted").inc()
-            del self.place.files[path]
+            await self._append(path, envelope)
+            DCACHE_RESYNC_CHANGES.labels(self.config.name, change).inc()
+        if change == "created":
+            if emit:
+                self._listed.add(path)
+            self.place.files[path] = state
+            self.writer.file(path, state)
+        else:
+            self.place.files.pop(path, None)
             self._listed.discard(path)
             self.writer.file(path, None)
-        DCACHE_WATCHES.labels(self.config.name).set(len(self.place.watches))
+
+    async def _drop_watch(self, path: str) -> None:
+        subscription = self.place.watches.pop(path)
+        if self.by_subscription.get(subscription) == path:
+            del self.by_subscription[subscription]
+            await self._unsubscribe(subscription)
 
     async def _unsubscribe(self, subscription: str) -> None:
         self._stale.add(subscription)
