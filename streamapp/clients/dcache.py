@@ -146,9 +146,11 @@ class DCacheClient:
         return location
 
     async def channel_exists(self, channel: str) -> bool:
+        """Whether ``channel`` is there and ours (403: another user's, e.g. after the token
+        was replaced by one of another identity: a new channel is needed)."""
         try:
             await self._call("GET", channel)
-        except ChannelGoneError:
+        except (ChannelGoneError, ForbiddenError):
             return False
         return True
 
