@@ -109,11 +109,7 @@ async def streamapp(server: DCacheTestServer, topic: str, files: int, work: Path
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run_bridges(config, BOOTSTRAP, stop))
-    while not any(  # noqa: ASYNC110 - the test server has no event for this
-        s.target.path == DIRECTORY
-        for c in server.channels.values()
-        for s in c.subscriptions.values()
-    ):
+    while DIRECTORY not in server.watched_paths():  # noqa: ASYNC110 - no event for it
         await asyncio.sleep(0.05)
     elapsed = await burst(server, "app", files, topic, b"IN_CLOSE_WRITE")
     stop.set()

@@ -89,11 +89,7 @@ async def main(raw_topic: str, state: Path) -> int:
 
 async def _until_watched(server: DCacheTestServer, path: str) -> None:
     for _ in range(600):
-        if any(
-            sub.target.path == path
-            for channel in server.channels.values()
-            for sub in channel.subscriptions.values()
-        ):
+        if path in server.watched_paths():
             return
         await asyncio.sleep(0.1)
     raise SystemExit("the bridge never watched " + path)

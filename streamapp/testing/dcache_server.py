@@ -381,6 +381,14 @@ class DCacheTestServer:
         else:
             self._tokens = dict.fromkeys(tokens, "user")
 
+    def watched_paths(self) -> set[str]:
+        """The current paths of every entry some channel's subscription watches."""
+        return {
+            subscription.target.path
+            for channel in self.channels.values()
+            for subscription in channel.subscriptions.values()
+        }
+
     def channel(self, ref: str) -> Channel:
         """A live channel by id or URL (KeyError if there is none)."""
         return self.channels[ref.rstrip("/").rsplit("/", 1)[-1]]

@@ -100,11 +100,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -
 
 
 def watched(server: DCacheTestServer) -> set[str]:
-    return {
-        sub.target.path
-        for channel in server.channels.values()
-        for sub in channel.subscriptions.values()
-    }
+    return server.watched_paths()
 
 
 async def events(

@@ -50,11 +50,7 @@ QUIET_S = 1.5  # nothing more for this long after the expected events: a late du
 
 
 def watched(server: DCacheTestServer) -> set[str]:
-    return {
-        sub.target.path
-        for channel in server.channels.values()
-        for sub in channel.subscriptions.values()
-    }
+    return server.watched_paths()
 
 
 def listings(server: DCacheTestServer, path: str) -> int:
