@@ -17,6 +17,7 @@ from streamapp.domain.updates import (
     KeyRing,
     Update,
     UpdateRefusedError,
+    check_dataset_areas,
     check_newer,
     verify_update,
 )
@@ -47,10 +48,12 @@ def decide(message: bytes, topic: str) -> Update:
     check_newer(update, TABLES[update.kind].get(update.name))
     if update.kind == "dataset" and update.op == "upsert":
         assert update.spec is not None
-        conflicts = policy_index.conflicts(parse_dataset(update.spec))
+        dataset = parse_dataset(update.spec)
+        conflicts = policy_index.conflicts(dataset)
         if conflicts:
             prefix, other = conflicts[0]
             raise UpdateRefusedError(f"prefix {prefix} is already owned by dataset {other}")
+        check_dataset_areas(dataset, policy_index.datasets.values())
     return update
 
 

@@ -1,8 +1,18 @@
-"""Timestamps with a zone: parsed once, written in UTC."""
+"""Timestamps with a zone: parsed once, written in UTC.
+
+Every instant stays within RFC 3339's years 0001-9999 in UTC (Python's ``datetime`` range): one
+outside is a ``ValueError`` with the reason, never an ``OverflowError`` from deep inside.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND: Final = timedelta(milliseconds=1)
+EARLIEST_EPOCH_MILLISECONDS: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MILLISECOND
+LATEST_EPOCH_MILLISECONDS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MILLISECOND
 
 
 def parse_aware(value: str) -> datetime:
@@ -13,7 +23,17 @@ def parse_aware(value: str) -> datetime:
         raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
     if moment.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is year 0 in UTC
+        raise ValueError(f"{value!r} is outside years 0001-9999 in UTC") from None
+
+
+def from_epoch_milliseconds(milliseconds: int) -> datetime:
+    """Milliseconds since 1970 in UTC; ``ValueError`` outside years 0001-9999."""
+    if not EARLIEST_EPOCH_MILLISECONDS <= milliseconds <= LATEST_EPOCH_MILLISECONDS:
+        raise ValueError(f"{milliseconds} ms since 1970 is outside years 0001-9999")
+    return _EPOCH + timedelta(milliseconds=milliseconds)
 
 
 def rfc3339_utc(moment: datetime, *, always_milliseconds: bool = False) -> str:

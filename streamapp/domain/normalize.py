@@ -10,6 +10,12 @@ Recognized inputs (facts: shared/docs/formats.md §1 and §3):
 - S3 event notifications from AWS S3, Ceph RGW and MinIO (``{"Records": [...]}``), including
   MinIO's Kafka value wrapper ``{"EventName", "Key", "Records"}``, and the S3 test event;
 - dCache storage events (inotify) in the bridge's envelope (``streamapp.domain.inotify``).
+
+Bounds, each refused with its reason: a record at most ``max_bytes`` long and nested at most
+``MAX_NESTING_DEPTH`` levels (ids re-serialize the record; orjson cannot write 255 levels);
+sizes at most ``MAX_SIZE_DIGITS`` digits and below 2**63 (int64, what Kafka, Java and every
+consumer hold); times within years 0001-9999 (RFC 3339); paths as ``domain.paths`` bounds them.
+Anything else that goes wrong becomes a rejection too ("internal error ...").
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
@@ -32,10 +37,20 @@ from streamapp.domain.events import (
     ObjectData,
     StorageKind,
 )
-from streamapp.domain.instants import parse_aware, rfc3339_utc
-from streamapp.domain.paths import PathError, normalize_absolute_path, s3_object_path
+from streamapp.domain.instants import from_epoch_milliseconds, parse_aware, rfc3339_utc
+from streamapp.domain.paths import (
+    PathError,
+    check_object_path,
+    normalize_absolute_path,
+    s3_object_path,
+    shown,
+)
 
 DEFAULT_MAX_RECORD_BYTES: Final = 1_048_576
+MAX_NESTING_DEPTH: Final = 64
+MAX_SIZE_DIGITS: Final = 19  # every size below 2**63 has at most 19 digits
+MAX_SIZE: Final = 2**63 - 1
+MAX_REASON_CHARS: Final = 1000  # reasons travel in a Kafka header
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +82,30 @@ class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
 def normalize(
     raw: bytes, source: str, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES
 ) -> list[Outcome]:
-    """Normalize one raw record published by a storage system identified by ``source``."""
+    """Normalize one raw record published by a storage system identified by ``source``.
+
+    Never raises: whatever goes wrong with a record is that record's rejection."""
+    try:
+        return _normalize(raw, source, max_bytes)
+    except Exception as exc:  # noqa: BLE001 - a bug costs one record a dead letter, not ingest
+        return [_internal_error(exc)]
+
+
+def _internal_error(exc: Exception) -> Rejected:
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - even a broken __str__ must not escape
+        message = "<message unavailable>"
+    return _rejected(f"internal error normalizing record: {type(exc).__name__}: {message[:300]}")
+
+
+def _rejected(reason: str) -> Rejected:
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
+    return Rejected(reason)
+
+
+def _normalize(raw: bytes, source: str, max_bytes: int) -> list[Outcome]:
     try:
         record = _parse_object(raw, max_bytes)
         if "msgType" in record:
@@ -79,7 +117,7 @@ def normalize(
         if record.get("Event") == "s3:TestEvent":
             return [Skipped("S3 test event (sent when notifications are configured)")]
     except _MalformedError as exc:
-        return [Rejected(str(exc))]
+        return [_rejected(str(exc))]
     return [
         Rejected(
             "unrecognized record: neither a dCache billing record (msgType) "
@@ -94,7 +132,9 @@ def _outcome(build: Any) -> Outcome:
     except _Skip as exc:
         return Skipped(str(exc))
     except _MalformedError as exc:
-        return Rejected(str(exc))
+        return _rejected(str(exc))
+    except Exception as exc:  # noqa: BLE001 - one S3 record's bug must not cost its siblings
+        return _internal_error(exc)
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -115,7 +155,21 @@ def _parse_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise _MalformedError(f"record is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise _MalformedError(f"record is a JSON {type(value).__name__}, not an object")
+    if _nesting_depth_exceeds(value, MAX_NESTING_DEPTH):
+        raise _MalformedError(f"record is nested deeper than {MAX_NESTING_DEPTH} levels")
     return value
+
+
+def _nesting_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` deep (the record itself is level 1)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:  # iterative: a deep record must not exhaust Python's stack either
+        container, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = container.values() if isinstance(container, dict) else container
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def event_id(record: Mapping[str, Any]) -> str:
@@ -127,6 +181,8 @@ def event_id(record: Mapping[str, Any]) -> str:
 def _rfc3339(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise _MalformedError(f"{field} is missing or not a string")
+    if len(value) > 64:  # the longest ISO-8601 form Python reads is 38 characters
+        raise _MalformedError(f"{field} {shown(value, 40)} is not an ISO-8601 timestamp")
     try:
         return rfc3339_utc(parse_aware(value))
     except ValueError as exc:
@@ -141,12 +197,18 @@ def _size(value: Any, field: str) -> int | None:
         raise _MalformedError(f"{field} is a boolean, not a size")
     if isinstance(value, int):
         size = value
-    elif isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        size = int(value.strip())
+    elif isinstance(value, str) and (digits := value.strip()).isdigit() and digits.isascii():
+        if len(digits.lstrip("0")) > MAX_SIZE_DIGITS:
+            raise _MalformedError(
+                f"{field} has {len(digits)} digits: over the int64 size limit (2**63 - 1)"
+            )
+        size = int(digits)
     else:
-        raise _MalformedError(f"{field} {value!r} is not an integer number of bytes")
+        raise _MalformedError(f"{field} {shown(value)} is not an integer number of bytes")
     if size < 0:
-        raise _MalformedError(f"{field} {value!r} is negative")
+        raise _MalformedError(f"{field} {shown(value)} is negative")
+    if size > MAX_SIZE:
+        raise _MalformedError(f"{field} {shown(value)} is over the int64 size limit (2**63 - 1)")
     return size
 
 
@@ -183,19 +245,21 @@ def _dcache_billing(record: Mapping[str, Any], source: str) -> CanonicalEvent:
     if msg_type in _DCACHE_NOT_STATE:
         raise _Skip(_DCACHE_NOT_STATE[msg_type])
     if msg_type not in _DCACHE_HANDLED:
-        raise _MalformedError(f"unknown dCache msgType {msg_type!r}")
+        raise _MalformedError(f"unknown dCache msgType {shown(msg_type)}")
 
     code, message = _dcache_status(record)
     direction: str | None = None
     if msg_type == "transfer":
         p2p = record.get("isP2p", False)
         if not isinstance(p2p, bool):
-            raise _MalformedError(f"dCache isP2p {p2p!r} is not a boolean")
+            raise _MalformedError(f"dCache isP2p {shown(p2p)} is not a boolean")
         if p2p:
             raise _Skip("dCache pool-to-pool transfer (internal replication)")
         direction = record.get("isWrite")
         if direction not in ("write", "read"):
-            raise _MalformedError(f"dCache isWrite {direction!r} is neither 'write' nor 'read'")
+            raise _MalformedError(
+                f"dCache isWrite {shown(direction)} is neither 'write' nor 'read'"
+            )
         if code != 0:
             kind = EventType.TRANSFER_FAILED
         else:
@@ -246,7 +310,7 @@ def _dcache_status(record: Mapping[str, Any]) -> tuple[int, str]:
         raise _MalformedError("dCache status is missing or not an object")
     code = status.get("code")
     if isinstance(code, bool) or not isinstance(code, int):
-        raise _MalformedError(f"dCache status.code {code!r} is not an integer")
+        raise _MalformedError(f"dCache status.code {shown(code)} is not an integer")
     message = status.get("msg")
     return code, message if isinstance(message, str) else ""
 
@@ -256,9 +320,11 @@ def _dcache_path(value: Any, field: str = "dCache billingPath") -> str:
         raise _MalformedError(f"{field} is missing or not a string")
     if value.startswith("parent:"):
         # Namespace-side removals may name the parent directory's pnfsid instead of a path.
-        raise _MalformedError(f"{field} {value!r} is a parent reference, not a namespace path")
+        raise _MalformedError(f"{field} {shown(value)} is a parent reference, not a namespace path")
     try:
-        return normalize_absolute_path(value)
+        # A dCache path is a namespace path: '.', '..' and '//' are resolved within '/', and
+        # the result must still name an object ('/data/..' is '/', which names none).
+        return check_object_path(normalize_absolute_path(value))
     except PathError as exc:
         raise _MalformedError(f"{field}: {exc}") from None
 
@@ -282,7 +348,11 @@ def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEv
     size = _size(record.get("size"), "dCache envelope size")
     mtime = record.get("mtime")
     if mtime is not None and (isinstance(mtime, bool) or not isinstance(mtime, int)):
-        raise _MalformedError(f"dCache envelope mtime {mtime!r} is not milliseconds")
+        raise _MalformedError(f"dCache envelope mtime {shown(mtime)} is not milliseconds")
+    try:
+        modified = None if mtime is None else from_epoch_milliseconds(mtime)
+    except ValueError as exc:
+        raise _MalformedError(f"dCache envelope mtime: {exc}") from None
     frontend = record.get("frontend")
     if not isinstance(frontend, str) or not frontend:
         raise _MalformedError("dCache envelope frontend is missing")
@@ -294,7 +364,7 @@ def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEv
         if "IN_ISDIR" in mask:
             raise _Skip(f"dCache {mask[0]} of a directory (files are reported one by one)")
         if mask[0] not in inotify.FILE_EVENTS:
-            raise _MalformedError(f"unknown inotify event {mask[0]!r}")
+            raise _MalformedError(f"unknown inotify event {shown(mask[0])}")
         canonical = inotify.FILE_EVENTS[mask[0]]
         if canonical is None:
             raise _Skip(f"dCache {mask[0]} changes no object's state")
@@ -305,15 +375,18 @@ def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEv
     elif kind == "resync":
         change = record.get("change")
         if change not in ("created", "deleted"):
-            raise _MalformedError(f"dCache resync change {change!r} is not created/deleted")
+            raise _MalformedError(f"dCache resync change {shown(change)} is not created/deleted")
+        reason = record.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
+            raise _MalformedError(f"dCache resync reason {shown(reason)} is not a short string")
         canonical = inotify.CREATED if change == "created" else inotify.DELETED
-        operation = f"resync:{record.get('reason') or 'listing'}"
+        operation = f"resync:{reason or 'listing'}"
     else:
-        raise _MalformedError(f"dCache envelope kind {kind!r} is neither inotify nor resync")
+        raise _MalformedError(f"dCache envelope kind {shown(kind)} is neither inotify nor resync")
     observed = _rfc3339(record.get("observed"), "dCache envelope observed")
     time = observed
-    if canonical == inotify.CREATED and mtime is not None:
-        time = rfc3339_utc(datetime.fromtimestamp(mtime / 1000, UTC))
+    if canonical == inotify.CREATED and modified is not None:
+        time = rfc3339_utc(modified)
     identity: dict[str, Any] = {"frontend": frontend, "path": path, "type": canonical}
     if kind == "inotify" and isinstance(record.get("sse_id"), str):
         identity |= {"channel": record.get("channel"), "sse_id": record["sse_id"]}
@@ -399,7 +472,7 @@ def _s3_event_type(event_name: str) -> EventType:
         raise _Skip(f"S3 {name}: access without reading the data")
     if family in _S3_NOT_STATE_FAMILIES or family == "LifecycleExpiration":
         raise _Skip(f"S3 {name}: not an object-state change")
-    raise _MalformedError(f"unrecognized S3 eventName {event_name!r}")
+    raise _MalformedError(f"unrecognized S3 eventName {shown(event_name)}")
 
 
 def _s3_record(record: Any, source: str) -> CanonicalEvent:
@@ -425,7 +498,7 @@ def _s3_record(record: Any, source: str) -> CanonicalEvent:
         key = unquote_plus(obj["key"], encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise _MalformedError(
-            f"S3 object key {obj['key']!r} is not UTF-8 once URL-decoded"
+            f"S3 object key {shown(obj['key'])} is not UTF-8 once URL-decoded"
         ) from None
     try:
         path = s3_object_path(bucket_name, key)

@@ -94,6 +94,7 @@ class Dataset:
     prefixes: tuple[str, ...]
     output: str | None = None
     shared_with: tuple[str, ...] = ()
+    write_shared_with: tuple[str, ...] = ()  # of shared_with: may also write into output
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +104,7 @@ class Dataset:
             "prefixes": list(self.prefixes),
             "output": self.output,
             "shared_with": list(self.shared_with),
+            "write_shared_with": list(self.write_shared_with),
         }
 
     @property
@@ -110,8 +112,20 @@ class Dataset:
         """The owner first, then the tenants it shares the dataset with."""
         return tuple(dict.fromkeys((self.owner, *self.shared_with)))
 
+    def may_write(self, tenant: str) -> bool:
+        """Write tokens go to the owner, and to a shared tenant only by a write share."""
+        return tenant == self.owner or tenant in self.write_shared_with
 
-_DATASET_FIELDS = {"id", "owner", "source", "prefixes", "output", "shared_with"}
+
+_DATASET_FIELDS = {
+    "id",
+    "owner",
+    "source",
+    "prefixes",
+    "output",
+    "shared_with",
+    "write_shared_with",
+}
 
 
 def parse_dataset(obj: Any) -> Dataset:
@@ -129,13 +143,22 @@ def parse_dataset(obj: Any) -> Dataset:
     )
     output = obj.get("output")
     owner = _name(obj.get("owner"), "owner")
+    shared = tuple(t for t in _names(obj.get("shared_with"), "shared_with") if t != owner)
+    write_shared = _names(obj.get("write_shared_with"), "write_shared_with")
+    for i, tenant in enumerate(write_shared):
+        if tenant != owner and tenant not in shared:
+            raise PolicyError(f"write_shared_with[{i}]", f"{tenant!r} is not in shared_with")
+    write_shared = tuple(t for t in write_shared if t != owner)
+    if write_shared and output is None:
+        raise PolicyError("write_shared_with", "needs an output area to write into")
     return Dataset(
         id=_name(obj.get("id"), "id"),
         owner=owner,
         source=source,
         prefixes=normal,
         output=None if output is None else _path(output, "output"),
-        shared_with=tuple(t for t in _names(obj.get("shared_with"), "shared_with") if t != owner),
+        shared_with=shared,
+        write_shared_with=write_shared,
     )
 
 

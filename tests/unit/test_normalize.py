@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from streamapp.domain import normalize as normalizing
 from streamapp.domain.normalize import Normalized, Outcome, Rejected, Skipped, normalize
 from streamapp.records.events import StorageEvent
 from tests.factories import (
@@ -19,6 +20,13 @@ from tests.factories import (
 )
 
 SOURCE = "dcache://dcache.example.org"
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for level in range(depth):
+        value = [value] if level % 2 else {"down": value}
+    return value
 
 
 def only(outcomes: list[Outcome]) -> Outcome:
@@ -187,6 +195,28 @@ DCACHE_REJECTED = [
     pytest.param(dcache_transfer(billingPath="/data/a/../../../x"), "escapes", id="deep-traversal"),
     pytest.param(dcache_transfer(billingPath="data/relative"), "not absolute", id="relative"),
     pytest.param(dcache_transfer(billingPath="/data/a\u0000b"), "NUL", id="nul-byte"),
+    pytest.param(dcache_transfer(billingPath="/data/.."), "root '/'", id="resolves-to-root"),
+    pytest.param(dcache_transfer(billingPath="//./"), "root '/'", id="root-itself"),
+    pytest.param(dcache_transfer(billingPath="/data/a\tb"), "U+0009", id="control-character"),
+    pytest.param(
+        dcache_transfer(billingPath="/data/" + "x" * 70_000), "4096-byte limit", id="70kB-name"
+    ),
+    pytest.param(
+        dcache_transfer(billingPath="/data/" + "é" * 128), "255-byte limit", id="256-byte-name"
+    ),
+    pytest.param(dcache_transfer(billingPath="/d" * 257), "257 segments", id="too-many-segments"),
+    pytest.param(
+        dcache_transfer(billingPath="/data" + "/abcdefghijklmnop" * 4300),
+        "4096-byte limit",
+        id="70kB-path",
+    ),
+    pytest.param(dcache_transfer(fileSize="9" * 5000), "int64", id="size-5000-digits"),
+    pytest.param(dcache_transfer(fileSize=2**64 - 1), "int64", id="size-uint64"),
+    pytest.param(
+        dcache_transfer(date="0001-01-01T00:00:00+01:00"), "0001-9999", id="date-before-year-1"
+    ),
+    pytest.param(dcache_transfer(date="2026-05-04T10:18:30+" + "1" * 500), "ISO", id="long-date"),
+    pytest.param(dcache_transfer(pad=nested(300)), "nested deeper than 64", id="nested-300-deep"),
     pytest.param(dcache_transfer(billingPath=None), "billingPath", id="no-billingPath"),
     pytest.param(dcache_transfer(isWrite=True), "isWrite", id="isWrite-not-a-string"),
     pytest.param(dcache_transfer(isP2p="false"), "isP2p", id="isP2p-not-bool"),
@@ -297,11 +327,11 @@ S3_EVENTS = [
         id="url-encoded-key",
     ),
     pytest.param(
-        s3_notification(s3_record(key="raw/tmp/../final.h5")),
+        s3_notification(s3_record(key="raw/..hidden/final..h5")),
         "storage.object.created",
-        "/beamtime-11012345/raw/final.h5",
+        "/beamtime-11012345/raw/..hidden/final..h5",
         2048,
-        id="dotdot-inside-bucket",
+        id="dots-inside-a-segment-are-literal",
     ),
 ]
 
@@ -318,14 +348,15 @@ def test_s3_notifications_become_events(
     assert event["data"]["storage"] == "s3"
 
 
-def test_s3_data_keeps_the_real_key_while_subject_is_normalized() -> None:
-    event = event_of(s3_notification(s3_record(key="raw/tmp/../final+1.h5")))
-    assert event["subject"] == "/beamtime-11012345/raw/final 1.h5"
-    # the key is what an S3 client needs to fetch the object: decoded, not resolved
+def test_s3_subject_is_exactly_bucket_and_decoded_key() -> None:
+    event = event_of(s3_notification(s3_record(key="raw/tmp/final+1%2B.h5")))
+    assert event["subject"] == "/beamtime-11012345/raw/tmp/final 1+.h5"
+    # the key is what an S3 client needs to fetch the object: decoded, never resolved
     assert (event["data"]["bucket"], event["data"]["key"]) == (
         "beamtime-11012345",
-        "raw/tmp/../final 1.h5",
+        "raw/tmp/final 1+.h5",
     )
+    assert event["subject"] == f"/{event['data']['bucket']}/{event['data']['key']}"
 
 
 S3_SKIPPED = [
@@ -355,15 +386,43 @@ def test_s3_events_that_change_no_object_are_skipped(notification: dict[str, Any
 
 
 S3_REJECTED = [
+    # keys are literal: one that would not read back as itself from /<bucket>/<key> is refused
     pytest.param(
-        s3_notification(s3_record(key="../other-bucket/x")), "escapes", id="key-escapes-bucket"
+        s3_notification(s3_record(key="../other-bucket/x")), "'..' segment", id="key-escapes-bucket"
+    ),
+    pytest.param(s3_notification(s3_record(key="b/../a/x.h5")), "'..' segment", id="dotdot"),
+    pytest.param(
+        s3_notification(s3_record(key="b/%2E%2E/a/x.h5")), "'..' segment", id="encoded-dotdot"
     ),
     pytest.param(
-        s3_notification(s3_record(key="a/%2E%2E/%2E%2E/x")), "escapes", id="encoded-traversal"
+        s3_notification(s3_record(key="a/%2E%2E/%2E%2E/x")), "'..' segment", id="encoded-traversal"
     ),
+    pytest.param(s3_notification(s3_record(key="a/./x")), "'.' segment", id="dot-segment"),
+    pytest.param(s3_notification(s3_record(key="/a/x")), "starts with '/'", id="leading-slash"),
+    pytest.param(s3_notification(s3_record(key="%2Fa/x")), "starts with '/'", id="encoded-slash"),
+    pytest.param(s3_notification(s3_record(key="a//x")), "empty segment", id="double-slash"),
+    pytest.param(s3_notification(s3_record(key="a//x/")), "ends with '/'", id="folder-marker"),
     pytest.param(s3_notification(s3_record(key="a%00b")), "NUL", id="encoded-nul"),
+    pytest.param(s3_notification(s3_record(key="a%0Ab")), "U+000A", id="encoded-newline"),
     pytest.param(s3_notification(s3_record(key="a%FFb")), "not UTF-8", id="non-utf8-escape"),
-    pytest.param(s3_notification(s3_record(key="./")), "names no object", id="empty-key"),
+    pytest.param(s3_notification(s3_record(key="./")), "ends with '/'", id="dot-slash-key"),
+    pytest.param(s3_notification(s3_record(key="")), "empty", id="empty-key"),
+    pytest.param(
+        s3_notification(s3_record(key="x" * 256)), "255-byte limit", id="segment-too-long"
+    ),
+    pytest.param(
+        s3_notification(s3_record(key="/".join(["abcdefgh"] * 500))),
+        "4096-byte limit",
+        id="key-too-long",
+    ),
+    pytest.param(
+        s3_notification(s3_record(key="/".join(["a"] * 300))), "segments", id="too-many-segments"
+    ),
+    pytest.param(s3_notification(s3_record(size="9" * 5000)), "int64", id="size-5000-digits"),
+    pytest.param(s3_notification(s3_record(size=2**63)), "int64", id="size-over-int64"),
+    pytest.param(
+        s3_notification(s3_record(size="0" * 30 + "1" * 20)), "int64", id="size-20-digits"
+    ),
     pytest.param(s3_notification(s3_record(bucket="")), "bucket", id="empty-bucket"),
     pytest.param(
         s3_notification(s3_record("Bogus:Thing")),
@@ -432,6 +491,41 @@ def test_unusable_payloads_are_rejected_not_raised(payload: bytes, why: str) -> 
     outcome = only(normalize(payload, SOURCE))
     assert isinstance(outcome, Rejected)
     assert why in outcome.reason
+
+
+def test_nesting_is_bounded_before_anything_re_serializes_the_record() -> None:
+    assert isinstance(only(normalize(raw(dcache_transfer(pad=nested(62))), SOURCE)), Normalized)
+    deep = only(normalize(raw(dcache_transfer(pad=nested(64))), SOURCE))
+    assert isinstance(deep, Rejected)
+    assert "nested deeper than 64" in deep.reason
+    # deeper than orjson writes (255) and than it reads (1024): still a reason, not a raise
+    for depth in (300, 2000):
+        payload = b'{"msgType": "transfer", "x": ' + b"[" * depth + b"]" * depth + b"}"
+        assert isinstance(only(normalize(payload, SOURCE)), Rejected)
+
+
+def test_reasons_quoting_hostile_values_stay_short() -> None:
+    outcome = only(normalize(raw(dcache_transfer(msgType="x" * 900_000)), SOURCE))
+    assert isinstance(outcome, Rejected)
+    assert "unknown dCache msgType" in outcome.reason
+    assert len(outcome.reason) < 300
+
+
+def test_an_unexpected_exception_becomes_a_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(record: Any) -> str:
+        raise RuntimeError("boom " + "x" * 5000)
+
+    monkeypatch.setattr(normalizing, "event_id", broken)
+    outcome = only(normalize(raw(dcache_transfer()), SOURCE))
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason.startswith("internal error normalizing record: RuntimeError: boom")
+    assert len(outcome.reason) <= normalizing.MAX_REASON_CHARS
+    # one S3 record's failure is its own: the others keep their outcomes
+    monkeypatch.setattr(normalizing, "_s3_event_type", lambda name: 1 / 0)
+    notification = s3_notification(s3_record(key="a.h5"), s3_record(key="b.h5"))
+    outcomes = normalize(raw(notification), SOURCE)
+    assert len(outcomes) == 2
+    assert all("ZeroDivisionError" in o.reason for o in outcomes if isinstance(o, Rejected))
 
 
 def test_oversized_records_are_rejected_before_parsing() -> None:
