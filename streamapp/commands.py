@@ -217,10 +217,7 @@ async def authorize(self: AppCommand, events: str, tables_dir: str) -> None:
                     {
                         "line": number,
                         "id": event["id"],
-                        "deliveries": [
-                            {"tenant": d.tenant, "dataset": d.dataset.id}
-                            for d in decision.deliveries
-                        ],
+                        "deliveries": [_simulated(d) for d in decision.deliveries],
                         "denied": [
                             {"tenant": d.tenant, "reason": d.reason} for d in decision.denied
                         ],
@@ -228,6 +225,19 @@ async def authorize(self: AppCommand, events: str, tables_dir: str) -> None:
                 )
     except InputError as exc:
         _fail("authorize", str(exc))
+
+
+def _simulated(delivery: authorizing.Delivery) -> dict[str, Any]:
+    """A delivery as the simulator prints it: the write activities it would be granted on the
+    output area (none for read shares), and why a subscription's write is withheld."""
+    out: dict[str, Any] = {
+        "tenant": delivery.tenant,
+        "dataset": delivery.dataset.id,
+        "write": list(delivery.write),
+    }
+    if delivery.write_refused is not None:
+        out["write_refused"] = delivery.write_refused
+    return out
 
 
 def _events_of_line(number: int, raw: bytes) -> list[CanonicalEvent]:

@@ -84,8 +84,10 @@ class TokenIssuer:
                 delivery, Grant(event["subject"], subscription.read, expires), now, problems
             )
         output = delivery.dataset.output
-        if subscription.write and output is not None:
-            write = self._mint(delivery, Grant(output, subscription.write, expires), now, problems)
+        if delivery.write_refused is not None:
+            problems.append(f"no write token: {delivery.write_refused}")
+        elif delivery.write and output is not None:  # granted by domain/authorize.write_grant
+            write = self._mint(delivery, Grant(output, delivery.write, expires), now, problems)
         return DelegatedTokens(read, write, tuple(problems))
 
     def _mint(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from streamapp.domain.areas import area_conflicts
 from streamapp.domain.index import PolicyIndex, PrefixConflictError
 from streamapp.domain.policy import (
     Dataset,
@@ -68,6 +69,7 @@ def load_seed(directory: Path) -> list[SeedEntry]:
                 entries.append(entry)
     _check_unique(entries, problems)
     _check_prefixes(entries, problems)
+    _check_areas(entries, problems)
     if problems:
         raise SeedError(problems)
     return entries
@@ -112,6 +114,21 @@ def _check_prefixes(entries: list[SeedEntry], problems: list[SeedProblem]) -> No
                 index.put_dataset(parse_dataset(entry.spec))
             except PrefixConflictError as exc:
                 problems.append(SeedProblem(entry.file, "prefixes", str(exc)))
+
+
+def _check_areas(entries: list[SeedEntry], problems: list[SeedProblem]) -> None:
+    """No output area may overlap another tenant's dataset or output (``domain/areas.py``);
+    each overlapping pair is reported once, on the later file."""
+    earlier: list[Dataset] = []
+    for entry in entries:
+        if entry.kind != "dataset":
+            continue
+        dataset = parse_dataset(entry.spec)
+        problems.extend(
+            SeedProblem(entry.file, conflict.field, conflict.reason)
+            for conflict in area_conflicts(dataset, earlier)
+        )
+        earlier.append(dataset)
 
 
 def build_index(entries: Iterable[SeedEntry]) -> PolicyIndex:

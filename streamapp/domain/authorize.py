@@ -4,6 +4,11 @@ An event belongs to at most one dataset: the longest path prefix on its source. 
 tenants are the dataset's owner and the tenants it is shared with; of those, only the ones whose
 policy subscribes to the dataset and whose filters match receive it. Tenants whose policy
 subscribes without being entitled are reported as denied, so a simulator run explains itself.
+
+Each delivery carries the write activities it is granted: only the owner, or a tenant the
+dataset is shared with *for writing* (``write_shared_with``), gets the ones its subscription
+asks for, and only while the dataset's output area overlaps no other tenant's areas
+(``domain/areas.py``). Read shares never grant write.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class Delivery:
     tenant: str
     dataset: Dataset
     subscription: Subscription
+    write: tuple[str, ...] = ()  # write activities granted on the output area: none by default
+    write_refused: str | None = None  # why the subscription's write was not granted
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +63,29 @@ def authorize(event: CanonicalEvent, index: PolicyIndex) -> Decision:
         if mismatch is not None:
             denied.append(Denial(tenant, mismatch))
             continue
-        deliveries.append(Delivery(tenant, dataset, subscription))
+        write, refused = write_grant(tenant, dataset, subscription, index)
+        deliveries.append(Delivery(tenant, dataset, subscription, write, refused))
     entitled = set(dataset.entitled)
     denied.extend(
         Denial(tenant, "dataset is not shared with the tenant")
         for tenant in sorted(index.subscribers(dataset.id) - entitled)
     )
     return Decision(ownership, tuple(deliveries), tuple(denied))
+
+
+def write_grant(
+    tenant: str, dataset: Dataset, subscription: Subscription, index: PolicyIndex
+) -> tuple[tuple[str, ...], str | None]:
+    """The write activities ``tenant`` is granted on ``dataset``'s output area, and why the
+    ones its subscription asks for are withheld (None when nothing is withheld)."""
+    if not subscription.write or dataset.output is None:
+        return (), None
+    if not dataset.may_write(tenant):
+        return (), "the dataset is shared with the tenant for reading only"
+    conflict = index.output_conflict(dataset.id)
+    if conflict is not None:
+        return (), f"the output area is refused: {conflict}"
+    return subscription.write, None
 
 
 def filter_mismatch(filters: Filters, event: CanonicalEvent, relative: str) -> str | None:

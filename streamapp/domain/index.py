@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from streamapp.domain.areas import output_conflicts
 from streamapp.domain.policy import Dataset, TenantPolicy
 
 
@@ -16,6 +17,7 @@ class _Node:
     children: dict[str, _Node] = field(default_factory=dict)
     dataset: str | None = None
     prefix: str | None = None
+    outputs: set[str] = field(default_factory=set)  # datasets whose output area is this path
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class PolicyIndex:
         self._tenants: dict[str, TenantPolicy] = {}
         self._roots: dict[str, _Node] = {}  # one trie per storage source
         self._subscribers: dict[str, set[str]] = defaultdict(set)
+        self._output_conflicts: dict[str, str | None] = {}  # cleared by any dataset change
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -71,6 +74,44 @@ class PolicyIndex:
             return None
         return Ownership(self._datasets[best.dataset], best.prefix, "/".join(segments[depth:]))
 
+    def output_conflict(self, dataset_id: str) -> str | None:
+        """Why write tokens into ``dataset_id``'s output area must not be minted: the area
+        overlaps a dataset or output area of another tenant (``domain/areas.py``); None when
+        it is clear or there is none. The trie narrows the candidates to the datasets whose
+        prefix or output lies on the output's path or below it."""
+        if dataset_id in self._output_conflicts:
+            return self._output_conflicts[dataset_id]
+        dataset = self._datasets.get(dataset_id)
+        reason = None
+        if dataset is not None and dataset.output is not None:
+            nearby = [self._datasets[i] for i in self._near(dataset.source, dataset.output)]
+            found = output_conflicts(dataset, nearby)
+            reason = found[0].reason if found else None
+        self._output_conflicts[dataset_id] = reason
+        return reason
+
+    def _near(self, source: str, path: str) -> set[str]:
+        """Ids of the datasets with a prefix or output at ``path``, above it or below it."""
+        node = self._roots.get(source)
+        found: set[str] = set()
+        if node is None:
+            return found
+        for segment in path[1:].split("/"):
+            node = node.children.get(segment)
+            if node is None:
+                return found
+            found.update(node.outputs)
+            if node.dataset is not None:
+                found.add(node.dataset)
+        below = list(node.children.values())
+        while below:
+            child = below.pop()
+            found.update(child.outputs)
+            if child.dataset is not None:
+                found.add(child.dataset)
+            below.extend(child.children.values())
+        return found
+
     def conflicts(self, dataset: Dataset) -> list[tuple[str, str]]:
         """(prefix, other dataset id) pairs where ``dataset`` would claim a taken prefix."""
         found = []
@@ -93,6 +134,11 @@ class PolicyIndex:
             node = self._node(dataset.source, prefix, create=True)
             assert node is not None
             node.dataset, node.prefix = dataset.id, prefix
+        if dataset.output is not None:
+            node = self._node(dataset.source, dataset.output, create=True)
+            assert node is not None
+            node.outputs.add(dataset.id)
+        self._output_conflicts.clear()
 
     def remove_dataset(self, dataset_id: str) -> None:
         old = self._datasets.pop(dataset_id, None)
@@ -102,6 +148,11 @@ class PolicyIndex:
             node = self._node(old.source, prefix, create=False)
             if node is not None and node.dataset == dataset_id:
                 node.dataset = node.prefix = None
+        if old.output is not None:
+            node = self._node(old.source, old.output, create=False)
+            if node is not None:
+                node.outputs.discard(dataset_id)
+        self._output_conflicts.clear()
         # empty branches are left in place: they cost memory only, never correctness
 
     def put_tenant(self, policy: TenantPolicy) -> None:
@@ -125,6 +176,7 @@ class PolicyIndex:
             fresh.put_tenant(policy)
         self._datasets, self._tenants = fresh._datasets, fresh._tenants
         self._roots, self._subscribers = fresh._roots, fresh._subscribers
+        self._output_conflicts = fresh._output_conflicts
 
     def _node(self, source: str, prefix: str, *, create: bool) -> _Node | None:
         node = self._roots.get(source)

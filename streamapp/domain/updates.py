@@ -19,7 +19,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from streamapp.domain.policy import PolicyError, parse_dataset, parse_tenant
+from streamapp.domain.areas import area_conflicts
+from streamapp.domain.policy import Dataset, PolicyError, parse_dataset, parse_tenant
 
 KINDS: Final = ("dataset", "tenant")
 OPS: Final = ("upsert", "delete")
@@ -226,6 +227,15 @@ def _update_from_claims(claims: Mapping[str, Any], kid: str, expected_kind: str 
     elif spec is not None:
         raise UpdateRefusedError("a delete carries no spec")
     return Update(kind, op, name, version, spec, kid)
+
+
+def check_dataset_areas(dataset: Dataset, current: Iterable[Dataset]) -> None:
+    """Refuse a dataset whose output area overlaps another tenant's dataset or output area,
+    or whose prefixes overlap another tenant's output area (``domain/areas.py``), given the
+    datasets the table holds now."""
+    conflicts = area_conflicts(dataset, current)
+    if conflicts:
+        raise UpdateRefusedError(f"{conflicts[0].field}: {conflicts[0].reason}")
 
 
 def check_newer(update: Update, held: Mapping[str, Any] | None) -> None:
