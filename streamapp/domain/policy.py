@@ -1,4 +1,4 @@
-"""Dataset ownership and tenant policies: the records, their validation, and path globs.
+"""Dataset ownership and tenant policies: the records and their validation (globs: ``globs``).
 
 Both arrive as JSON-like mappings (seed files, signed updates, table values) and are validated
 once here into frozen dataclasses; a ``PolicyError`` names the field that is wrong.
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from streamapp.domain.events import EventType
+from streamapp.domain.globs import PathGlob
 from streamapp.domain.paths import PathError, normalize_absolute_path, resolve_segments
 from streamapp.domain.triggers import Limits, Trigger, TriggerError, parse_limits, parse_triggers
 
@@ -163,52 +164,6 @@ def parse_dataset(obj: Any) -> Dataset:
 
 
 # --- tenant policies -------------------------------------------------------------------------
-
-
-class PathGlob:
-    """A glob over ``/``-separated paths relative to a dataset root.
-
-    ``*`` matches within one segment, ``?`` one character of a segment, ``**`` any number of
-    whole segments (including none). Everything else is literal.
-    """
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self.regex = re.compile(_glob_regex(pattern))
-
-    def matches(self, relative_path: str) -> bool:
-        return self.regex.fullmatch(relative_path) is not None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PathGlob) and other.pattern == self.pattern
-
-    def __hash__(self) -> int:
-        return hash(self.pattern)
-
-    def __repr__(self) -> str:
-        return f"PathGlob({self.pattern!r})"
-
-
-def _glob_regex(pattern: str) -> str:
-    segments = [s for s in pattern.split("/") if s not in ("", ".")]
-    if not segments:
-        raise ValueError("empty glob")
-    if ".." in segments:
-        raise ValueError("'..' is not allowed in a glob")
-    parts: list[str] = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            # any number of whole segments; as the last segment it also matches nothing
-            parts.append(r"(?:[^/]+(?:/[^/]+)*)?" if last else r"(?:[^/]+/)*")
-            continue
-        if "**" in segment:
-            raise ValueError(f"'**' must be a whole segment: {segment!r}")
-        body = "".join(
-            "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch) for ch in segment
-        )
-        parts.append(body if last else body + "/")
-    return "".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from streamapp.domain.authorize import Decision, Denial, authorize, filter_mismatch
 from streamapp.domain.events import CanonicalEvent, EventType
+from streamapp.domain.globs import PathGlob
 from streamapp.domain.index import PolicyIndex, PrefixConflictError
 from streamapp.domain.policy import (
     DEFAULT_READ,
     DEFAULT_WRITE,
-    PathGlob,
     PolicyError,
     parse_dataset,
     parse_tenant,
