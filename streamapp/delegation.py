@@ -108,13 +108,17 @@ class TokenIssuer:
         if root_key is None:
             problems.append("no macaroon issuer configured for this dataset")
             return None
-        return mint_with_root_key(
-            grant,
-            key=strip_trailing_newline(root_key),
-            identifier=self.identifier,
-            location=self.location,
-            identity=self.identity or None,
-        )
+        try:
+            return mint_with_root_key(
+                grant,
+                key=strip_trailing_newline(root_key),
+                identifier=self.identifier,
+                location=self.location,
+                identity=self.identity or None,
+            )
+        except TokenError as exc:
+            problems.append(f"root key: {exc}")
+            return None
 
 
 def strip_trailing_newline(secret: bytes) -> bytes:

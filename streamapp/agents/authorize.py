@@ -6,6 +6,7 @@ At-least-once as in ingest: a batch is acknowledged only once all its outputs ar
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,12 +18,14 @@ from streamapp import observed
 from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.delegation import SecretFiles, TokenIssuer
-from streamapp.domain.authorize import authorize, authorized_event
+from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.deadletter import DeadLetterContext
-from streamapp.domain.events import CONTENT_TYPE, EventFormatError, parse_canonical
+from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS
 from streamapp.tables import policy_index
 from streamapp.topics import dead_letters, deliveries, storage_events_raw, tenant_events
+
+log = logging.getLogger(__name__)
 
 _HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
@@ -42,23 +45,22 @@ async def authorize_events(stream: Any) -> None:
 
 
 async def deliver(message: Any) -> None:
-    """Authorize one canonical event and hand each tenant's copy to the producer."""
+    """Authorize one canonical event and hand each tenant's copy to the producer.
+
+    Whatever one record makes our code raise becomes a dead letter with the reason and the
+    original bytes, and the stream goes on: one hostile record must not stop every tenant's
+    events behind it. Only a broker that refuses an output stops the worker (outputs.py)."""
     try:
         event = parse_canonical(orjson.loads(message.value))
     except (orjson.JSONDecodeError, EventFormatError, TypeError) as exc:
-        context = DeadLetterContext(
-            reason=f"not a canonical event: {exc}",
-            stage="authorize",
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        future = await dead_letters.send(
-            key=message.key, value=message.value, headers=context.headers()
-        )
-        exit_if_undelivered("authorize", future)
+        await _dead_letter(message, f"not a canonical event: {exc}")
         return
-    decision = authorize(event, policy_index)
+    try:
+        decision = authorize(event, policy_index)
+    except Exception as exc:
+        log.exception("authorize: event %s could not be authorized", event.get("id"))
+        await _dead_letter(message, f"authorization failed: {_describe(exc)}")
+        return
     if decision.ownership is None:
         AUTHORIZED_EVENTS.labels("unowned").inc()
         return
@@ -68,20 +70,55 @@ async def deliver(message: Any) -> None:
     AUTHORIZED_EVENTS.labels("delivered").inc()
     now = datetime.now(UTC)
     for delivery in decision.deliveries:
-        started = time.perf_counter()
-        tokens = issuer.issue(delivery, event, now)
-        TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
-        _count_tokens(tokens.read is not None, tokens.write is not None, tokens.problems)
-        value = authorized_event(event, delivery, tokens.read, tokens.write, tokens.problems)
+        try:
+            value = _tenant_copy(delivery, event, now)
+        except Exception as exc:  # noqa: BLE001 - any failure of one copy: dead letter, go on
+            # Only the exception's class: minting errors are not ours to word, and a
+            # message from a token library has no place on a topic.
+            log.error(
+                "authorize: copy of event %s for tenant %s failed: %s",
+                event.get("id"),
+                delivery.tenant,
+                type(exc).__name__,
+            )
+            await _dead_letter(
+                message, f"tenant {delivery.tenant}: copy not prepared: {type(exc).__name__}"
+            )
+            continue
         topic = await tenant_events(delivery.tenant)
-        future = await topic.send(
-            key=event["subject"].encode(), value=orjson.dumps(value), headers=_HEADERS
-        )
+        future = await topic.send(key=event["subject"].encode(), value=value, headers=_HEADERS)
         exit_if_undelivered("authorize", future)
         DELIVERIES.inc()
         observed.delivered(delivery.tenant, dict(event))
         counted = await deliveries.send(key=delivery.tenant, value=b"")
         exit_if_undelivered("authorize", counted)
+
+
+def _tenant_copy(delivery: Delivery, event: CanonicalEvent, now: datetime) -> bytes:
+    started = time.perf_counter()
+    tokens = issuer.issue(delivery, event, now)
+    TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
+    _count_tokens(tokens.read is not None, tokens.write is not None, tokens.problems)
+    value = authorized_event(event, delivery, tokens.read, tokens.write, tokens.problems)
+    return orjson.dumps(value)
+
+
+async def _dead_letter(message: Any, reason: str) -> None:
+    context = DeadLetterContext(
+        reason=reason,
+        stage="authorize",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    future = await dead_letters.send(
+        key=message.key, value=message.value, headers=context.headers()
+    )
+    exit_if_undelivered("authorize", future)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _count_tokens(read: bool, write: bool, problems: Sequence[str]) -> None:

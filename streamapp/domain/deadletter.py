@@ -10,6 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 HEADER_PREFIX = "streamapp.dlq."
+# A reason quotes input at times (a field's value): bounded, so a hostile record cannot make
+# its dead letter's headers larger than the record, or exceed the broker's message size.
+MAX_REASON_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +25,7 @@ class DeadLetterContext:
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
-            (HEADER_PREFIX + "reason", self.reason.encode("utf-8", "backslashreplace")),
+            (HEADER_PREFIX + "reason", _bounded(self.reason).encode("utf-8", "backslashreplace")),
             (HEADER_PREFIX + "stage", self.stage.encode()),
             (HEADER_PREFIX + "topic", self.topic.encode()),
             (HEADER_PREFIX + "partition", str(self.partition).encode()),
@@ -43,3 +46,9 @@ class DeadLetterContext:
             partition=int(found.get("partition", "-1")),
             offset=int(found.get("offset", "-1")),
         )
+
+
+def _bounded(reason: str) -> str:
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[: MAX_REASON_CHARS - 1] + "…"

@@ -37,6 +37,12 @@ class TokenError(ValueError):
     """A token that cannot be parsed, or a grant that cannot be minted."""
 
 
+# The macaroon v1 wire format frames each caveat in a packet whose length is four hex digits
+# (at most 65,535 bytes); a longer caveat cannot be serialized at all. Paths are held far
+# below that (ingest refuses paths over 4,096 bytes), and so is every caveat we add.
+MAX_CAVEAT_BYTES: Final = 8192
+
+
 # --- paths with chroot semantics -------------------------------------------------------------
 
 
@@ -240,9 +246,9 @@ def mint_with_root_key(
         raise TokenError("a grant without activities needs no token")
     macaroon = Macaroon(location=location, identifier=identifier, key=key)
     if identity:
-        macaroon.add_first_party_caveat(f"id:{identity}")
+        _add_caveat(macaroon, f"id:{identity}")
     _add_grant_caveats(macaroon, grant.activities, grant.path, grant.expires)
-    return MintedToken(macaroon.serialize(), grant.path, grant.activities, grant.expires)
+    return MintedToken(_serialize(macaroon), grant.path, grant.activities, grant.expires)
 
 
 def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
@@ -270,16 +276,32 @@ def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
     macaroon = base.copy()  # add_first_party_caveat mutates: never touch the base
     _add_grant_caveats(macaroon, activities, relative, grant.expires)
     expires = grant.expires if scope.expiry is None else min(grant.expires, scope.expiry)
-    return MintedToken(macaroon.serialize(), grant.path, activities, expires)
+    return MintedToken(_serialize(macaroon), grant.path, activities, expires)
 
 
 def _add_grant_caveats(
     macaroon: Macaroon, activities: Sequence[str], path: str, expires: datetime
 ) -> None:
-    macaroon.add_first_party_caveat(f"activity:{','.join(activities)}")
+    _add_caveat(macaroon, f"activity:{','.join(activities)}")
     if path != "/":
-        macaroon.add_first_party_caveat(f"path:{path}")
-    macaroon.add_first_party_caveat(f"before:{format_instant(expires)}")
+        _add_caveat(macaroon, f"path:{path}")
+    _add_caveat(macaroon, f"before:{format_instant(expires)}")
+
+
+def _add_caveat(macaroon: Macaroon, caveat: str) -> None:
+    size = len(caveat.encode("utf-8", "surrogatepass"))
+    if size > MAX_CAVEAT_BYTES:
+        raise TokenError(f"caveat of {size} bytes exceeds {MAX_CAVEAT_BYTES} bytes")
+    if "\n" in caveat or "\x00" in caveat:
+        raise TokenError("caveat contains a newline or NUL")
+    macaroon.add_first_party_caveat(caveat)
+
+
+def _serialize(macaroon: Macaroon) -> str:
+    try:
+        return str(macaroon.serialize())
+    except (MacaroonException, ValueError, UnicodeError) as exc:
+        raise TokenError(f"macaroon cannot be serialized: {type(exc).__name__}") from None
 
 
 def lifetime_until(now: datetime, seconds: int, cap_seconds: int) -> datetime:

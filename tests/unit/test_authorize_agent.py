@@ -1,0 +1,203 @@
+"""The authorization agent under faust's test_context (memory store, sends captured, no
+broker): one hostile record or one failing copy is dead-lettered and the stream goes on.
+
+Live-broker behaviour is in tests/integration/test_authorize_live.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamapp.agents import authorize as authorize_module
+from streamapp.app import app
+from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.domain.authorize import authorize
+from streamapp.domain.deadletter import DeadLetterContext
+from streamapp.domain.events import CanonicalEvent
+from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.tables import policy_index
+
+SOURCE = "dcache://unit"
+
+
+def canonical(subject: str, event_id: str = "e1") -> CanonicalEvent:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": "storage.object.created",
+        "subject": subject,
+        "time": "2026-11-28T10:00:00Z",
+        "datacontenttype": "application/json",
+        "data": {"path": subject, "size": 1, "storage": "dcache", "operation": "transfer"},
+    }
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.tenant: list[tuple[str, bytes]] = []
+        self.dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    @staticmethod
+    def _done() -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+@pytest.fixture
+def seeded_index() -> Iterator[None]:
+    policy_index.replace_all(
+        [
+            parse_dataset(
+                {"id": "exp", "owner": "alice", "source": SOURCE, "prefixes": ["/data/exp"]}
+            )
+        ],
+        [parse_tenant({"tenant": "alice", "subscriptions": [{"dataset": "exp"}]})],
+    )
+    yield
+    policy_index.replace_all([], [])
+
+
+@pytest.fixture
+async def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seeded_index: None) -> Captured:
+    app.finalize()
+    app.conf.store = "memory://"  # type: ignore[assignment]  # faust coerces str to URL
+    app.flow_control.resume()
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-test-root-key")
+    monkeypatch.setattr(
+        authorize_module,
+        "issuer",
+        TokenIssuer(
+            secrets=SecretFiles(tmp_path),
+            identifier="unit",
+            location="unit",
+            identity="",
+            max_lifetime_s=600,
+        ),
+    )
+    sent = Captured()
+
+    class TenantTopic:
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        async def send(self, *, key: bytes, value: bytes, headers: Any) -> asyncio.Future[None]:
+            sent.tenant.append((self.tenant, value))
+            return Captured._done()
+
+    async def tenant_events(tenant: str) -> TenantTopic:
+        return TenantTopic(tenant)
+
+    class DeadLetters:
+        async def send(
+            self, *, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+        ) -> asyncio.Future[None]:
+            sent.dead.append((key, value, headers))
+            return Captured._done()
+
+    class Deliveries:
+        async def send(self, **_: Any) -> asyncio.Future[None]:
+            return Captured._done()
+
+    monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
+    monkeypatch.setattr(authorize_module, "dead_letters", DeadLetters())
+    monkeypatch.setattr(authorize_module, "deliveries", Deliveries())
+    return sent
+
+
+async def test_a_path_too_long_to_mint_gets_no_token_and_the_next_event_does(
+    captured: Captured,
+) -> None:
+    """A 70 KB path made pymacaroons' serializer raise inside minting (not a TokenError) and
+    crashed the agent: now the copy goes out without a token, saying why, and the next one
+    is minted as usual."""
+    huge = canonical("/data/exp/" + "x" * 70_000, "huge")
+    inputs = [orjson.dumps(huge), orjson.dumps(canonical("/data/exp/ok.h5", "ok"))]
+    async with authorize_module.authorize_events.test_context() as agent:
+        for number, value in enumerate(inputs):
+            await agent.put(value=value, key=f"k{number}".encode())
+
+    delivered = [orjson.loads(value) for _, value in captured.tenant]
+    assert [e["id"] for e in delivered] == ["huge", "ok"]
+    assert "readtoken" not in delivered[0]
+    assert "exceeds" in delivered[0]["tokenerror"]
+    assert delivered[1]["readtoken"]
+    assert captured.dead == []
+
+
+async def test_any_exception_while_authorizing_is_a_dead_letter(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = authorize
+
+    def flaky(event: CanonicalEvent, index: Any) -> Any:
+        if event["id"] == "poison":
+            raise RecursionError("deliberately raised")
+        return real(event, index)
+
+    monkeypatch.setattr(authorize_module, "authorize", flaky)
+    inputs = [
+        orjson.dumps(canonical("/data/exp/a.h5", "poison")),
+        b"\xff not json",
+        orjson.dumps({"specversion": "1.0"}),
+        orjson.dumps(canonical("/data/exp/b.h5", "fine")),
+    ]
+    async with authorize_module.authorize_events.test_context() as agent:
+        for number, value in enumerate(inputs):
+            await agent.put(value=value, key=f"k{number}".encode())
+
+    assert [orjson.loads(v)["id"] for _, v in captured.tenant] == ["fine"]
+    assert [(k, v) for k, v, _ in captured.dead] == [
+        (b"k0", inputs[0]),
+        (b"k1", inputs[1]),
+        (b"k2", inputs[2]),
+    ]
+    reasons = [DeadLetterContext.from_headers(h).reason for _, _, h in captured.dead]
+    assert reasons[0] == "authorization failed: RecursionError: deliberately raised"
+    assert reasons[1].startswith("not a canonical event")
+    assert reasons[2].startswith("not a canonical event")
+
+
+async def test_a_failing_copy_for_one_tenant_spares_the_others(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_index.replace_all(
+        [
+            parse_dataset(
+                {
+                    "id": "exp",
+                    "owner": "alice",
+                    "source": SOURCE,
+                    "prefixes": ["/data/exp"],
+                    "shared_with": ["bob"],
+                }
+            )
+        ],
+        [
+            parse_tenant({"tenant": "alice", "subscriptions": [{"dataset": "exp"}]}),
+            parse_tenant({"tenant": "bob", "subscriptions": [{"dataset": "exp"}]}),
+        ],
+    )
+    real_issue = authorize_module.issuer.issue
+
+    def issue(delivery: Any, event: CanonicalEvent, now: datetime) -> Any:
+        if delivery.tenant == "alice":
+            raise OverflowError("secret-looking detail")
+        return real_issue(delivery, event, now)
+
+    monkeypatch.setattr(authorize_module.issuer, "issue", issue)
+    async with authorize_module.authorize_events.test_context() as agent:
+        await agent.put(value=orjson.dumps(canonical("/data/exp/a.h5")), key=b"k")
+
+    assert [tenant for tenant, _ in captured.tenant] == ["bob"]
+    ((_, _, headers),) = captured.dead
+    reason = DeadLetterContext.from_headers(headers).reason
+    assert reason == "tenant alice: copy not prepared: OverflowError"
+    assert "secret" not in reason
