@@ -63,7 +63,7 @@ def parse_bridge_config(obj: Any, *, default_raw_topic: str) -> BridgeConfig:
         if not isinstance(item, Mapping):
             raise BridgeConfigError(f"{where}: must be a table")
         name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise BridgeConfigError(f"{where}.name: lower-case letters, digits, - and _")
         url = item.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):

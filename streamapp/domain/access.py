@@ -8,6 +8,9 @@ Refusals carry a status (401: no valid token; 403: a valid token without the rig
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +25,9 @@ ASYMMETRIC: Final = frozenset(
 HMAC: Final = frozenset({"HS256", "HS384", "HS512"})
 ANY_AUDIENCE: Final = "https://wlcg.cern.ch/jwt/v1/any"
 REQUIRED_CLAIMS: Final = ("iss", "sub", "exp", "iat", "aud")
-_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # always with fullmatch
+# A JWT's NumericDate claims: seconds since the epoch, a JSON number (never a bool or a string)
+_MAX_NUMERIC_DATE: Final = 2**53
 
 
 class AccessConfigError(ValueError):
@@ -61,10 +66,12 @@ class Grant:
     group: str | None = None
     claim: str | None = None
     value: str | None = None
-    issuer: str | None = None  # only tokens of this issuer (None: any configured issuer)
+    # only tokens of this issuer; the config always sets it (a mapping without one binds to
+    # the only issuer, and is refused when there are several); None applies to no token
+    issuer: str | None = None
 
     def applies(self, claims: Mapping[str, Any]) -> bool:
-        if self.issuer is not None and claims.get("iss") != self.issuer:
+        if self.issuer is None or claims.get("iss") != self.issuer:
             return False
         if self.group is not None:
             groups = claims.get("wlcg.groups")
@@ -133,14 +140,20 @@ def parse_access_config(obj: Any) -> AccessConfig:
         if not isinstance(item, Mapping):
             raise AccessConfigError(f"{where}: must be a table")
         tenants = tuple(item.get("tenants") or ())
-        if not all(isinstance(t, str) and _NAME.match(t) for t in tenants):
+        if not all(isinstance(t, str) and _NAME.fullmatch(t) for t in tenants):
             raise AccessConfigError(f"{where}.tenants: must be tenant names")
         if (item.get("group") is None) == (item.get("claim") is None):
             raise AccessConfigError(f"{where}: exactly one of group or claim")
+        for name in ("group", "claim"):
+            if item.get(name) is not None and not isinstance(item.get(name), str):
+                raise AccessConfigError(f"{where}.{name}: must be a string")
         if item.get("claim") is not None and not isinstance(item.get("value"), str):
             raise AccessConfigError(f"{where}.value: required with claim")
+        if not isinstance(item.get("admin", False), bool):
+            raise AccessConfigError(f"{where}.admin: must be true or false")
         if not tenants and not item.get("admin"):
             raise AccessConfigError(f"{where}: grants nothing (tenants or admin)")
+        issuer = _mapping_issuer(item, where, issuers)
         mappings.append(
             Grant(
                 tenants=tenants,
@@ -148,17 +161,42 @@ def parse_access_config(obj: Any) -> AccessConfig:
                 group=item.get("group"),
                 claim=item.get("claim"),
                 value=item.get("value"),
-                issuer=item.get("issuer"),
+                issuer=issuer,
             )
         )
     return AccessConfig(
         audience=audience,
         issuers=tuple(issuers),
         mappings=tuple(mappings),
-        leeway_s=int(obj.get("leeway", 30)),
-        jwks_cache_s=int(obj.get("jwks_cache_seconds", JWKS_CACHE_S)),
-        jwks_min_refresh_s=int(obj.get("jwks_min_refresh_seconds", JWKS_MIN_REFRESH_S)),
+        leeway_s=_seconds(obj, "leeway", 30),
+        jwks_cache_s=_seconds(obj, "jwks_cache_seconds", JWKS_CACHE_S),
+        jwks_min_refresh_s=_seconds(obj, "jwks_min_refresh_seconds", JWKS_MIN_REFRESH_S),
     )
+
+
+def _mapping_issuer(item: Mapping[str, Any], where: str, issuers: Sequence[Issuer]) -> str:
+    """The issuer a mapping binds to: the one it names (which must be configured), or the only
+    configured issuer. With several issuers a group name means nothing without its issuer (two
+    identity providers may both have a ``/petra3``), so such a mapping is refused."""
+    named = item.get("issuer")
+    what = item.get("group") if item.get("group") is not None else item.get("claim")
+    if named is None:
+        if len(issuers) > 1:
+            raise AccessConfigError(
+                f"{where} ({what!r}): with more than one issuer configured, every mapping must "
+                "name its issuer"
+            )
+        return issuers[0].issuer
+    if not isinstance(named, str) or not any(i.issuer == named for i in issuers):
+        raise AccessConfigError(f"{where}.issuer: {named!r} is not a configured issuer")
+    return named
+
+
+def _seconds(obj: Mapping[str, Any], name: str, default: int) -> int:
+    value = obj.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AccessConfigError(f"{name}: must be a whole number of seconds ≥ 0")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +236,9 @@ def authenticate(
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
         raise AccessDenied(401, invalid.detail, f"undecodable token: {exc}") from None
+    malformed = _malformed(header, unverified)
+    if malformed:
+        raise AccessDenied(401, invalid.detail, malformed)
     alg = header.get("alg")
     issuer = config.issuer(str(unverified.get("iss")))
     if issuer is None:
@@ -249,6 +290,47 @@ def authenticate(
     )
 
 
+def _numeric_date(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= _MAX_NUMERIC_DATE
+    )
+
+
+def _malformed(header: Mapping[str, Any], claims: Any) -> str | None:
+    """Why the token's header or claims have a type no valid token has (None if they do not).
+
+    Checked before anything compares or converts them, so a hostile type (``iat: "yesterday"``,
+    a bool, NaN, a list for ``iss``) is a 401 with this reason, never an exception of ours or
+    pyjwt's."""
+    if not isinstance(header.get("alg"), str):
+        return "header alg is not a string"
+    if "kid" in header and not isinstance(header["kid"], str):
+        return "header kid is not a string"
+    if not isinstance(claims, Mapping):
+        return "the claims are not a JSON object"
+    for name in ("exp", "iat", "nbf"):
+        if name in claims and not _numeric_date(claims[name]):
+            return f"{name} is not a NumericDate"
+    for name in ("iss", "sub"):
+        if name in claims and (not isinstance(claims[name], str) or not claims[name]):
+            return f"{name} is not a non-empty string"
+    aud = claims.get("aud")
+    if "aud" in claims and not (
+        isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))
+    ):
+        return "aud is neither a string nor a list of strings"
+    for name in ("scope", "wlcg.ver", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            return f"{name} is not a string"
+    groups = claims.get("wlcg.groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        return "wlcg.groups is not a list of strings"
+    return None
+
+
 def _key_for(keys: Sequence[jwt.PyJWK], kid: Any, alg: str) -> Any:
     for candidate in keys:
         if candidate.key_id == kid:
@@ -257,3 +339,47 @@ def _key_for(keys: Sequence[jwt.PyJWK], kid: Any, alg: str) -> Any:
                 raise AccessDenied(401, "the bearer token is not valid", "alg does not fit the key")
             return candidate.key
     raise AccessDenied(401, "the bearer token is not valid", f"unknown kid {kid!r}")
+
+
+# --- worker-to-worker requests -----------------------------------------------------------------
+# A worker that forwards a view to the worker holding the data (the stats view) never forwards
+# the caller's token: it vouches for the request itself, after its own check, with an HMAC over
+# exactly what it asks for (method, path and query, tenant) and when, keyed by a secret every
+# worker of the deployment shares. The peer trusts that request for that tenant only.
+
+PEER_HEADER: Final = "X-Streamapp-Peer"
+PEER_MAX_AGE_S: Final = 30  # a signed request is good for this long (either way: clock skew)
+PEER_SECRET_MIN_BYTES: Final = 32
+PEER_SUBJECT: Final = "streamapp-peer"
+_PEER_VALUE: Final = re.compile(r"v1 (?P<at>[0-9]{1,12}) (?P<mac>[0-9a-f]{64})")
+
+
+def _peer_mac(secret: bytes, method: str, target: str, tenant: str, at: int) -> str:
+    message = "\n".join(("streamapp-peer-v1", method.upper(), target, tenant, str(at)))
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_peer_request(secret: bytes, method: str, target: str, tenant: str, now: float) -> str:
+    """The ``X-Streamapp-Peer`` value for a request to ``target`` (path and query, exactly as
+    sent) on behalf of a caller already allowed to read ``tenant``."""
+    at = int(now)
+    return f"v1 {at} {_peer_mac(secret, method, target, tenant, at)}"
+
+
+def verify_peer_request(
+    value: str, secret: bytes | None, method: str, target: str, *, tenant: str, now: float
+) -> Principal:
+    """The peer's vouching for ``tenant`` if ``value`` signs exactly this request, recently;
+    else ``AccessDenied`` (401)."""
+    refused = "the peer credential is not valid"
+    if secret is None:
+        raise AccessDenied(401, refused, "peer request, but no peer secret is configured here")
+    found = _PEER_VALUE.fullmatch(value)
+    if found is None:
+        raise AccessDenied(401, refused, "malformed peer header")
+    at = int(found["at"])
+    if abs(now - at) > PEER_MAX_AGE_S:
+        raise AccessDenied(401, refused, f"peer request signed {now - at:.0f} s from now")
+    if not hmac.compare_digest(found["mac"], _peer_mac(secret, method, target, tenant, at)):
+        raise AccessDenied(401, refused, "peer signature does not verify")
+    return Principal(subject=PEER_SUBJECT, issuer=PEER_SUBJECT, tenants=frozenset({tenant}))

@@ -41,7 +41,7 @@ class PolicyError(ValueError):
 
 
 def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise PolicyError(
             where, f"{value!r} is not a name (lower-case letters, digits, '.', '_', '-'; ≤ 63)"
         )

@@ -708,7 +708,7 @@ class DCacheTestServer:
             previous.close()
         self._cancel_timer(channel)
         channel.reader = reader
-        if last_id is None or not _INT_PATTERN.match(last_id):
+        if last_id is None or not _INT_PATTERN.fullmatch(last_id):
             return
         wanted = int(last_id)
         # Drop everything before the client's last event (it stays, so that the same
@@ -1080,7 +1080,7 @@ def _parse_selector(body: Any) -> tuple[str, list[str] | None, frozenset[str]]:
     path = body.get("path")
     if path is None:
         raise ApiError(400, "Bad selector: Missing path")
-    if not isinstance(path, str) or not _PATH_PATTERN.match(path):
+    if not isinstance(path, str) or not _PATH_PATTERN.fullmatch(path):
         raise ApiError(400, f"Bad selector: Bad selector value: bad path {path!r}")
     raw_flags = body.get("flags")
     if raw_flags is None:

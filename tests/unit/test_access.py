@@ -15,13 +15,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from streamapp.bridge.config import BridgeConfigError, parse_bridge_config
 from streamapp.domain.access import (
     AccessConfigError,
     AccessDenied,
     authenticate,
     bearer_token,
     parse_access_config,
+    sign_peer_request,
+    verify_peer_request,
 )
+from streamapp.domain.policy import NAME_PATTERN, PolicyError, parse_dataset, parse_tenant
 
 ISS = "https://keycloak.desy.example/realms/facility"
 AUD = "https://streamapp.desy.example"
@@ -236,3 +240,256 @@ def test_hmac_only_when_configured() -> None:
     assert authenticate(good, config, {}, time.time()).tenants == {"petra3-p02"}
     with pytest.raises(AccessDenied):
         authenticate(token(), config, KEYS, time.time())  # RS256 is not allowed there
+
+
+# --- issue 11: hostile claim types, issuers of mappings, peer requests, full-match names ---------
+
+
+def raw_jws(header: str, payload: str, key: Any = RSA_KEY) -> str:
+    """A signed token with exactly this header and payload JSON (pyjwt's encoder would refuse
+    some of them)."""
+    signing_input = f"{b64(header.encode())}.{b64(payload.encode())}"
+    algorithm = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256)
+    return f"{signing_input}.{b64(algorithm.sign(signing_input.encode(), key))}"
+
+
+HEADER = json.dumps({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"})
+HOSTILE_VALUES = [
+    '"yesterday"',
+    '"1700000000"',
+    "true",
+    "false",
+    "null",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-5",
+    "1" + "0" * 30,
+    "[1700000000]",
+    "[]",
+    '{"a": 1}',
+    '""',
+    '["x", 1]',
+]
+
+
+def with_claim(name: str, value_json: str) -> str:
+    """The valid claims with ``name`` set to the JSON text ``value_json`` (a later duplicate
+    key wins in every JSON parser pyjwt may use)."""
+    body = json.dumps(claims())
+    return raw_jws(HEADER, f'{body[:-1]}, "{name}": {value_json}}}')
+
+
+def test_the_raw_helper_makes_valid_tokens() -> None:
+    assert verify(raw_jws(HEADER, json.dumps(claims()))).tenants == {"petra3-p02"}
+    assert verify(with_claim("iat", str(int(time.time()) - 5))).tenants == {"petra3-p02"}
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf", "aud", "iss", "sub", "wlcg.groups"])
+def test_claims_of_a_wrong_type_get_401_never_an_exception(claim: str, value: str) -> None:
+    """A signed token whose claim has a type no valid token has (``iat: "yesterday"``, a bool,
+    NaN, a list …) is refused with a 401 — not a TypeError that the web turns into a 500."""
+    if (claim == "sub" and value.startswith('"') and value != '""') or (
+        claim == "wlcg.groups" and value == "[]"
+    ):
+        pytest.skip("a value of the right type (valid there)")
+    with pytest.raises(AccessDenied) as refused:
+        verify(with_claim(claim, value))
+    assert refused.value.status == 401, (claim, value)
+
+
+@pytest.mark.parametrize("value", ["true", "1", "[]", '{"a": 1}', "NaN", "null"])
+@pytest.mark.parametrize("claim", ["scope", "wlcg.ver", "jti"])
+def test_string_claims_of_another_type_get_401(claim: str, value: str) -> None:
+    with pytest.raises(AccessDenied) as refused:
+        verify(with_claim(claim, value))
+    assert refused.value.status == 401
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "RS256", "kid": ["rsa-1"]},
+        {"alg": "RS256", "kid": 1},
+        {"alg": "RS256", "kid": {"a": 1}},
+        {"alg": ["RS256"], "kid": "rsa-1"},
+        {"alg": None, "kid": "rsa-1"},
+        {"alg": "RS256", "kid": "rsa-1", "crit": ["exp"]},
+    ],
+)
+def test_headers_of_a_wrong_type_get_401(header: dict[str, Any]) -> None:
+    with pytest.raises(AccessDenied) as refused:
+        verify(raw_jws(json.dumps(header), json.dumps(claims())))
+    assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("payload", ["[]", "1", '"x"', "null", "{", "[" * 10_000])
+def test_payloads_that_are_no_object_get_401(payload: str) -> None:
+    with pytest.raises(AccessDenied) as refused:
+        verify(raw_jws(HEADER, payload))
+    assert refused.value.status == 401
+
+
+SECOND = "https://login.other-facility.example/oidc"
+
+
+def two_issuers(mappings: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "audience": AUD,
+        "issuers": [
+            {"issuer": ISS, "jwks_file": "x"},
+            {"issuer": SECOND, "jwks_file": "y"},
+        ],
+        "mappings": mappings,
+    }
+
+
+def test_with_several_issuers_every_mapping_names_its_issuer() -> None:
+    with pytest.raises(AccessConfigError, match=r"mappings\[1\] \('/petra3/p02'\).*issuer"):
+        parse_access_config(
+            two_issuers(
+                [
+                    {"group": "/a", "tenants": ["a"], "issuer": ISS},
+                    {"group": "/petra3/p02", "tenants": ["petra3-p02"]},
+                ]
+            )
+        )
+    with pytest.raises(AccessConfigError, match=r"mappings\[0\]\.issuer.*not a configured"):
+        parse_access_config(
+            two_issuers([{"group": "/a", "tenants": ["a"], "issuer": "https://elsewhere"}])
+        )
+
+
+def test_with_one_issuer_a_mapping_binds_to_it() -> None:
+    assert {m.issuer for m in CONFIG.mappings} == {ISS}
+
+
+def test_a_second_issuers_group_does_not_reach_a_tenant_mapped_for_the_first() -> None:
+    """Both identity providers know a group ``/petra3/p02``; only the first's is mapped."""
+    config = parse_access_config(
+        two_issuers(
+            [
+                {"group": "/petra3/p02", "tenants": ["petra3-p02"], "issuer": ISS},
+                {"group": "/other/users", "tenants": ["other"], "issuer": SECOND},
+            ]
+        )
+    )
+    keys = {ISS: KEYS[ISS], SECOND: [jwk(OTHER_RSA.public_key(), "other-1", "RS256")]}
+    own = authenticate(token(), config, keys, time.time())
+    assert own.tenants == {"petra3-p02"}
+    foreign = token(OTHER_RSA, "other-1", iss=SECOND)
+    with pytest.raises(AccessDenied) as refused:
+        authenticate(foreign, config, keys, time.time())
+    assert refused.value.status == 403
+    both = token(OTHER_RSA, "other-1", iss=SECOND, extra={"wlcg.groups": ["/other/users"]})
+    assert authenticate(both, config, keys, time.time()).tenants == {"other"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"leeway": "30"}, "leeway"),
+        ({"leeway": -1}, "leeway"),
+        ({"jwks_cache_seconds": 1.5}, "jwks_cache_seconds"),
+        ({"mappings": [{"group": ["/a"], "tenants": ["a"]}]}, "group"),
+        ({"mappings": [{"group": "/a", "tenants": ["a"], "admin": "yes"}]}, "admin"),
+    ],
+)
+def test_config_values_of_a_wrong_type_are_refused(change: dict[str, Any], message: str) -> None:
+    base: dict[str, Any] = {
+        "audience": AUD,
+        "issuers": [{"issuer": ISS, "jwks_file": "x"}],
+        "mappings": [{"group": "/a", "tenants": ["a"]}],
+    }
+    with pytest.raises(AccessConfigError, match=message):
+        parse_access_config({**base, **change})
+
+
+PEER_SECRET = b"s" * 32
+TARGET = "/v1/tenants/alpha/stats?minutes=5"
+
+
+def test_a_peer_request_vouches_for_exactly_what_it_signs() -> None:
+    now = time.time()
+    value = sign_peer_request(PEER_SECRET, "GET", TARGET, "alpha", now)
+    principal = verify_peer_request(value, PEER_SECRET, "GET", TARGET, tenant="alpha", now=now)
+    assert principal.tenants == {"alpha"}
+    assert not principal.admin
+    assert principal.may_read("alpha")
+    assert not principal.may_read("beta")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "other tenant",
+        "other target",
+        "other query",
+        "other method",
+        "other secret",
+        "no secret here",
+        "too old",
+        "from the future",
+        "malformed",
+        "trailing newline",
+        "upper-case mac",
+    ],
+)
+def test_a_peer_request_that_does_not_verify_gets_401(case: str) -> None:
+    now = time.time()
+    value = sign_peer_request(PEER_SECRET, "GET", TARGET, "alpha", now)
+    secret: bytes | None = PEER_SECRET
+    method, target, tenant, at = "GET", TARGET, "alpha", now
+    if case == "other tenant":
+        tenant = "beta"
+    elif case == "other target":
+        target = "/v1/tenants/beta/stats?minutes=5"
+    elif case == "other query":
+        target = "/v1/tenants/alpha/stats?minutes=6"
+    elif case == "other method":
+        method = "POST"
+    elif case == "other secret":
+        secret = b"t" * 32
+    elif case == "no secret here":
+        secret = None
+    elif case == "too old":
+        at = now + 31
+    elif case == "from the future":
+        at = now - 31
+    elif case == "malformed":
+        value = "v1 abc def"
+    elif case == "trailing newline":
+        value += "\n"
+    elif case == "upper-case mac":
+        value = value.upper().replace("V1", "v1")
+    with pytest.raises(AccessDenied) as refused:
+        verify_peer_request(value, secret, method, target, tenant=tenant, now=at)
+    assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("name", ["alpha\n", "alpha\r\n", "\nalpha", "alpha\x00", "Alpha"])
+def test_names_match_whole_never_up_to_a_trailing_newline(name: str) -> None:
+    """Every name check matches the whole string: ``re.match`` with ``$`` would accept
+    ``"alpha\\n"`` (``$`` matches before a final newline)."""
+    with pytest.raises(AccessConfigError, match="tenant names"):
+        parse_access_config(
+            {
+                "audience": AUD,
+                "issuers": [{"issuer": ISS, "jwks_file": "x"}],
+                "mappings": [{"group": "/a", "tenants": [name]}],
+            }
+        )
+    assert NAME_PATTERN.fullmatch(name) is None
+    with pytest.raises(PolicyError):
+        parse_tenant({"tenant": name, "subscriptions": []})
+    with pytest.raises(PolicyError):
+        parse_dataset({"id": name, "owner": "alpha", "source": "dcache://x", "prefixes": ["/d"]})
+    with pytest.raises(PolicyError):
+        parse_dataset({"id": "ds", "owner": name, "source": "dcache://x", "prefixes": ["/d"]})
+    with pytest.raises(BridgeConfigError, match="name"):
+        parse_bridge_config(
+            {"frontends": [{"name": name, "url": "http://x", "token_file": "t", "roots": ["/"]}]},
+            default_raw_topic="dcache.events",
+        )
