@@ -297,3 +297,128 @@ async def test_revocation_stops_deliveries(
     p99 = delays[-1]
     print(f"revocation delay over {len(delays)} revocations: p50 {p50:.3f} s, p99 {p99:.3f} s")
     assert p99 < 5.0, f"revocation took {p99:.3f} s"
+
+
+async def test_write_tokens_go_to_the_owner_and_write_shares_only(
+    bootstrap: str,
+    topics: TopicNames,
+    stack: Stack,
+    worker_factory: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    """A dataset shared with beta (read) and gamma (write), every tenant asking for write: on
+    their tenant topics the owner's and gamma's events carry a write token scoped to the output
+    area, beta's none (and the reason). Datasets whose areas overlap that output are refused
+    by the worker at apply, with the reason in the audit."""
+    seed = tmp_path / "tables"
+    (seed / "datasets").mkdir(parents=True)
+    (seed / "tenants").mkdir()
+    (seed / "datasets" / "shared-exp.toml").write_text(
+        'id = "shared-exp"\nowner = "alpha"\nsource = "dcache://dcache.desy.example"\n'
+        'prefixes = ["/data/share/exp"]\noutput = "/data/share/exp/out"\n'
+        'shared_with = ["beta", "gamma"]\nwrite_shared_with = ["gamma"]\n'
+    )
+    for tenant in ("alpha", "beta", "gamma"):
+        (seed / "tenants" / f"{tenant}.toml").write_text(
+            f'tenant = "{tenant}"\n[[subscriptions]]\ndataset = "shared-exp"\nwrite = true\n'
+        )
+    worker = worker_factory("w1").start()
+    applied = stack.streamapp("tables", "apply", str(seed), "--key", str(stack.admin_key))
+    assert applied.returncode == 0, applied.stderr.decode()
+
+    def loaded() -> bool:
+        samples = worker.metrics()
+        return (
+            samples.get('streamapp_policy_entries{kind="dataset"}') == 1
+            and samples.get('streamapp_policy_entries{kind="tenant"}') == 3
+        )
+
+    wait_for(loaded, 120, "the write-share policies")
+    subject = "/data/share/exp/raw/f00001.nxs"
+    await produce(
+        bootstrap,
+        topics.dcache,
+        [raw(dcache_transfer(billingPath=subject, transferPath=subject, fileSize=1000))],
+    )
+    names = {topics.tenant(t): t for t in ("alpha", "beta", "gamma")}
+    records = await collect(
+        bootstrap, list(names), lambda r: {x.topic for x in r} == set(names), 120, worker.alive
+    )
+    got = {names[r.topic]: json.loads(r.value) for r in records}
+    assert set(got) == {"alpha", "beta", "gamma"}, worker.log_tail()
+    now = datetime.now(UTC)
+    for tenant in ("alpha", "gamma"):
+        event = got[tenant]
+        assert event["writepath"] == "/data/share/exp/out", event
+        assert tokens.verify(
+            event["writetoken"],
+            key=stack.root_key,
+            path="/data/share/exp/out/result.h5",
+            activity="UPLOAD",
+            at=now,
+        ).valid
+        assert not tokens.verify(
+            event["writetoken"], key=stack.root_key, path=subject, activity="UPLOAD", at=now
+        ).valid
+        assert "tokenerror" not in event
+    beta = got["beta"]
+    assert "writetoken" not in beta
+    assert "writepath" not in beta
+    assert "readtoken" in beta  # reading is what the share grants
+    assert "shared with the tenant for reading only" in beta["tokenerror"]
+
+    # another tenant's dataset over alpha's output, or with an output into alpha's dataset
+    key = load_private_key(stack.admin_key)
+    version = int(time.time() * 1000) + 1000
+    over_output = sign_update(
+        "dataset",
+        "upsert",
+        "delta-over",
+        version=version,
+        spec={
+            "id": "delta-over",
+            "owner": "delta",
+            "source": DCACHE_SOURCE,
+            "prefixes": ["/data/share/exp/out/delta"],
+        },
+        private_key=key,
+    )
+    into_dataset = sign_update(
+        "dataset",
+        "upsert",
+        "delta-into",
+        version=version,
+        spec={
+            "id": "delta-into",
+            "owner": "delta",
+            "source": DCACHE_SOURCE,
+            "prefixes": ["/data/delta"],
+            "output": "/data/share",
+        },
+        private_key=key,
+    )
+    messages = [over_output.encode(), into_dataset.encode()]
+    await produce(bootstrap, topics.dataset_updates, messages)
+
+    def verdicts(records: list[Any]) -> dict[bytes, tuple[bytes, str]]:
+        return {
+            r.value: (
+                dict(r.headers)["streamapp.update.verdict"],
+                dict(r.headers).get("streamapp.update.reason", b"").decode(),
+            )
+            for r in records
+            if r.value in messages
+        }
+
+    audit = await collect(
+        bootstrap, [topics.audit], lambda r: len(verdicts(r)) == len(messages), 60, worker.alive
+    )
+    found = verdicts(audit)
+    assert found[over_output.encode()] == (
+        b"refused",
+        "prefixes: prefix /data/share/exp/out/delta overlaps the output /data/share/exp/out of "
+        "dataset shared-exp (owner alpha)",
+    )
+    verdict, reason = found[into_dataset.encode()]
+    assert verdict == b"refused"
+    assert reason.startswith("output: output /data/share overlaps prefix /data/share/exp"), reason
