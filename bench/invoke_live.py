@@ -147,7 +147,7 @@ def worker_env(prefix: str, work: Path, public: Path, secrets: Path) -> dict[str
         "STREAMAPP_DATA_DIR": str(work / "data"),
         "STREAMAPP_TOPIC_PARTITIONS": "4",
         "STREAMAPP_SINK_DISCOVERY_INTERVAL": "1",
-        "STREAMAPP_OPENWHISK_BENCH_OW": KEY,
+        "STREAMAPP_OPENWHISK_BENCH__BENCH_HOW": KEY,  # tenant bench's credential "bench-ow"
     }
 
 
@@ -231,7 +231,10 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
                     "--web-port",
                     str(port),
                 ],
-                env=worker_env(prefix, work, public, secrets),
+                env={
+                    **worker_env(prefix, work, public, secrets),
+                    "STREAMAPP_OPENWHISK_ALLOWED_HOSTS": f"127.0.0.1:{server.port}",
+                },
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,

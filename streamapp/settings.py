@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamapp.domain.triggers import AllowedHosts
+
 ENV_PREFIX = "STREAMAPP_"
 
 
@@ -78,6 +80,13 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+def _allowed_hosts(env: Mapping[str, str]) -> AllowedHosts:
+    try:
+        return AllowedHosts.parse(env.get(ENV_PREFIX + "OPENWHISK_ALLOWED_HOSTS", ""))
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_PREFIX}OPENWHISK_ALLOWED_HOSTS: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker or a command needs to know, immutable once read."""
@@ -134,6 +143,9 @@ class Settings:
     sink_commit_interval_s: float = 1.0
     sink_revoke_grace_s: float = 10.0
     sink_outcome_ttl_s: int = 7 * 24 * 3600  # keep it ≥ the invocations topic's retention
+    # the OpenWhisk API hosts triggers may call (host[:port] or http(s)://host[:port], comma-
+    # separated); empty: none, so no trigger runs until the operator lists its hosts
+    openwhisk_allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)
     # web views: JWT issuers and group -> tenant mapping (TOML); None: /v1/ refused
     access_config: Path | None = None
     sse_heartbeat_s: float = 15.0
@@ -199,6 +211,7 @@ class Settings:
             ),
             sink_revoke_grace_s=_float(env, "SINK_REVOKE_GRACE", defaults.sink_revoke_grace_s),
             sink_outcome_ttl_s=_int(env, "SINK_OUTCOME_TTL", defaults.sink_outcome_ttl_s),
+            openwhisk_allowed_hosts=_allowed_hosts(env),
             access_config=Path(env[ENV_PREFIX + "ACCESS_CONFIG"])
             if env.get(ENV_PREFIX + "ACCESS_CONFIG")
             else None,

@@ -15,7 +15,14 @@ Delivery, as users of the stock OpenWhisk Kafka feed wish they had it:
   committed per partition in order (``streamapp.domain.ledger``), and a tenant with too much
   unfinished work has only *its* topic paused;
 - entitlement is checked again at invocation time (a revoked tenant's backlog is not run), and
-  tokens about to expire (after an outage, say) are minted afresh from the same grant.
+  tokens about to expire (after an outage, say) are minted afresh from the same grant;
+- no record stops the sink: whatever goes wrong with one (not an event, a trigger that cannot
+  be evaluated, an error of any class from the client) becomes a dead letter with the reason;
+  an ``api_host`` outside the allow-list or an unknown credential is a dead letter before any
+  request is made;
+- nothing the sink writes carries a token: dead letters hold the consumed event without
+  ``readtoken``/``writetoken`` (header ``streamapp.dlq.tokens: stripped``), and reasons are
+  bounded, sanitized excerpts of what endpoints answered (``domain.triggers.excerpt``).
 
 Why a faust Service with its own aiokafka consumer rather than a faust agent: the topics to
 consume change while workers run (a tenant gains or loses triggers through a policy update),
@@ -48,6 +55,7 @@ from streamapp.app import app, settings
 from streamapp.clients.openwhisk import (
     Credentials,
     CredentialsMissingError,
+    HostNotAllowedError,
     OpenWhiskClient,
     OpenWhiskUnreachableError,
     PayloadTooLargeError,
@@ -64,11 +72,13 @@ from streamapp.domain.triggers import (
     Trigger,
     Verdict,
     backoff_delay,
+    excerpt,
     idempotency_key,
     invocation_params,
     judge,
     matching_triggers,
     parse_throttle,
+    strip_tokens,
     tokens_expire_during_call,
 )
 from streamapp.metrics import (
@@ -109,7 +119,9 @@ class InvocationSink(faust.Service):
             settings.invocations_topic,
             settings.sink_outcome_ttl_s,
         )
-        self.client = OpenWhiskClient(Credentials(settings.secrets_dir))
+        self.client = OpenWhiskClient(
+            Credentials(settings.secrets_dir), settings.openwhisk_allowed_hosts
+        )
         self.issuer = TokenIssuer(
             secrets=SecretFiles(settings.secrets_dir),
             identifier=settings.macaroon_identifier,
@@ -356,11 +368,28 @@ class InvocationSink(faust.Service):
         await _first_of(self._caught_up, abandon)
         if abandon.is_set():
             return False
+        try:
+            return await self._handle_event(record, lane, abandon)
+        except Exception as exc:  # noqa: BLE001 - one record must never stop the sink
+            log.warning(
+                "sink: %s[%d]@%d dead-lettered after %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                type(exc).__name__,
+            )
+            await self._dead_letter(record, f"sink error: {_describe(exc)}", "-", 0)
+            INVOCATIONS.labels("dead_lettered").inc()
+            return True
+
+    async def _handle_event(
+        self, record: ConsumerRecord[Any, Any], lane: TenantLane, abandon: asyncio.Event
+    ) -> bool:
         tenant = lane.tenant
         try:
             event: Any = parse_canonical(orjson.loads(record.value))
         except (orjson.JSONDecodeError, EventFormatError, TypeError) as exc:
-            await self._dead_letter(record, f"not an authorized event: {exc}", "-", 0)
+            await self._dead_letter(record, f"not an authorized event: {_describe(exc)}", "-", 0)
             return True
         if event.get("tenant") != tenant:
             reason = f"an event for tenant {event.get('tenant')!r} on {tenant}'s topic"
@@ -447,6 +476,7 @@ class InvocationSink(faust.Service):
                         trigger.action,
                         trigger.credentials,
                         invocation_params(event, trigger, tenant),
+                        tenant=tenant,
                         blocking=trigger.blocking,
                         timeout_s=trigger.timeout_s,
                     )
@@ -461,8 +491,11 @@ class InvocationSink(faust.Service):
                 label = verdict.outcome.value
             except OpenWhiskUnreachableError as exc:
                 verdict, label = Verdict(Outcome.RETRYABLE, f"unreachable: {exc}"), "unreachable"
-            except (PayloadTooLargeError, CredentialsMissingError) as exc:
+            except (PayloadTooLargeError, CredentialsMissingError, HostNotAllowedError) as exc:
                 verdict, label = Verdict(Outcome.REJECTED, str(exc)), "rejected"
+            except Exception as exc:  # noqa: BLE001 - any class: a dead letter, not a crash
+                verdict = Verdict(Outcome.REJECTED, f"invocation error: {_describe(exc)}")
+                label = "rejected"
             INVOCATION_ATTEMPTS.labels(label).inc()
             outcome = verdict.outcome
             retry = outcome is Outcome.THROTTLED
@@ -474,7 +507,9 @@ class InvocationSink(faust.Service):
                 retry = failures < settings.sink_max_attempts
             dead = not retry and outcome in (Outcome.RETRYABLE, Outcome.REJECTED)
             if dead:  # the dead letter first: a final record must never stand for a lost one
-                await self._dead_letter(record, verdict.reason, trigger.name, attempt)
+                await self._dead_letter(
+                    record, verdict.reason, trigger.name, attempt, secrets=_tokens_of(event)
+                )
             await self._record(
                 record,
                 event,
@@ -562,7 +597,8 @@ class InvocationSink(faust.Service):
             "status": status,
             "activation_id": verdict.activation_id,
             "duration_ms": None if duration is None else round(duration * 1000, 3),
-            "reason": verdict.reason,
+            # readable by the tenant over the web: bounded, sanitized, without the call's tokens
+            "reason": excerpt(verdict.reason, secrets=_tokens_of(event)),
             "time": format_instant(datetime.now(UTC)),
             "source": {
                 "topic": record.topic,
@@ -584,10 +620,19 @@ class InvocationSink(faust.Service):
         await future
 
     async def _dead_letter(
-        self, record: ConsumerRecord[Any, Any], reason: str, trigger: str, attempts: int
+        self,
+        record: ConsumerRecord[Any, Any],
+        reason: str,
+        trigger: str,
+        attempts: int,
+        *,
+        secrets: tuple[str, ...] = (),
     ) -> None:
+        """The consumed record as a dead letter, without its tokens (the event's other bytes
+        as they were when nothing had to be removed)."""
+        value, stripped = strip_tokens(record.value)
         context = DeadLetterContext(
-            reason=reason,
+            reason=excerpt(reason, secrets=secrets),
             stage="invoke",
             topic=record.topic,
             partition=record.partition,
@@ -598,7 +643,9 @@ class InvocationSink(faust.Service):
             (HEADER_PREFIX + "trigger", trigger.encode()),
             (HEADER_PREFIX + "attempts", str(attempts).encode()),
         ]
-        future = await dead_letters.send(key=record.key, value=record.value, headers=headers)
+        if stripped:
+            headers.append((HEADER_PREFIX + "tokens", b"stripped"))
+        future = await dead_letters.send(key=record.key, value=value, headers=headers)
         exit_if_undelivered("invoke", future)
         await future
 
@@ -630,6 +677,17 @@ def _exit_if_crashed(task: asyncio.Task[None]) -> None:
     log.critical("invocation sink crashed: %r", task.exception(), exc_info=task.exception())
     logging.shutdown()
     os._exit(EXIT_OUTPUT_LOST)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a reason: its class and a bounded, sanitized excerpt of its message."""
+    return excerpt(f"{type(exc).__name__}: {exc}")
+
+
+def _tokens_of(event: Any) -> tuple[str, ...]:
+    if not isinstance(event, dict):
+        return ()
+    return tuple(v for k in ("readtoken", "writetoken") if isinstance(v := event.get(k), str))
 
 
 def _limits_of(tenant: str) -> Limits:

@@ -12,7 +12,8 @@ from typing import Any
 from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.domain.index import PrefixConflictError
-from streamapp.domain.policy import parse_dataset
+from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.triggers import disallowed_hosts
 from streamapp.domain.updates import (
     KeyRing,
     Update,
@@ -54,6 +55,16 @@ def decide(message: bytes, topic: str) -> Update:
             prefix, other = conflicts[0]
             raise UpdateRefusedError(f"prefix {prefix} is already owned by dataset {other}")
         check_dataset_areas(dataset, policy_index.datasets.values())
+    if update.kind == "tenant" and update.op == "upsert":
+        assert update.spec is not None
+        # the workers' allow-list (checked again before every call); credentials need no check
+        # here: a policy can only name its own tenant's (plain names, resolved per tenant)
+        allowed = settings.openwhisk_allowed_hosts
+        for index, host in disallowed_hosts(parse_tenant(update.spec).triggers, allowed):
+            raise UpdateRefusedError(
+                f"invalid tenant spec: triggers[{index}].api_host: {host} is not among the "
+                f"allowed OpenWhisk hosts ({allowed})"
+            )
     return update
 
 

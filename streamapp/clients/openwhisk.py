@@ -5,8 +5,11 @@ retry is ``streamapp.domain.triggers.judge`` and the sink's business. Transport 
 (connection refused, reset, timeout) raise ``OpenWhiskUnreachableError`` — retryable; a body over
 OpenWhisk's 1 MB limit raises ``PayloadTooLargeError`` before anything is sent — poison.
 
-Credentials (``uuid:key``) are looked up by name in the worker's secrets and go only into the
-``Authorization`` header: never into a log line, an exception message or a record.
+Credentials (``uuid:key``) are looked up by tenant and name in the worker's secrets (a tenant's
+policy can only reach that tenant's own) and go only into the ``Authorization`` header: never
+into a log line, an exception message or a record. Only API hosts in the operator's allow-list
+are called (``HostNotAllowedError`` otherwise, before anything is sent), and redirects are never
+followed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from streamapp.domain.triggers import MAX_PARAMETER_BYTES, ActionRef
+from streamapp.domain.triggers import MAX_PARAMETER_BYTES, ActionRef, AllowedHosts
 
 ACTIVATION_HEADER = "x-openwhisk-activation-id"
 
@@ -41,7 +44,11 @@ class PayloadTooLargeError(OpenWhiskError):
 
 
 class CredentialsMissingError(OpenWhiskError):
-    """A trigger names credentials this worker does not hold. Poison for this worker's config."""
+    """A trigger names credentials this worker does not hold for its tenant. Poison."""
+
+
+class HostNotAllowedError(OpenWhiskError):
+    """The trigger's ``api_host`` is not in the allow-list. Poison: never sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,43 +61,63 @@ class Answer:
     duration_s: float
 
 
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # tenant and credential names
+_ESCAPES = {".": "_D", "-": "_H", "_": "_U"}
+
+
+def env_part(name: str) -> str:
+    """A tenant or credential name in an environment variable name: upper case, ``.`` ``-``
+    ``_`` as ``_D`` ``_H`` ``_U``; no two names give the same text and none contains ``__``."""
+    return "".join(_ESCAPES.get(c, c.upper()) for c in name)
+
+
 class Credentials:
-    """``uuid:key`` pairs by name: ``<secrets>/openwhisk/<name>`` (first line), else the
-    environment variable ``STREAMAPP_OPENWHISK_<NAME>`` (upper case, ``.``/``-`` as ``_``).
-    Files are re-read when they change, so a rotated key takes effect without a restart."""
+    """``uuid:key`` pairs per tenant, by name: ``<secrets>/openwhisk/<tenant>/<name>`` (first
+    line), else the environment variable ``STREAMAPP_OPENWHISK_<TENANT>__<NAME>`` (each part
+    as ``env_part`` writes it: ``petra3-p02`` / ``ow-key`` is
+    ``STREAMAPP_OPENWHISK_PETRA3_HP02__OW_HKEY``). A tenant's policy can only name its own: the
+    name is looked up in that tenant's namespace and nowhere else. Files are re-read when they
+    change, so a rotated key takes effect without a restart."""
 
     def __init__(self, secrets_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self._dir = secrets_dir / "openwhisk"
         self._env = os.environ if env is None else env
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, str]] = {}
 
     @staticmethod
-    def env_name(name: str) -> str:
-        return "STREAMAPP_OPENWHISK_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    def env_name(tenant: str, name: str) -> str:
+        return f"STREAMAPP_OPENWHISK_{env_part(tenant)}__{env_part(name)}"
 
-    def authorization(self, name: str) -> str:
-        """The ``Authorization`` header value for the named credential."""
-        pair = self._lookup(name)
+    def path(self, tenant: str, name: str) -> Path:
+        return self._dir / tenant / name
+
+    def authorization(self, tenant: str, name: str) -> str:
+        """The ``Authorization`` header value for the tenant's named credential."""
+        pair = self._lookup(tenant, name)
         if ":" not in pair:
             raise CredentialsMissingError(f"credential {name!r} is not of the form uuid:key")
         return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
-    def _lookup(self, name: str) -> str:
-        path = self._dir / name
+    def _lookup(self, tenant: str, name: str) -> str:
+        # the names come from validated policies; checked again: never a path out of the tenant
+        if not (_NAME.fullmatch(tenant) and _NAME.fullmatch(name)):
+            raise CredentialsMissingError(f"unknown credential {name!r}")
+        path = self.path(tenant, name)
         try:
             mtime = path.stat().st_mtime
         except OSError:
-            value = self._env.get(self.env_name(name), "").strip()
+            value = self._env.get(self.env_name(tenant, name), "").strip()
             if not value:
+                # the message reaches the tenant's records: no file path of the worker in it
                 raise CredentialsMissingError(
-                    f"no credential {name!r} (file {path} or ${self.env_name(name)})"
+                    f"unknown credential {name!r} of tenant {tenant!r}"
                 ) from None
             return value
-        cached = self._cache.get(name)
+        cached = self._cache.get((tenant, name))
         if cached is None or cached[0] != mtime:
             lines = path.read_text().splitlines()
             cached = (mtime, lines[0].strip() if lines else "")
-            self._cache[name] = cached
+            self._cache[(tenant, name)] = cached
         return cached[1]
 
 
@@ -98,9 +125,15 @@ class OpenWhiskClient:
     """Invokes actions; one session (connection pool) for every API host."""
 
     def __init__(
-        self, credentials: Credentials, *, connect_timeout_s: float = 10.0, limit: int = 256
+        self,
+        credentials: Credentials,
+        allowed_hosts: AllowedHosts,
+        *,
+        connect_timeout_s: float = 10.0,
+        limit: int = 256,
     ) -> None:
         self._credentials = credentials
+        self._allowed = allowed_hosts
         self._connect_timeout_s = connect_timeout_s
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
@@ -125,18 +158,23 @@ class OpenWhiskClient:
         credentials: str,
         params: Mapping[str, Any],
         *,
+        tenant: str,
         blocking: bool,
         timeout_s: float,
     ) -> Answer:
-        """POST the invoke call once. A blocking call waits up to ``timeout_s`` for the action
-        (OpenWhisk answers 202 itself after ~60 s); the HTTP timeout allows a margin on top."""
+        """POST the invoke call once with ``tenant``'s credential ``credentials``. A blocking
+        call waits up to ``timeout_s`` for the action (OpenWhisk answers 202 itself after
+        ~60 s); the HTTP timeout allows a margin on top."""
+        if not self._allowed.allows(api_host):
+            raise HostNotAllowedError(f"api_host not allowed: {api_host}")
         body = orjson.dumps(params)
         if len(body) > MAX_PARAMETER_BYTES:
             raise PayloadTooLargeError(
                 f"{len(body)} bytes exceed OpenWhisk's {MAX_PARAMETER_BYTES}"
             )
+        authorization = self._credentials.authorization(tenant, credentials)
         headers = {
-            "Authorization": self._credentials.authorization(credentials),
+            "Authorization": authorization,
             "Content-Type": "application/json",
         }
         query = {"blocking": "true" if blocking else "false"}
@@ -151,6 +189,7 @@ class OpenWhiskClient:
                 params=query,
                 data=body,
                 headers=headers,
+                allow_redirects=False,  # a 3xx is an answer (rejected), never followed
                 timeout=aiohttp.ClientTimeout(
                     total=(timeout_s + 15) if blocking else 30, connect=self._connect_timeout_s
                 ),
@@ -165,6 +204,9 @@ class OpenWhiskClient:
         except aiohttp.ClientError as exc:
             # the message names host and errno, never the Authorization header
             raise OpenWhiskUnreachableError(f"{type(exc).__name__}: {exc}") from exc
+        # an endpoint echoing the credential back gets it blanked before anyone reads the answer
+        for secret in (authorization[6:], base64.b64decode(authorization[6:]).decode()):
+            raw = raw.replace(secret.encode(), b"[redacted]")
         try:
             decoded: Any = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:

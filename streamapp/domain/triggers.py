@@ -2,19 +2,26 @@
 outcome of one invocation attempt is judged and retried. Pure: no I/O, no clocks, no faust.
 
 A trigger lives in the tenant policy (signed like the rest of it). Credentials are only a *name*
-here; the worker resolves the name to ``uuid:key`` from its secrets (``streamapp.clients``).
+here, and always one of the policy's own tenant: the worker resolves it inside that tenant's
+namespace of its secrets (``streamapp.clients.openwhisk``), so no policy can name another
+tenant's key. ``api_host`` must be in the operator's allow-list (``AllowedHosts``), checked when
+a policy is applied and again before every call. Anything an endpoint answers reaches records
+and dead-letter headers only as an ``excerpt`` (bounded, control characters and secrets removed).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
+
+import orjson
 
 from streamapp.domain.events import EventType
 from streamapp.domain.instants import parse_aware
@@ -23,7 +30,7 @@ from streamapp.domain.instants import parse_aware
 # (docs/reference.md "Fully qualified names"); we refuse the space to keep URLs plain.
 _ENTITY: Final = r"[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}"
 _ACTION_PATTERN: Final = re.compile(
-    rf"^/(?P<ns>{_ENTITY})/(?:(?P<pkg>{_ENTITY})/)?(?P<act>{_ENTITY})$"
+    rf"/(?P<ns>{_ENTITY})/(?:(?P<pkg>{_ENTITY})/)?(?P<act>{_ENTITY})"
 )
 MAX_PARAMETER_BYTES: Final = 1_048_576  # OpenWhisk's limit on the invocation body
 RESERVED_PARAMETERS: Final = frozenset({"event", "read", "write", "streamapp"})
@@ -48,7 +55,7 @@ class ActionRef:
 
     @classmethod
     def parse(cls, text: Any) -> ActionRef:
-        match = _ACTION_PATTERN.match(text) if isinstance(text, str) else None
+        match = _ACTION_PATTERN.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise ValueError(f"{text!r} is not /namespace/[package/]action")
         return cls(match["ns"], match["pkg"], match["act"])
@@ -108,7 +115,7 @@ _TRIGGER_FIELDS = {
     "storage_url",
 }
 _LIMIT_FIELDS = {"concurrency", "rate_per_minute"}
-_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # always with fullmatch
 
 
 def _http_url(value: Any, where: str) -> str:
@@ -136,20 +143,27 @@ def parse_trigger(obj: Any, where: str, glob: Any) -> Trigger:
     if unknown:
         raise TriggerError(f"{where}.{unknown[0]}", "unknown field")
     name = obj.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise TriggerError(f"{where}.name", "must be a name (lower-case letters, digits, . _ -)")
     try:
         action = ActionRef.parse(obj.get("action"))
     except ValueError as exc:
         raise TriggerError(f"{where}.action", str(exc)) from None
     credentials = obj.get("credentials")
-    if not isinstance(credentials, str) or not _NAME.match(credentials):
+    if isinstance(credentials, str) and any(c in credentials for c in "/\\:"):
         raise TriggerError(
-            f"{where}.credentials", "must be the *name* of a credential held by the workers"
+            f"{where}.credentials",
+            "names one of this tenant's own credentials: a plain name, never a path, another "
+            "tenant's credential or a key",
+        )
+    if not isinstance(credentials, str) or not _NAME.fullmatch(credentials):
+        raise TriggerError(
+            f"{where}.credentials",
+            "must be the *name* of one of this tenant's credentials held by the workers",
         )
     datasets = obj.get("datasets", [])
     if not isinstance(datasets, list) or not all(
-        isinstance(d, str) and _NAME.match(d) for d in datasets
+        isinstance(d, str) and _NAME.fullmatch(d) for d in datasets
     ):
         raise TriggerError(f"{where}.datasets", "must be a list of dataset ids")
     types = obj.get("types", [])
@@ -334,7 +348,7 @@ def judge(status: int, body: Any, blocking: bool) -> Verdict:
             ):
                 return Verdict(
                     Outcome.ACTION_FAILED,
-                    _short(f"action failed: {response.get('status')}"),
+                    excerpt(f"action failed: {response.get('status')}"),
                     activation_id,
                 )
         elif isinstance(body, Mapping) and "error" in body:  # result=true answers the result only
@@ -344,17 +358,161 @@ def judge(status: int, body: Any, blocking: bool) -> Verdict:
         return Verdict(Outcome.SUCCESS, "completed", activation_id)
     if status == 502:
         return Verdict(
-            Outcome.ACTION_FAILED, _short(f"action failed (502): {error!r}"), activation_id
+            Outcome.ACTION_FAILED, excerpt(f"action failed (502): {error!r}"), activation_id
         )
     if status == 429:
-        return Verdict(Outcome.THROTTLED, _short(f"throttled: {error}"), activation_id)
+        return Verdict(Outcome.THROTTLED, excerpt(f"throttled: {error}"), activation_id)
     if status in (408, 409) or status >= 500:
-        return Verdict(Outcome.RETRYABLE, _short(f"HTTP {status}: {error}"), activation_id)
-    return Verdict(Outcome.REJECTED, _short(f"HTTP {status}: {error}"), activation_id)
+        return Verdict(Outcome.RETRYABLE, excerpt(f"HTTP {status}: {error}"), activation_id)
+    if 300 <= status < 400:  # never followed: a redirect could lead anywhere
+        return Verdict(Outcome.REJECTED, f"HTTP {status}: redirect not followed", activation_id)
+    return Verdict(Outcome.REJECTED, excerpt(f"HTTP {status}: {error}"), activation_id)
 
 
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# --- what an endpoint answers, as it may be kept ----------------------------------------------
+
+EXCERPT_CHARS: Final = 256
+_REDACTED: Final = "[redacted]"
+_SECRET_PATTERNS: Final = (
+    # an Authorization header or its value, however quoted
+    re.compile(
+        r"(?i)authorization[\"']?\s*[:=]\s*[\"']?(?:(?:basic|bearer|macaroon)\s+)?[^\s\"',;}\]]*"
+    ),
+    re.compile(r"(?i)\b(?:basic|bearer|macaroon)\s+[A-Za-z0-9+/=._~-]+"),
+    # an OpenWhisk credential (uuid:key)
+    re.compile(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:\S+"),
+    # a long base64 run: a macaroon, a JWT part or a key; real messages have none
+    re.compile(r"[A-Za-z0-9+/_=-]{64,}"),
+)
+
+
+def excerpt(text: Any, *, secrets: Iterable[str | None] = (), limit: int = EXCERPT_CHARS) -> str:
+    """What may be kept of text an endpoint (or an exception) produced: at most ``limit``
+    characters, no control or format characters (newlines, escapes, bidi overrides), no
+    ``secrets`` (the call's tokens, say), nothing that looks like a credential or a token."""
+    raw = text if isinstance(text, str) else str(text)
+    window = raw[: limit * 8]  # bounded work on a huge answer; later text is cut anyway
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            window = window.replace(secret, _REDACTED)
+    cleaned = "".join(
+        " " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c for c in window
+    )
+    cleaned = " ".join(cleaned.split())
+    for pattern in _SECRET_PATTERNS:
+        cleaned = pattern.sub(_REDACTED, cleaned)
+    if len(cleaned) > limit or len(raw) > len(window):
+        cleaned = cleaned[: limit - 1] + "…"
+    return cleaned
+
+
+# --- the api_host allow-list -------------------------------------------------------------------
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class HostRule:
+    """One allow-list entry: ``host[:port]`` (either scheme; without a port, the scheme's
+    default) or an origin ``http(s)://host[:port]`` (that scheme only)."""
+
+    host: str
+    port: int | None = None
+    scheme: str | None = None
+
+    def __str__(self) -> str:
+        where = f"[{self.host}]" if ":" in self.host else self.host
+        where += f":{self.port}" if self.port is not None else ""
+        return f"{self.scheme}://{where}" if self.scheme else where
+
+
+def _host(name: str | None) -> str:
+    return (name or "").lower().rstrip(".")
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedHosts:
+    """The OpenWhisk API hosts triggers may call (``STREAMAPP_OPENWHISK_ALLOWED_HOSTS``).
+    Hosts are compared literally (no DNS): list names whose DNS you control. Empty: none."""
+
+    rules: tuple[HostRule, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedHosts:
+        """Comma-separated entries; ``ValueError`` names a bad one."""
+        rules = []
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            parts = urlsplit(item if "://" in item else "//" + item)
+            try:
+                port = parts.port
+            except ValueError:
+                raise ValueError(f"{item!r}: bad port") from None
+            if (
+                ("://" in item and parts.scheme not in _DEFAULT_PORTS)
+                or not _host(parts.hostname)
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or "@" in parts.netloc
+                or "*" in item
+            ):
+                raise ValueError(f"{item!r} is not host[:port] or http(s)://host[:port]")
+            rules.append(HostRule(_host(parts.hostname), port, parts.scheme or None))
+        return cls(tuple(rules))
+
+    def allows(self, api_host: str) -> bool:
+        parts = urlsplit(api_host)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or "@" in parts.netloc:
+            return False
+        try:
+            port = parts.port or _DEFAULT_PORTS[scheme]
+        except ValueError:
+            return False
+        host = _host(parts.hostname)
+        for rule in self.rules:
+            if rule.scheme not in (None, scheme) or rule.host != host:
+                continue
+            if (rule.port if rule.port is not None else _DEFAULT_PORTS[scheme]) == port:
+                return True
+        return False
+
+    def __str__(self) -> str:
+        return ",".join(str(rule) for rule in self.rules) or "(none)"
+
+
+def disallowed_hosts(triggers: Sequence[Trigger], allowed: AllowedHosts) -> list[tuple[int, str]]:
+    """(index, api_host) of every trigger whose host is not allowed: a policy naming one is
+    refused when applied."""
+    return [(i, t.api_host) for i, t in enumerate(triggers) if not allowed.allows(t.api_host)]
+
+
+# --- dead letters without tokens ---------------------------------------------------------------
+
+TOKEN_FIELDS: Final = ("readtoken", "writetoken")
+_TOKEN_TEXT: Final = re.compile(rb'("(?:readtoken|writetoken)"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def strip_tokens(value: bytes | None) -> tuple[bytes | None, bool]:
+    """A tenant event without its tokens (``readtoken``, ``writetoken``), and whether any were
+    removed: JSON objects lose the attributes (and are re-encoded); anything else has token
+    values blanked where they appear as ``"readtoken": "…"``."""
+    if not value:
+        return value, False
+    stripped = value
+    try:
+        decoded = orjson.loads(value)
+    except (orjson.JSONDecodeError, RecursionError):
+        decoded = None
+    if isinstance(decoded, dict) and any(k in decoded for k in TOKEN_FIELDS):
+        try:
+            stripped = orjson.dumps({k: v for k, v in decoded.items() if k not in TOKEN_FIELDS})
+        except (TypeError, RecursionError):
+            stripped = value
+    stripped = _TOKEN_TEXT.sub(rb'\1"[stripped]"', stripped)
+    return stripped, stripped != value
 
 
 _THROTTLE: Final = re.compile(

@@ -19,9 +19,11 @@ It follows the documented invoke API (apache/openwhisk ``docs/rest_api.md``, ``d
 - Every response carries ``x-openwhisk-activation-id``.
 
 On top, for tests: per-namespace latency, a fault schedule (statuses, hangs, connection resets),
-an outage switch (the listening socket closes: connection refused), and a log of every request
-and every activation. Used by unit and integration tests, the benchmark and the demo; run it
-alone with ``python -m streamapp.testing.openwhisk_server --help``.
+an outage switch (the listening socket closes: connection refused), a log of every request
+and every activation, and ``received``: every request as it arrived, with the credential it
+carried, authenticated or not (to prove that a key was never sent here). Used by unit and
+integration tests, the benchmark and the demo; run it alone with
+``python -m streamapp.testing.openwhisk_server --help``.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class Fault:
 
     ``status``: answer with it (429 uses OpenWhisk's rate message, 502 a failed activation);
     ``hang``: hold the request until ``release()``; ``reset``: close the connection unanswered.
-    ``namespace``: only requests to this namespace (None: all)."""
+    ``namespace``: only requests to this namespace (None: all); ``body``: answer with it
+    verbatim (bytes, with ``status`` or 500) instead of OpenWhisk's error object."""
 
     status: int | None = None
     count: int | None = 1
@@ -74,6 +77,7 @@ class Fault:
     hang: bool = False
     reset: bool = False
     message: str | None = None
+    body: bytes | None = None
 
 
 @dataclass
@@ -118,6 +122,7 @@ class OpenWhiskTestServer:
         self.faults: list[Fault] = []
         self.requests: list[Request] = []
         self.activations: list[Activation] = []
+        self.received: list[tuple[str, str | None]] = []  # (path, "uuid:key" sent or None)
         self.host = host
         self.port = 0
         self._released = asyncio.Event()
@@ -187,6 +192,7 @@ class OpenWhiskTestServer:
         activation_id = uuid.uuid4().hex
         headers = {ACTIVATION_HEADER: activation_id}
         ns_name = request.match_info["namespace"]
+        self.received.append((request.path, _credential(request)))
         namespace = self._authenticate(request)
         if namespace is None:
             return _error(401, "The supplied authentication is invalid.", activation_id)
@@ -217,6 +223,18 @@ class OpenWhiskTestServer:
                 return web.Response(status=500)
             if fault.hang:
                 await self._released.wait()
+            elif fault.body is not None:
+                self.requests.append(
+                    Request(
+                        time.monotonic(), ns_name, qualified, fault.status or 500, activation_id
+                    )
+                )
+                return web.Response(
+                    body=fault.body,
+                    status=fault.status or 500,
+                    headers=headers,
+                    content_type="application/json",
+                )
             elif fault.status == 429:
                 return answer(
                     429, {"error": fault.message or _rate_message(1, 1), "code": activation_id}
@@ -299,12 +317,8 @@ class OpenWhiskTestServer:
         return answer(200, result if request.query.get("result") == "true" else record)
 
     def _authenticate(self, request: web.Request) -> Namespace | None:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Basic "):
-            return None
-        try:
-            pair = base64.b64decode(header[6:], validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
+        pair = _credential(request)
+        if pair is None:
             return None
         for namespace in self.namespaces.values():
             if namespace.key == pair:
@@ -335,6 +349,17 @@ class OpenWhiskTestServer:
                 "Too many concurrent requests in flight "
                 f"(count: {namespace._in_flight}, allowed: {namespace.concurrent})."
             )
+        return None
+
+
+def _credential(request: web.Request) -> str | None:
+    """The ``uuid:key`` of a Basic Authorization header, or None."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return None
+    try:
+        return base64.b64decode(header[6:], validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
         return None
 
 

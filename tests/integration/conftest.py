@@ -122,6 +122,8 @@ def stack(bootstrap: str, topics: TopicNames, tmp_path: Path) -> Stack:
         "STREAMAPP_TENANT_TOPIC_PATTERN": f"{topics.prefix}.tenant.{{tenant}}.events",
         "STREAMAPP_ADMIN_PUBLIC_KEYS": str(public),
         "STREAMAPP_SECRETS_DIR": str(secrets),
+        # the OpenWhisk test server's address in tables/ (tests with their own add theirs)
+        "STREAMAPP_OPENWHISK_ALLOWED_HOSTS": "127.0.0.1:3233",
         "STREAMAPP_TOPIC_PARTITIONS": "2",
         "STREAMAPP_SESSION_TIMEOUT": "10",
         "STREAMAPP_HEARTBEAT_INTERVAL": "1",

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from streamapp.domain import tokens
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.integration
 KEYS = {
     "alpha": "a1b2c3d4-0000-4000-8000-00000000000a:alpha-key",
     "beta": "b1b2c3d4-0000-4000-8000-00000000000b:beta-key",
+    "gamma": "c1b2c3d4-0000-4000-8000-00000000000c:gamma-key",
 }
 ROOTS = {"alpha": "/data/alpha/2026", "beta": "/data/beta/2026", "gamma": "/data/gamma/2026"}
 
@@ -99,9 +101,9 @@ def tenant_spec(name: str, url: str) -> dict[str, Any]:
         spec["triggers"] = [
             {
                 "name": "broken",
-                "action": "/alpha/no-such-action",
+                "action": "/gamma/no-such-action",
                 "api_host": url,
-                "credentials": "alpha-ow",
+                "credentials": "gamma-ow",
                 "types": ["storage.object.created"],
             },
         ]
@@ -121,11 +123,14 @@ async def sink(bootstrap: str, topics: TopicNames, stack: Stack) -> AsyncIterato
         server.action(action)
     server.action("/beta/pkg/reduce", Action(beta_reduce))
     await server.start()
-    (stack.secrets / "openwhisk").mkdir()
-    (stack.secrets / "openwhisk" / "alpha-ow").write_text(KEYS["alpha"] + "\n")
+    # credentials per tenant: <secrets>/openwhisk/<tenant>/<name> or the environment
+    for tenant in ("alpha", "gamma"):
+        (stack.secrets / "openwhisk" / tenant).mkdir(parents=True)
+        (stack.secrets / "openwhisk" / tenant / f"{tenant}-ow").write_text(KEYS[tenant] + "\n")
     env = {
         **stack.env,
-        "STREAMAPP_OPENWHISK_BETA_OW": KEYS["beta"],  # the other way to hold credentials
+        "STREAMAPP_OPENWHISK_BETA__BETA_HOW": KEYS["beta"],  # the other way to hold credentials
+        "STREAMAPP_OPENWHISK_ALLOWED_HOSTS": f"127.0.0.1:{server.port}",
         "STREAMAPP_INVOCATIONS_TOPIC": f"{topics.prefix}.invocations",
         "STREAMAPP_SINK_RETRY_BASE": "0.2",
         "STREAMAPP_SINK_RETRY_CAP": "2",
@@ -414,11 +419,17 @@ async def test_outage_throttling_and_failures_lose_nothing(
     invoke_letters = [
         r for r in letters if DeadLetterContext.from_headers(r.headers).stage == "invoke"
     ]
-    # the dead letter is the record the sink consumed (gamma's authorized event), verbatim
+    # the dead letter is the record the sink consumed (gamma's authorized event) without tokens
     assert sorted(orjson.loads(r.value)["subject"] for r in invoke_letters) == sorted(
         path_of(r) for r in gamma
     )
     assert all(orjson.loads(r.value)["tenant"] == "gamma" for r in invoke_letters)
+    for letter in invoke_letters:
+        value = orjson.loads(letter.value)
+        assert "readtoken" not in value
+        assert "writetoken" not in value
+        assert value["writepath"]  # the rest of the event is kept
+        assert dict(letter.headers)[HEADER_PREFIX + "tokens"] == b"stripped"
     for letter in invoke_letters:
         context = DeadLetterContext.from_headers(letter.headers)
         headers = dict(letter.headers)
@@ -526,3 +537,251 @@ async def test_a_hanging_tenant_does_not_delay_the_others(
     assert subjects(server, "alpha") == Counter(
         [path_of(r) for r in writes("alpha", 80)] + [path_of(writes("alpha", 1, start=900)[0])]
     )
+
+
+HOSTILE_ROOTS = {name: f"/data/{name}/2026" for name in ("delta", "epsilon", "noisy", "zeta")}
+NOISY_KEY = "d1b2c3d4-0000-4000-8000-00000000000d:noisy-key"
+EPSILON_KEY = "e1b2c3d4-0000-4000-8000-00000000000e:epsilon-key"
+
+
+def hostile_specs(url: str, elsewhere: str) -> dict[str, dict[str, Any]]:
+    """delta names alpha's and beta's credentials (by their names: "alpha-ow", "beta-ow");
+    epsilon's host is allowed when applied, not later; noisy's action answers garbage;
+    zeta points at the metadata address; eta names a credential as another tenant's path."""
+
+    def spec(name: str, *triggers: dict[str, Any]) -> dict[str, Any]:
+        base = {"types": ["storage.object.created"], "api_host": url}
+        return {
+            "tenant": name,
+            "subscriptions": [{"dataset": f"ds-{name}", "write": True}],
+            "triggers": [base | t for t in triggers],
+        }
+
+    return {
+        "delta": spec(
+            "delta",
+            {"name": "steal-file", "action": "/alpha/forget", "credentials": "alpha-ow"},
+            {"name": "steal-env", "action": "/beta/pkg/reduce", "credentials": "beta-ow"},
+        ),
+        "epsilon": spec(
+            "epsilon",
+            {"name": "r", "action": "/epsilon/r", "credentials": "own", "api_host": elsewhere},
+        ),
+        "noisy": spec("noisy", {"name": "r", "action": "/noisy/r", "credentials": "noisy-ow"}),
+        "zeta": spec(
+            "zeta",
+            {
+                "name": "r",
+                "action": "/zeta/r",
+                "credentials": "zeta-ow",
+                "api_host": "http://169.254.169.254",
+            },
+        ),
+        "eta": spec("eta", {"name": "r", "action": "/eta/r", "credentials": "alpha/alpha-ow"})
+        | {"subscriptions": []},
+    }
+
+
+def hostile_writes(tenant: str, count: int) -> list[bytes]:
+    return [
+        raw(dcache_transfer(billingPath=f"{HOSTILE_ROOTS[tenant]}/f{n}.nxs", fileSize=10 + n))
+        for n in range(count)
+    ]
+
+
+def sink_letters(records: list[Any]) -> list[Any]:
+    return [r for r in records if DeadLetterContext.from_headers(r.headers).stage == "invoke"]
+
+
+async def test_hostile_policies_answers_and_records_cannot_reach_across_or_stop_the_sink(
+    bootstrap: str,
+    topics: TopicNames,
+    stack: Stack,
+    sink: Sink,
+    worker_factory: Callable[..., Worker],
+) -> None:
+    """Tenant A naming B's credential gets "unknown credential" at the worker, and B's key is
+    never sent; a policy naming another tenant's credential path or a host outside the
+    allow-list is refused when applied, and a host taken off the list later is refused at call
+    time (nothing sent); an action answering 200 KB with control characters leaves a bounded,
+    clean excerpt; poison records on a tenant topic are dead-lettered (without tokens) and the
+    valid records after them invoked."""
+    server = sink.server
+    server.namespaces["noisy"] = Namespace(NOISY_KEY)
+    garbage = "\x1b[2J\x00evil\r\nAuthorization: Basic " + "QUJD" * 30 + "\u202e" + "x" * 200_000
+    server.schedule(
+        Fault(status=400, count=None, namespace="noisy", body=orjson.dumps({"error": garbage}))
+    )
+    elsewhere = OpenWhiskTestServer({"epsilon": Namespace(EPSILON_KEY)})
+    elsewhere.action("/epsilon/r")
+    await elsewhere.start()
+    for tenant, key in (("noisy", NOISY_KEY), ("epsilon", EPSILON_KEY)):
+        (stack.secrets / "openwhisk" / tenant).mkdir(parents=True)
+        name = "own" if tenant == "epsilon" else f"{tenant}-ow"
+        (stack.secrets / "openwhisk" / tenant / name).write_text(key + "\n")
+    signer = load_private_key(stack.admin_key)
+    version = int(time.time() * 1000) + 1
+    specs = hostile_specs(server.url, elsewhere.url)
+    updates = [
+        sign_update(
+            "dataset",
+            "upsert",
+            f"ds-{name}",
+            version=version,
+            private_key=signer,
+            spec={
+                "id": f"ds-{name}",
+                "owner": name,
+                "source": DCACHE_SOURCE,
+                "prefixes": [root],
+                "output": f"{root}/processed",
+            },
+        )
+        for name, root in HOSTILE_ROOTS.items()
+    ]
+    await produce(bootstrap, topics.dataset_updates, [u.encode() for u in updates])
+    tenant_updates = {
+        name: sign_update(
+            "tenant", "upsert", name, version=version, spec=spec, private_key=signer
+        ).encode()
+        for name, spec in specs.items()
+    }
+    await produce(bootstrap, topics.tenant_updates, tenant_updates.values())
+    both = f"127.0.0.1:{server.port},127.0.0.1:{elsewhere.port}"
+    try:
+        first = worker_factory("w1", STREAMAPP_OPENWHISK_ALLOWED_HOSTS=both).start()
+        await wait_until(
+            lambda: first.metrics().get('streamapp_policy_entries{kind="tenant"}') == 6,
+            120,
+            "alpha, beta, gamma, delta, epsilon and noisy applied",
+        )
+
+        # refused when applied: zeta's host, eta's credential path; with their reasons
+        audit = await collect(
+            bootstrap,
+            [topics.audit],
+            lambda r: set(tenant_updates.values()) <= {x.value for x in r},
+            timeout=30,
+        )
+        verdicts = {r.value: dict(r.headers) for r in audit if r.value in tenant_updates.values()}
+        refused = {
+            name: verdicts[value]["streamapp.update.reason"].decode()
+            for name, value in tenant_updates.items()
+            if verdicts[value]["streamapp.update.verdict"] == b"refused"
+        }
+        assert set(refused) == {"zeta", "eta"}, refused
+        assert "169.254.169.254 is not among the allowed OpenWhisk hosts" in refused["zeta"]
+        assert "triggers[0].credentials" in refused["eta"]
+
+        # poison on alpha's topic (both partitions), then valid alpha events
+        await produce(bootstrap, topics.dcache, writes("alpha", 1, start=700))
+        await wait_until(lambda: len(server.succeeded("alpha")) >= 1, 120, "alpha's topic")
+        secret = "SECRET-TOKEN-" + "z" * 40
+        poison = [
+            b"\xff not json",
+            orjson.dumps({"tenant": "alpha", "readtoken": secret, "id": 5}),
+            b'{"tenant": "alpha", "writetoken": "' + secret.encode() + b'", broken',
+            b"[" * 100_000 + b"]" * 100_000,
+            orjson.dumps({"tenant": "beta", "id": "x"}),
+        ]
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for partition in (0, 1):
+                for value in poison:
+                    await producer.send_and_wait(topics.tenant("alpha"), value, partition=partition)
+        finally:
+            await producer.stop()
+        valid = writes("alpha", 8, start=710)
+        await produce(
+            bootstrap,
+            topics.dcache,
+            valid + hostile_writes("delta", 2) + hostile_writes("noisy", 2),
+        )
+        await wait_until(
+            lambda: subjects(server, "alpha", "alpha/reduce") >= Counter(path_of(r) for r in valid),
+            120,
+            "the valid alpha events after the poison",
+            server,
+        )
+        letters = await collect(
+            bootstrap,
+            [topics.deadletter],
+            lambda r: len(sink_letters(r)) >= 2 * len(poison) + 4 + 2,
+            timeout=60,
+        )
+        by_topic: dict[str, list[Any]] = defaultdict(list)
+        for letter in sink_letters(letters):
+            by_topic[DeadLetterContext.from_headers(letter.headers).topic].append(letter)
+        # every poison record dead-lettered, with a reason, never with a token
+        assert len(by_topic[topics.tenant("alpha")]) == 2 * len(poison)
+        for letter in sink_letters(letters):
+            assert secret.encode() not in letter.value
+            assert b"readtoken" not in letter.value or b'"[stripped]"' in letter.value
+            assert DeadLetterContext.from_headers(letter.headers).reason
+        # delta: alpha's and beta's credential names resolve only among delta's: unknown
+        delta = by_topic[topics.tenant("delta")]
+        assert len(delta) == 4
+        for letter in delta:
+            reason = DeadLetterContext.from_headers(letter.headers).reason
+            assert reason.startswith("unknown credential '"), reason
+            assert "of tenant 'delta'" in reason
+        assert not [path for path, _ in server.received if path.endswith("/alpha/forget")]
+        assert KEYS["beta"] not in {key for _, key in server.received}
+        # noisy: the answer kept only as a bounded, clean excerpt
+        noisy = by_topic[topics.tenant("noisy")]
+        assert len(noisy) == 2
+        records = [
+            r
+            for r in await invocation_records(bootstrap, sink.invocations_topic)
+            if r["tenant"] == "noisy"
+        ]
+        assert len(records) == 2
+        reasons = [r["reason"] for r in records] + [
+            DeadLetterContext.from_headers(letter.headers).reason for letter in noisy
+        ]
+        for reason in reasons:
+            assert reason.startswith("HTTP 400: ")
+            assert len(reason) <= 256
+            assert reason.isprintable()
+            assert "QUJD" * 16 not in reason
+            assert "Basic" not in reason
+        for record in await invocation_records(bootstrap, sink.invocations_topic):
+            assert b"readtoken" not in record["_raw"]
+            assert b"writetoken" not in record["_raw"]
+
+        # epsilon's host taken off the list: dead letters at call time, nothing sent there
+        first.stop()
+        second = worker_factory(
+            "w2", STREAMAPP_OPENWHISK_ALLOWED_HOSTS=f"127.0.0.1:{server.port}"
+        ).start()
+        await wait_until(partial(ready_with, second, 6), 120, "policies on w2")
+        await produce(bootstrap, topics.dcache, hostile_writes("epsilon", 2))
+        letters = await collect(
+            bootstrap,
+            [topics.deadletter],
+            lambda r: (
+                sum(
+                    DeadLetterContext.from_headers(x.headers).topic == topics.tenant("epsilon")
+                    for x in r
+                )
+                >= 2
+            ),
+            timeout=90,
+        )
+        epsilon = [
+            letter
+            for letter in letters
+            if DeadLetterContext.from_headers(letter.headers).topic == topics.tenant("epsilon")
+        ]
+        for letter in epsilon:
+            reason = DeadLetterContext.from_headers(letter.headers).reason
+            assert reason == f"api_host not allowed: {elsewhere.url}", reason
+            assert b"readtoken" not in letter.value
+        assert not elsewhere.received
+    finally:
+        await elsewhere.close()
+
+
+def ready_with(worker: Worker, tenants: int) -> bool:
+    return worker.metrics().get('streamapp_policy_entries{kind="tenant"}') == tenants
