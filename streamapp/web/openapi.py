@@ -137,6 +137,10 @@ OPENAPI: Final[dict[str, Any]] = {
                         },
                     ),
                     "400": _PROBLEM,
+                    # 502/503: the worker holding the tenant refused or did not answer, or
+                    # this worker lacks the peer secret to ask it (docs/access.md)
+                    "502": _PROBLEM,
+                    "503": _PROBLEM,
                     **_TENANT_ERRORS,
                 },
             }

@@ -20,22 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 import time
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web as aioweb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import web
-from faust.exceptions import SameNode
+from yarl import URL
 
 from streamapp.app import app, settings
+from streamapp.domain.access import PEER_HEADER, sign_peer_request
 from streamapp.domain.policy import PathGlob
 from streamapp.tables import STATS_WINDOW_S, policy_index, tenant_stats
 from streamapp.topics import tenant_events
-from streamapp.web.auth import json_response, problem, require_tenant
+from streamapp.web.auth import FORWARDED, json_response, peer_secret, problem, require_tenant
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
@@ -68,25 +71,20 @@ class TenantStats(web.View):
     """Deliveries per minute over the last ``minutes`` (1 to 60, default 15), newest first.
 
     The windowed table is partitioned by tenant: any worker can be asked, and the one owning the
-    tenant's partition answers (faust's router forwards the GET, token included)."""
+    tenant's partition answers. The asked worker checks the caller, then forwards the GET with
+    its own peer credential (``domain.access.sign_peer_request``), never the caller's token;
+    without a peer secret it answers 503 for a tenant another worker holds."""
 
     async def get(self, request: Any, tenant: str) -> Any:
         require_tenant(request, tenant)
-        try:
-            minutes = int(request.query.get("minutes", "15"))
-        except ValueError:
-            minutes = 0
-        if not 1 <= minutes <= 60:
+        minutes = _minutes(request.query.get("minutes", "15"))
+        if minutes is None:
             return problem(400, "Bad Request", "minutes must be an integer from 1 to 60")
         table: Any = tenant_stats.table
-        # the router hashes the key with the producer's metadata of the changelog topic, which
-        # a worker that never wrote to it lacks
-        producer: Any = app.producer
-        await producer._ensure_producer().partitions_for(table.changelog_topic.get_topic_name())
-        try:
-            return await app.router.route_req(table.name, tenant, self.web, request)
-        except SameNode:
-            pass
+        if not request.get(FORWARDED):  # a forwarded request is answered here, never routed on
+            owner = await _owner(table, tenant)
+            if owner is not None:
+                return await _forward(owner, tenant, minutes)
         now = time.time()
         per_minute = []
         for back in range(minutes):
@@ -105,20 +103,84 @@ class TenantStats(web.View):
         )
 
 
+def _minutes(text: str) -> int | None:
+    """1..60 from plain ASCII digits (no sign, space, ``_`` or other scripts' digits)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 2:
+        return None
+    value = int(text)
+    return value if 1 <= value <= 60 else None
+
+
+async def _owner(table: Any, tenant: str) -> URL | None:
+    """The canonical URL of the worker holding ``tenant``'s stats, None if it is this one."""
+    # the router hashes the key with the producer's metadata of the changelog topic, which a
+    # worker that never wrote to it lacks
+    producer: Any = app.producer
+    await producer._ensure_producer().partitions_for(table.changelog_topic.get_topic_name())
+    try:
+        owner: URL = app.router.key_store(table.name, tenant)
+    except KeyError:
+        return None  # no assignment known (yet): what this worker has
+    here = URL(str(app.conf.canonical_url))
+    if (owner.host, owner.port) == (here.host, here.port):
+        return None
+    return owner
+
+
+async def _forward(owner: URL, tenant: str, minutes: int) -> Any:
+    secret = peer_secret(settings)
+    if secret is None:
+        return problem(
+            503,
+            "Service Unavailable",
+            f"the stats of {tenant!r} are held by another worker, and forwarding needs the "
+            "workers' shared peer secret (<STREAMAPP_SECRETS_DIR>/peer.key), which this worker "
+            "lacks",
+        )
+    target = f"/v1/tenants/{tenant}/stats?minutes={minutes}"
+    url = URL(f"{owner.scheme or 'http'}://{owner.host}:{owner.port}{target}", encoded=True)
+    headers = {PEER_HEADER: sign_peer_request(secret, "GET", target, tenant, time.time())}
+    client: Any = app.http_client
+    try:
+        async with client.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False
+        ) as response:
+            body = await response.read()
+            if response.status != 200:
+                log.warning("stats of %s: %s answered %d", tenant, owner, response.status)
+                return problem(
+                    502, "Bad Gateway", f"the worker holding the stats of {tenant!r} refused"
+                )
+            return aioweb.Response(body=body, status=200, content_type="application/json")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("stats of %s: %s unreachable: %r", tenant, owner, exc)
+        return problem(
+            503, "Service Unavailable", f"the worker holding the stats of {tenant!r} did not answer"
+        )
+
+
 def _utc(moment: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
+MAX_POSITION_PARTITIONS = 1024
+_POSITION_ITEM = re.compile(r"(?P<partition>[0-9]{1,10}):(?P<offset>[0-9]{1,19})")
+
+
 def parse_position(text: str | None) -> dict[int, int] | str:
-    """``p:o,p:o`` -> {partition: offset}; ``beginning``/``end`` as they are."""
+    """``p:o,p:o`` -> {partition: offset}; ``beginning``/``end`` as they are. ValueError for
+    anything else, including partitions and offsets beyond Kafka's int32/int64."""
     if not text or text in ("end", "beginning"):
         return text or "end"
+    items = text.split(",", MAX_POSITION_PARTITIONS)
+    if len(items) > MAX_POSITION_PARTITIONS:
+        raise ValueError(f"a stream position has at most {MAX_POSITION_PARTITIONS} partitions")
     position: dict[int, int] = {}
-    for item in text.split(","):
-        partition, sep, offset = item.partition(":")
-        if not sep or not partition.isdigit() or not offset.isdigit():
-            raise ValueError(f"not a stream position: {text!r}")
-        position[int(partition)] = int(offset)
+    for item in items:
+        found = _POSITION_ITEM.fullmatch(item)
+        if found is None or int(found["partition"]) >= 2**31 or int(found["offset"]) >= 2**63:
+            raise ValueError(f"not a stream position: {text[:100]!r}")
+        position[int(found["partition"])] = int(found["offset"])
     return position
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
+from streamapp.domain.access import PEER_HEADER, sign_peer_request
 from streamapp.domain.updates import load_private_key, sign_update
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (
@@ -42,13 +45,16 @@ pytestmark = pytest.mark.integration
 ISS = "https://keycloak.test.example/realms/facility"
 AUD = "https://streamapp.test.example"
 KEY = ec.generate_private_key(ec.SECP256R1())
+# a second trusted identity provider, which has a group called /alpha too (not mapped for it)
+ISS2 = "https://login.other.test.example/oidc"
+KEY2 = ec.generate_private_key(ec.SECP256R1())
 ROOTS = {"alpha": "/data/alpha", "beta": "/data/beta"}
 
 
-def token(groups: list[str], **overrides: Any) -> str:
+def token(groups: list[str], key: Any = KEY, **overrides: Any) -> str:
     now = int(time.time())
     claims = {
-        "iss": ISS,
+        "iss": ISS if key is KEY else ISS2,
         "sub": "someone",
         "aud": AUD,
         "exp": now + 600,
@@ -58,7 +64,7 @@ def token(groups: list[str], **overrides: Any) -> str:
         "wlcg.groups": groups,
         **overrides,
     }
-    return jwt.encode(claims, KEY, algorithm="ES256", headers={"kid": "k1"})
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1"})
 
 
 @pytest.fixture
@@ -73,6 +79,11 @@ def web_worker(
     (tmp_path / "jwks.json").write_text(
         json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "ES256"}]})
     )
+    jwk2 = jwt.algorithms.ECAlgorithm.to_jwk(KEY2.public_key(), as_dict=True)
+    (tmp_path / "jwks2.json").write_text(
+        json.dumps({"keys": [{**jwk2, "kid": "k1", "alg": "ES256"}]})
+    )
+    # two issuers: every mapping names its own (a mapping without one is refused at load)
     (tmp_path / "access.toml").write_text(
         f"""audience = "{AUD}"
 
@@ -81,17 +92,30 @@ issuer = "{ISS}"
 jwks_file = "{tmp_path / "jwks.json"}"
 algorithms = ["ES256"]
 
+[[issuers]]
+issuer = "{ISS2}"
+jwks_file = "{tmp_path / "jwks2.json"}"
+algorithms = ["ES256"]
+
 [[mappings]]
+issuer = "{ISS}"
 group = "/alpha"
 tenants = ["alpha"]
 
 [[mappings]]
+issuer = "{ISS}"
 group = "/beta"
 tenants = ["beta"]
 
 [[mappings]]
+issuer = "{ISS}"
 group = "/streamapp/admins"
 admin = true
+
+[[mappings]]
+issuer = "{ISS2}"
+group = "/beamline-users"
+tenants = ["beta"]
 """
     )
     key = load_private_key(stack.admin_key)
@@ -191,6 +215,12 @@ async def test_tokens_decide_and_tenants_are_isolated(
         async with session.get(f"{base}/v1/tenants/alpha/policy", headers=alpha) as response:
             assert response.status == 200
             assert (await response.json())["tenant"] == "alpha"
+        # the second issuer's /alpha is not the first's: no mapping of its own, no access
+        other = {"Authorization": f"Bearer {token(['/alpha', '/beamline-users'], KEY2)}"}
+        async with session.get(f"{base}/v1/tenants/alpha/policy", headers=other) as response:
+            assert response.status == 403
+        async with session.get(f"{base}/v1/tenants/beta/policy", headers=other) as response:
+            assert response.status == 200
         async with session.get(f"{base}/v1/tenants/alpha/datasets", headers=alpha) as response:
             assert [d["id"] for d in (await response.json())["datasets"]] == ["ds-alpha"]
         await produce(bootstrap, topics.dcache, writes("alpha", 0, 5))
@@ -356,13 +386,16 @@ async def test_dashboard_shows_live_numbers_in_a_real_browser(
 async def test_stats_are_answered_by_the_owner_on_any_worker(
     bootstrap: str,
     topics: TopicNames,
+    stack: Stack,
     web_worker: Worker,
     tmp_path: Path,
     worker_factory: Callable[..., Worker],
 ) -> None:
     """Per-minute counts live in a partitioned windowed table; with two workers sharing its
-    partitions, either answers for any tenant (the GET is routed to the owner, which the
-    ``served_by`` field of the answer shows)."""
+    partitions, either answers for any tenant (the GET is forwarded to the owner, which the
+    ``served_by`` field of the answer shows) — with the workers' peer credential, never the
+    caller's token: without the shared peer secret a worker answers 503 for a tenant it does
+    not hold."""
     second = worker_factory(
         "w2", STREAMAPP_ACCESS_CONFIG=str(tmp_path / "access.toml"), STREAMAPP_SSE_HEARTBEAT="1"
     ).start()
@@ -372,6 +405,36 @@ async def test_stats_are_answered_by_the_owner_on_any_worker(
     expected = {"alpha": 7, "beta": 3}
     deadline = time.monotonic() + 90
     async with aiohttp.ClientSession() as session:
+        # no peer secret yet: per tenant, its owner answers and the other worker says why not
+        while True:
+            statuses: dict[str, list[int]] = {}
+            for worker in (web_worker, second):
+                for tenant in expected:
+                    url = f"http://127.0.0.1:{worker.web_port}/v1/tenants/{tenant}/stats"
+                    async with session.get(url, headers=admin) as response:
+                        statuses.setdefault(tenant, []).append(response.status)
+                        if response.status == 503:
+                            assert "peer secret" in (await response.json())["detail"]
+                        else:
+                            assert response.status == 200, await response.text()
+            if all(sorted(s) == [200, 503] for s in statuses.values()):
+                break
+            assert time.monotonic() < deadline, statuses
+            await asyncio.sleep(1)
+        secret = b"peer-secret-of-this-test-" + b"x" * 16
+        (stack.secrets / "peer.key").write_bytes(secret + b"\n")
+        # a worker trusts a peer's request only when its signature verifies, and only there
+        target = "/v1/tenants/alpha/stats?minutes=5"
+        signed = sign_peer_request(secret, "GET", target, "alpha", time.time())
+        for path, value, status in (
+            (target, signed, 200),
+            ("/v1/tenants/alpha/stats?minutes=6", signed, 401),
+            ("/v1/tenants/alpha/policy", signed, 401),
+            (target, "v1 1 " + "0" * 64, 401),
+        ):
+            url = f"http://127.0.0.1:{web_worker.web_port}{path}"
+            async with session.get(url, headers={PEER_HEADER: value}) as response:
+                assert response.status == status, (path, await response.text())
         while True:
             answers: dict[tuple[int, str], tuple[int, str]] = {}
             for worker in (web_worker, second):
@@ -553,3 +616,97 @@ async def test_a_client_that_reads_nothing_cannot_fill_the_workers_memory(
         pass
     writer.close()
     assert received < backlog_bytes / 4
+
+
+ROUTES_OF_THE_WORKER = """
+import orjson
+from streamapp.app import app
+app.discover()
+web = app.web
+web.init_server()  # what a worker does when its web server starts: faust's blueprints, ours
+print(orjson.dumps([
+    [route.method, route.resource.canonical]
+    for route in web.web_app.router.routes()
+    if route.resource is not None
+]).decode())
+"""
+
+
+async def test_every_route_but_the_public_ones_needs_a_token(
+    stack: Stack, web_worker: Worker
+) -> None:
+    """Deny by default: walk every route the worker's aiohttp router holds (faust's own views
+    included, whatever a later version or a new view adds) and ask each without a token —
+    only /health, /metrics, /openapi.json and /ui answer; faust's own views want an admin."""
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", ROUTES_OF_THE_WORKER],
+        env={**stack.env, **web_worker.env},
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    routes = {(method, path) for method, path in orjson.loads(listed.stdout.splitlines()[-1])}
+    paths = {path for _, path in routes}
+    assert "/router/" in paths  # faust's routing views are there: the walk sees faust's routes
+    assert "/v1/tenants/{tenant}/stats" in paths
+    public = {"/health", "/metrics", "/openapi.json", "/ui"}
+    base = f"http://127.0.0.1:{web_worker.web_port}"
+    alpha = {"Authorization": f"Bearer {token(['/alpha'])}"}
+    checked = 0
+    async with aiohttp.ClientSession() as session:
+        for method, pattern in sorted(routes):
+            if method == "HEAD" or pattern in public:
+                continue
+            path = re.sub(r"\{[^}]+\}", "alpha", pattern)
+            async with session.request(
+                method, base + path, timeout=aiohttp.ClientTimeout(total=10)
+            ) as response:
+                assert response.status == 401, (method, pattern, response.status)
+                assert response.headers["Content-Type"] == "application/problem+json"
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            if not pattern.startswith("/v1/"):  # faust's own: a member's token is not enough
+                async with session.request(method, base + path, headers=alpha) as response:
+                    assert response.status == 403, (method, pattern, response.status)
+            checked += 1
+        for pattern in public:
+            async with session.get(base + pattern) as response:
+                assert response.status in (200, 503), pattern  # /health: 503 while not ready
+    assert checked >= 10, routes
+
+
+async def test_hostile_requests_get_4xx_never_500(web_worker: Worker) -> None:
+    """Tokens with claims of the wrong type, stream positions beyond Kafka's integers, query
+    values out of type or range, oversized headers: each a 4xx, never a 500."""
+    base = f"http://127.0.0.1:{web_worker.web_port}"
+    alpha = {"Authorization": f"Bearer {token(['/alpha'])}"}
+    async with aiohttp.ClientSession() as session:
+        for hostile in ({"iat": "yesterday"}, {"iat": [1]}, {"exp": True}, {"sub": 5}):
+            headers = {"Authorization": f"Bearer {token(['/alpha'], **hostile)}"}
+            async with session.get(f"{base}/v1/tenants/alpha/policy", headers=headers) as response:
+                assert response.status == 401, hostile
+        for position in (
+            "0:" + "9" * 30,
+            "9" * 12 + ":0",
+            "0:-1",
+            "0:x",
+            ",".join(["0:1"] * 2000),
+        ):
+            async with session.get(
+                f"{base}/v1/tenants/alpha/events",
+                headers={**alpha, "Last-Event-ID": position},
+            ) as response:
+                assert response.status == 400, (position[:40], await response.text())
+        for query in ("minutes=1e9", "minutes=-1", "minutes=%D9%A3", "minutes=" + "9" * 5000):
+            async with session.get(f"{base}/v1/tenants/alpha/stats?{query}", headers=alpha) as r:
+                assert r.status == 400, query
+        for query in ("limit=1e9", "limit=" + "9" * 5000, "limit=0"):
+            url = f"{base}/v1/tenants/alpha/invocations?{query}"
+            async with session.get(url, headers=alpha) as r:
+                assert r.status == 400, query
+        async with session.get(
+            f"{base}/v1/tenants/alpha/policy", headers={**alpha, "X-Big": "x" * 70_000}
+        ) as response:
+            assert 400 <= response.status < 500
+        async with session.get(f"{base}/v1/tenants/alpha%0A/policy", headers=alpha) as response:
+            assert response.status == 404
