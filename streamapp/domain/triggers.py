@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -388,16 +387,15 @@ _SECRET_PATTERNS: Final = (
 
 def excerpt(text: Any, *, secrets: Iterable[str | None] = (), limit: int = EXCERPT_CHARS) -> str:
     """What may be kept of text an endpoint (or an exception) produced: at most ``limit``
-    characters, no control or format characters (newlines, escapes, bidi overrides), no
+    characters, only printable ones (no newlines, escapes, bidi overrides, unassigned…), no
     ``secrets`` (the call's tokens, say), nothing that looks like a credential or a token."""
     raw = text if isinstance(text, str) else str(text)
     window = raw[: limit * 8]  # bounded work on a huge answer; later text is cut anyway
     for secret in secrets:
         if secret and len(secret) >= 4:
             window = window.replace(secret, _REDACTED)
-    cleaned = "".join(
-        " " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c for c in window
-    )
+    # control, format (bidi overrides, zero-width), surrogate, private or unassigned: a space
+    cleaned = "".join(c if c.isprintable() else " " for c in window)
     cleaned = " ".join(cleaned.split())
     for pattern in _SECRET_PATTERNS:
         cleaned = pattern.sub(_REDACTED, cleaned)

@@ -4,33 +4,47 @@ offset ledger and tenant lanes (no network)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
+import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamapp.clients.openwhisk import Credentials, CredentialsMissingError
 from streamapp.domain.ledger import PartitionLedger
 from streamapp.domain.policy import PolicyError, parse_tenant
 from streamapp.domain.triggers import (
+    EXCERPT_CHARS,
     MAX_PARAMETER_BYTES,
     ActionRef,
+    AllowedHosts,
     Limits,
     Outcome,
     Throttle,
     backoff_delay,
+    disallowed_hosts,
+    excerpt,
     idempotency_key,
     invocation_params,
     judge,
     matching_triggers,
     parse_throttle,
+    strip_tokens,
     tokens_expire_during_call,
 )
+from streamapp.domain.updates import KeyRing, UpdateRefusedError, sign_update, verify_update
+from streamapp.settings import Settings, SettingsError
 from streamapp.sink.lanes import TenantLane
+
+NAMES = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,12}", fullmatch=True)
 
 TRIGGER = {
     "name": "reduce",
@@ -105,6 +119,14 @@ def test_triggers_and_limits_parse_with_defaults() -> None:
         ({"timeout": 0}, "triggers[0].timeout"),
         ({"datasets": ["someone-elses"]}, "triggers[0].datasets"),
         ({"token": "x"}, "triggers[0].token"),
+        # credentials are the tenant's own: never a path, another tenant's, or with a newline
+        ({"credentials": "other-tenant/their-key"}, "triggers[0].credentials"),
+        ({"credentials": "../other-tenant/their-key"}, "triggers[0].credentials"),
+        ({"credentials": "..\\their-key"}, "triggers[0].credentials"),
+        ({"credentials": "p02-openwhisk\n"}, "triggers[0].credentials"),
+        ({"credentials": ".."}, "triggers[0].credentials"),
+        ({"name": "reduce\n"}, "triggers[0].name"),
+        ({"action": "/p02/summary\n"}, "triggers[0].action"),
     ],
 )
 def test_bad_triggers_name_the_field(change: dict[str, Any], field: str) -> None:
@@ -321,3 +343,207 @@ async def test_a_throttled_lane_pauses_halves_and_recovers() -> None:
         await lane.succeeded()
     assert lane.limit == 2
     assert lane.consecutive_throttles == 0
+
+
+# --- credentials per tenant, the api_host allow-list, excerpts, token-free dead letters ------
+
+
+def test_a_credential_name_resolves_only_among_its_tenants(tmp_path: Path) -> None:
+    """alpha naming beta's credential ("b-key") finds nothing: not beta's file, not beta's
+    variable; its own of the same name is found, in its own directory."""
+    (tmp_path / "openwhisk" / "beta").mkdir(parents=True)
+    (tmp_path / "openwhisk" / "beta" / "b-key").write_text("u-beta:BETA-SECRET\n")
+    env = {Credentials.env_name("beta", "b-env"): "u-beta:BETA-ENV-SECRET"}
+    credentials = Credentials(tmp_path, env=env)
+    assert credentials.authorization("beta", "b-key").startswith("Basic ")
+    assert credentials.authorization("beta", "b-env").startswith("Basic ")
+    for name in ("b-key", "b-env", "../beta/b-key", "beta/b-key", "b-key\n"):
+        with pytest.raises(CredentialsMissingError) as error:
+            credentials.authorization("alpha", name)
+        assert "SECRET" not in str(error.value)
+        assert str(tmp_path) not in str(error.value)  # no worker path in a tenant's record
+    (tmp_path / "openwhisk" / "alpha").mkdir()
+    (tmp_path / "openwhisk" / "alpha" / "b-key").write_text("u-alpha:ALPHA\n")
+    header = credentials.authorization("alpha", "b-key")
+    assert header == "Basic " + base64.b64encode(b"u-alpha:ALPHA").decode()
+
+
+@given(
+    st.tuples(NAMES, NAMES),
+    st.tuples(NAMES, NAMES),
+)
+def test_credential_variable_names_are_unambiguous(
+    first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    """No two (tenant, name) pairs share a variable: "a-b"/"c" and "a"/"b-c", "a_b" and "a-b"
+    and "a.b" all differ."""
+    if first != second:
+        assert Credentials.env_name(*first) != Credentials.env_name(*second)
+    assert re.fullmatch(r"STREAMAPP_OPENWHISK_[A-Z0-9_]+", Credentials.env_name(*first))
+
+
+def test_credential_variable_examples() -> None:
+    assert (
+        Credentials.env_name("petra3-p02", "ow-key") == "STREAMAPP_OPENWHISK_PETRA3_HP02__OW_HKEY"
+    )
+    assert Credentials.env_name("a-b", "c") != Credentials.env_name("a", "b-c")
+    assert Credentials.env_name("a_b", "c") != Credentials.env_name("a-b", "c")
+    # the allow-list variable can never be a credential's (no "__" in it)
+    assert "__" not in "STREAMAPP_OPENWHISK_ALLOWED_HOSTS"
+
+
+@pytest.mark.parametrize(
+    ("api_host", "allowed"),
+    [
+        ("http://127.0.0.1:3233", True),
+        ("http://127.0.0.1:3233/", True),
+        ("https://ow.desy.example", True),
+        ("https://ow.desy.example:443/base", True),
+        ("https://OW.DESY.EXAMPLE.", True),
+        ("http://ow.desy.example", False),  # the origin names https
+        ("http://ow2.desy.example", True),  # host alone: either scheme, its default port
+        ("https://ow2.desy.example", True),
+        ("http://ow2.desy.example:8080", False),
+        ("http://[::1]:3233", True),
+        ("http://127.0.0.1:3234", False),  # another loopback port
+        ("http://127.0.0.2:3233", False),
+        ("http://localhost:3233", False),  # literal: no DNS, no aliases
+        ("http://169.254.169.254", False),
+        ("http://169.254.169.254/latest/meta-data", False),
+        ("http://10.0.0.1:3233", False),
+        ("http://127.0.0.1:3233@169.254.169.254", False),
+        ("ftp://127.0.0.1:3233", False),
+        ("http://127.0.0.1:99999", False),
+    ],
+)
+def test_the_api_host_allow_list(api_host: str, allowed: bool) -> None:
+    hosts = AllowedHosts.parse(
+        "127.0.0.1:3233, https://ow.desy.example ,ow2.desy.example,[::1]:3233,"
+    )
+    assert hosts.allows(api_host) is allowed
+
+
+def test_an_empty_allow_list_allows_nothing_and_bad_entries_are_refused() -> None:
+    assert not AllowedHosts.parse("").allows("http://127.0.0.1:3233")
+    assert not AllowedHosts().allows("https://ow.desy.example")
+    for bad in ("*", "*.desy.example", "ftp://x", "http://x/path", "x:port", "u@x", "http://"):
+        with pytest.raises(ValueError, match=r"is not|bad port"):
+            AllowedHosts.parse(bad)
+    with pytest.raises(SettingsError, match="OPENWHISK_ALLOWED_HOSTS"):
+        Settings.from_env({"STREAMAPP_OPENWHISK_ALLOWED_HOSTS": "http://x/y"})
+    settings = Settings.from_env({"STREAMAPP_OPENWHISK_ALLOWED_HOSTS": "127.0.0.1:3233"})
+    assert settings.openwhisk_allowed_hosts.allows("http://127.0.0.1:3233")
+    assert not Settings.from_env({}).openwhisk_allowed_hosts.rules
+
+
+def test_policies_with_hosts_off_the_list_are_found() -> None:
+    policy = tenant(
+        triggers=[
+            TRIGGER,
+            {**TRIGGER, "name": "meta", "api_host": "http://169.254.169.254"},
+        ]
+    )
+    allowed = AllowedHosts.parse("https://openwhisk.desy.example")
+    assert disallowed_hosts(policy.triggers, allowed) == [(1, "http://169.254.169.254")]
+    assert disallowed_hosts(policy.triggers, AllowedHosts()) == [
+        (0, "https://openwhisk.desy.example"),
+        (1, "http://169.254.169.254"),
+    ]
+
+
+def test_an_update_naming_another_tenants_credential_is_refused() -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    keys = KeyRing([key.public_key()])
+    spec = {
+        "tenant": "alpha",
+        "triggers": [{**TRIGGER, "credentials": "beta/b-key"}],
+    }
+    message = sign_update("tenant", "upsert", "alpha", version=1, spec=spec, private_key=key)
+    with pytest.raises(UpdateRefusedError, match=r"triggers\[0\]\.credentials"):
+        verify_update(message.encode(), keys)
+
+
+def test_excerpts_are_bounded_printable_and_hold_no_secrets() -> None:
+    answer = (
+        "\x1b[31mboom\x00\r\n\u202eevil\u200b "
+        '{"Authorization": "Basic dXNlcjpwYXNzd29yZA=="} '
+        "bearer abc.def.ghi "
+        "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:123zO3xZCLrMN6v2BKK1 "
+        "READ-SECRET " + "M" * 80 + " tail" + "x" * 100_000
+    )
+    text = excerpt(answer, secrets=["READ-SECRET", None, ""])
+    assert len(text) <= EXCERPT_CHARS
+    assert text.isprintable()
+    assert text.endswith("…")
+    for secret in ("dXNlcjpwYXNzd29yZA", "abc.def.ghi", "123zO3x", "READ-SECRET", "M" * 64):
+        assert secret not in text
+    assert text.startswith("[31mboom evil ")
+    assert excerpt("HTTP 404: The requested resource does not exist.") == (
+        "HTTP 404: The requested resource does not exist."
+    )
+    assert excerpt(None) == "None"
+    assert len(excerpt("é" * 10_000)) == EXCERPT_CHARS
+
+
+@given(st.text(max_size=3000))
+def test_any_text_makes_a_bounded_printable_excerpt(text: str) -> None:
+    out = excerpt(text)
+    assert len(out) <= EXCERPT_CHARS
+    assert out.isprintable() or not out
+
+
+def test_judged_answers_are_excerpts() -> None:
+    huge = {"error": "\x07bad\n" + "y" * 5000}
+    for status in (400, 500, 429):
+        verdict = judge(status, huge, False)
+        assert len(verdict.reason) <= EXCERPT_CHARS
+        assert verdict.reason.isprintable()
+    verdict = judge(302, None, False)
+    assert verdict.outcome is Outcome.REJECTED
+    assert verdict.reason == "HTTP 302: redirect not followed"
+
+
+def test_dead_letters_lose_their_tokens() -> None:
+    value = orjson.dumps(event())
+    stripped, changed = strip_tokens(value)
+    assert changed
+    assert stripped is not None
+    kept = orjson.loads(stripped)
+    assert "readtoken" not in kept
+    assert "writetoken" not in kept
+    assert kept == {k: v for k, v in event().items() if k not in ("readtoken", "writetoken")}
+    # not JSON (or not an object): token values blanked in place, the rest byte for byte
+    broken = b'{"readtoken": "READ-SECRET", "writetoken":"W\\"S", oops'
+    stripped, changed = strip_tokens(broken)
+    assert changed
+    assert stripped == b'{"readtoken": "[stripped]", "writetoken":"[stripped]", oops'
+    assert strip_tokens(b"\xff\xfe") == (b"\xff\xfe", False)
+    assert strip_tokens(None) == (None, False)
+    nested = b"[" * 2000 + b'"readtoken": "S"' + b"]" * 2000
+    stripped, changed = strip_tokens(nested)
+    assert changed
+    assert stripped is not None
+    assert b'"S"' not in stripped
+    plain = orjson.dumps({"id": "x", "subject": "/a"})
+    assert strip_tokens(plain) == (plain, False)
+
+
+@given(
+    st.binary(max_size=400)
+    | st.builds(
+        orjson.dumps,
+        st.dictionaries(
+            st.sampled_from(["readtoken", "writetoken", "id", "x"]), st.text(max_size=20)
+        ),
+    )
+)
+def test_stripped_values_never_hold_a_token_value(value: bytes) -> None:
+    stripped, _ = strip_tokens(value)
+    assert stripped is not None
+    try:
+        decoded = orjson.loads(stripped)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(decoded, dict):
+        assert decoded.get("readtoken") in (None, "[stripped]")
+        assert decoded.get("writetoken") in (None, "[stripped]")
