@@ -270,8 +270,12 @@ class InvocationSink(faust.Service):
                 return
             error = finished.exception()
             if error is not None:
-                log.error("invocation job for %s@%d failed: %r", tp, record.offset, error)
-                return  # not finished: the offset stays uncommitted, a restart replays it
+                # every error of the record itself is a dead letter (``_handle``): this is an
+                # outcome that could not be written. Exit rather than hold the partition for
+                # good: uncommitted, the record is replayed after the supervisor's restart.
+                log.critical("invocation job for %s@%d failed: %r", tp, record.offset, error)
+                logging.shutdown()
+                os._exit(EXIT_OUTPUT_LOST)
             if finished.result():
                 ledger.finished(record.offset)
 
