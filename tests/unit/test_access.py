@@ -14,6 +14,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamapp.bridge.config import BridgeConfigError, parse_bridge_config
 from streamapp.domain.access import (
@@ -493,3 +495,43 @@ def test_names_match_whole_never_up_to_a_trailing_newline(name: str) -> None:
             {"frontends": [{"name": name, "url": "http://x", "token_file": "t", "roots": ["/"]}]},
             default_raw_topic="dcache.events",
         )
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_CLAIMS = ["exp", "iat", "nbf", "aud", "iss", "sub", "wlcg.groups", "wlcg.ver", "scope", "jti"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(_CLAIMS), _JSON, max_size=4),
+    st.dictionaries(
+        st.sampled_from(["alg", "kid", "typ", "crit", "b64", "jku"]), _JSON, max_size=2
+    ),
+)
+def test_any_signed_claims_or_header_end_in_a_principal_or_a_refusal(
+    changes: dict[str, Any], header_changes: dict[str, Any]
+) -> None:
+    """Generated claim and header values of every JSON type, in a correctly signed token: the
+    verdict is a principal or an ``AccessDenied`` (401/403), never another exception."""
+    payload = {**claims(), **changes}
+    header = {"alg": "RS256", "typ": "JWT", "kid": "rsa-1", **header_changes}
+    try:
+        tok = raw_jws(json.dumps(header), json.dumps(payload))
+    except (TypeError, ValueError):
+        return  # not JSON-serializable (a NaN key etc.): no token to send
+    status = 200
+    try:
+        verify(tok)
+    except AccessDenied as denied:
+        status = denied.status
+    assert status in (200, 401, 403)
