@@ -110,7 +110,13 @@ def parse_access_config(obj: Any) -> AccessConfig:
         where = f"issuers[{i}]"
         if not isinstance(item, Mapping) or not isinstance(item.get("issuer"), str):
             raise AccessConfigError(f"{where}.issuer: must be the issuer URL")
-        algorithms = frozenset(item.get("algorithms") or ("RS256", "ES256", "EdDSA"))
+        listed = item.get("algorithms") or ["RS256", "ES256", "EdDSA"]
+        if not isinstance(listed, list | tuple) or not all(isinstance(a, str) for a in listed):
+            raise AccessConfigError(f"{where}.algorithms: must be a list of algorithm names")
+        for name in ("jwks_file", "jwks_url", "hmac_secret"):
+            if item.get(name) is not None and not isinstance(item.get(name), str):
+                raise AccessConfigError(f"{where}.{name}: must be a string")
+        algorithms = frozenset(listed)
         if "none" in {a.lower() for a in algorithms}:
             raise AccessConfigError(f"{where}.algorithms: 'none' is never accepted")
         unknown = algorithms - ASYMMETRIC - HMAC

@@ -36,7 +36,6 @@ from streamapp.domain.access import (
     PEER_HEADER,
     PEER_SECRET_MIN_BYTES,
     AccessConfig,
-    AccessConfigError,
     AccessDenied,
     Issuer,
     Principal,
@@ -198,7 +197,8 @@ class Access:
             return
         try:
             self.config = parse_access_config(tomllib.loads(path.read_text()))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AccessConfigError) as exc:
+        # AccessConfigError is a ValueError; TypeError: a value of a type the parser missed
+        except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
             log.error("access config %s unusable (%s): every token is refused", path, exc)
             return
         self.store = KeyStore(self.config)

@@ -535,3 +535,23 @@ def test_any_signed_claims_or_header_end_in_a_principal_or_a_refusal(
     except AccessDenied as denied:
         status = denied.status
     assert status in (200, 401, 403)
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        {"issuer": ISS, "jwks_file": "x", "algorithms": 5},
+        {"issuer": ISS, "jwks_file": "x", "algorithms": "RS256"},
+        {"issuer": ISS, "jwks_file": 5},
+        {"issuer": ISS, "algorithms": ["HS256"], "hmac_secret": 12345},
+    ],
+)
+def test_issuer_values_of_a_wrong_type_are_refused(issuer: dict[str, Any]) -> None:
+    with pytest.raises(AccessConfigError):
+        parse_access_config(
+            {
+                "audience": AUD,
+                "issuers": [issuer],
+                "mappings": [{"group": "/a", "tenants": ["a"]}],
+            }
+        )
