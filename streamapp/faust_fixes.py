@@ -14,19 +14,48 @@ was joining the group went missing without any error:
    only seeks partitions whose committed offset is > 0: a partition never committed (a new
    topic, a new group) or committed at 0 keeps its position past the dropped records. Fix:
    seek such partitions to where ``auto_offset_reset=earliest`` starts.
+3. Recovery clears stream buffers that already hold new records. ``on_recovery_completed``
+   resumes the stream partitions, awaits the seek to committed offsets, and only then calls
+   ``flow_control.resume()``, which empties every stream queue. The consumer's flow is already
+   running, so during the seek the fetcher fills the queues and the agents start on them: what
+   is still queued at the clear is dropped, with the fetch position past it. Fix: resume the
+   stream partitions only after the seek and the clear (nothing of theirs is fetched before).
+4. The commit guard is off by one. ``_new_offset`` refuses to commit past a hole at the head
+   of the acknowledged offsets only if ``min(acked) - committed > 1``, although the committed
+   offset is the *next* record to process (committed 10, acked [11, 12] committed 13: record
+   10 lost for good), and not at all when nothing was committed yet or the committed offset
+   is 0. Fix: commit only when the acknowledged run starts at the committed offset, or when
+   what lies below it is gone from the log (retention: the partition's log start is asked
+   for); a record fetched and never acknowledged holds the commit back, and if that lasts,
+   the partition is fetched again from the committed offset.
+
+Each patch replaces a member of faust-streaming 0.15.x; ``apply`` refuses another minor
+version, and tests/unit/test_faust_fixes.py fails if a replaced member's source changes.
+Upstream: 1 and 3 are faust-streaming issue #606's family (records lost around rebalances),
+4 is the off-by-one discussed in faust-streaming PR #342's review of ``_new_offset``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import faust
+from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.utils.functional import consecutive_numbers
+
+SUPPORTED_FAUST = "0.15."
 
 log = logging.getLogger(__name__)
 _applied = False
+# What apply() replaced, by "Class.member": tests check these are still the code we patched.
+REPLACED: dict[str, Any] = {}
 
 
 async def _seek_to_committed_or_beginning(self: Any) -> Mapping[Any, int]:
@@ -46,12 +75,169 @@ async def _seek_to_committed_or_beginning(self: Any) -> Mapping[Any, int]:
     return result
 
 
+async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """faust's ``Recovery.on_recovery_completed`` with the stream partitions resumed after
+    the seek and the queue clear, not before (fix 3); otherwise unchanged."""
+    consumer = self.app.consumer
+    self.log.info("Restore complete!")
+    await self.app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callback_coros = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]
+            )
+        )
+        for table in self.tables.values()
+    ]
+    if callback_coros:
+        await asyncio.wait(callback_coros)
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning(
+            f"Recovery rebalancing again app id "
+            f"{self.app.consumer_generation_id} param {generation_id}"
+        )
+        return
+    stream_partitions = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+    try:
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        self.completed.set()
+        self.log.dev("Resume stream partitions")
+        self.app.flow_control.resume()  # empties the stream queues: nothing new is in them
+        consumer.resume_flow()
+    finally:
+        consumer.resume_partitions(stream_partitions)
+    await self.app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not self.app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    self.app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+def _new_offset(self: Any, tp: Any) -> int | None:
+    """faust's ``Consumer._new_offset`` with a guard that holds (fix 4): the next offset to
+    commit for ``tp``, or None while the record at the committed offset is unacknowledged."""
+    acked = self._acked[tp]
+    if not acked:
+        return None
+    max_offset = max(acked)
+    gap_for_tp = self._gap[tp]
+    if gap_for_tp:
+        # Offsets the fetcher saw missing between two records (compaction, markers) count as
+        # acknowledged, as in faust.
+        candidates = sorted(gap_for_tp.overlap(0, max_offset), key=lambda x: x.begin)
+        if candidates:
+            missing: list[int] = []
+            for entry in candidates:
+                missing.extend(range(entry.begin, entry.end))
+            acked.extend(missing)
+            gap_for_tp.chop(0, max(missing[-1], max_offset + 1))
+    acked.sort()
+    if _head_is_missing(self, tp, acked[0]):
+        return None
+    batch = next(consecutive_numbers(acked))
+    acked[: len(batch)] = []
+    self._acked_index[tp].difference_update(batch)
+    offset: int = batch[-1] + 1
+    return offset
+
+
+# How often a partition's log start is asked for while a hole at the head of its acknowledged
+# offsets is unexplained, and after how long such a hole makes us fetch the partition again.
+LOG_START_LOOKUP_S = 2.0
+REFETCH_AFTER_S = 15.0
+
+
+@dataclass
+class _Hole:
+    since: float
+    asked: float = 0.0
+    log_start: int | None = None
+
+
+def _head_is_missing(consumer: Any, tp: Any, first_acked: int) -> bool:
+    """Whether records below ``first_acked`` (from the committed offset on) may still exist
+    unacknowledged. A hole entirely below the partition's log start (retention) does not
+    hold the commit; any other hole does, and if it lasts, the partition is fetched again
+    from the committed offset (a record fetched and never handed on is fetched again)."""
+    committed = consumer._committed_offset[tp]
+    holes: dict[Any, _Hole] = consumer.__dict__.setdefault("_streamapp_holes", {})
+    if committed is not None and first_acked <= committed:
+        holes.pop(tp, None)
+        return False
+    now = time.monotonic()
+    hole = holes.setdefault(tp, _Hole(since=now))
+    if hole.log_start is not None and hole.log_start >= first_acked:
+        holes.pop(tp, None)
+        return False  # nothing below the first acknowledged record exists any more
+    if now - hole.asked >= LOG_START_LOOKUP_S:
+        hole.asked = now
+        _in_background(_look_up_log_start(consumer, tp, hole))
+    if committed is not None and now - hole.since >= REFETCH_AFTER_S:
+        log.warning(
+            "%s: offsets %d..%d were fetched but never acknowledged; fetching again from %d",
+            tp,
+            committed,
+            first_acked - 1,
+            committed,
+        )
+        holes.pop(tp, None)
+        _in_background(consumer.seek(tp, committed))
+    return True
+
+
+_background: set[asyncio.Future[Any]] = set()
+
+
+def _in_background(work: Any) -> None:
+    """Run ``work`` without waiting (called from faust's synchronous commit path)."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _look_up_log_start(consumer: Any, tp: Any, hole: _Hole) -> None:
+    try:
+        hole.log_start = (await consumer.earliest_offsets(tp)).get(tp)
+    except Exception as exc:  # noqa: BLE001 - asked again at the next commit
+        log.warning("log start of %s could not be read: %r", tp, exc)
+
+
+def _check_version() -> None:
+    if not faust.__version__.startswith(SUPPORTED_FAUST):
+        raise RuntimeError(
+            f"streamapp's faust fixes (streamapp/faust_fixes.py) were written against "
+            f"faust-streaming {SUPPORTED_FAUST}x, but {faust.__version__} is installed: check "
+            f"each patched member against the new release before widening the pin"
+        )
+
+
 def apply() -> None:
     global _applied  # noqa: PLW0603 - patch once per process
     if _applied:
         return
+    _check_version()
     _applied = True
+    REPLACED.update(
+        {
+            "Recovery.on_recovery_completed": faust_recovery.Recovery.on_recovery_completed,
+            "Consumer._new_offset": faust_consumer.Consumer._new_offset,
+            "Consumer.stop_flow": faust_consumer.Consumer.stop_flow,
+            "Consumer._wait_next_records": faust_consumer.Consumer._wait_next_records,
+            "AIOKafkaConsumerThread.seek_to_committed": (
+                faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed
+            ),
+        }
+    )
     # monkeypatching is the point of this module:
+    faust_recovery.Recovery.on_recovery_completed = (  # type: ignore[method-assign]
+        _on_recovery_completed
+    )
+    faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed = (  # type: ignore[method-assign]
         _seek_to_committed_or_beginning
     )
