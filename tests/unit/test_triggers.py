@@ -41,6 +41,7 @@ from streamapp.domain.triggers import (
     tokens_expire_during_call,
 )
 from streamapp.domain.updates import KeyRing, UpdateRefusedError, sign_update, verify_update
+from streamapp.seed import SeedError, load_seed
 from streamapp.settings import Settings, SettingsError
 from streamapp.sink.lanes import TenantLane
 
@@ -547,3 +548,15 @@ def test_stripped_values_never_hold_a_token_value(value: bytes) -> None:
     if isinstance(decoded, dict):
         assert decoded.get("readtoken") in (None, "[stripped]")
         assert decoded.get("writetoken") in (None, "[stripped]")
+
+
+def test_seed_files_naming_another_tenants_credential_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "tenants").mkdir()
+    (tmp_path / "tenants" / "alpha.toml").write_text(
+        'tenant = "alpha"\n[[triggers]]\nname = "r"\naction = "/a/r"\n'
+        'api_host = "https://ow.desy.example"\ncredentials = "beta/b-key"\n'
+    )
+    with pytest.raises(SeedError) as error:
+        load_seed(tmp_path)
+    (problem,) = error.value.problems
+    assert problem.field == "triggers[0].credentials"
