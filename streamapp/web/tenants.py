@@ -35,7 +35,7 @@ from yarl import URL
 
 from streamapp.app import app, settings
 from streamapp.domain.access import PEER_HEADER, sign_peer_request
-from streamapp.domain.policy import PathGlob
+from streamapp.domain.globs import PathGlob, client_globs
 from streamapp.tables import STATS_WINDOW_S, policy_index, tenant_stats
 from streamapp.topics import tenant_events
 from streamapp.web.auth import FORWARDED, json_response, peer_secret, problem, require_tenant
@@ -197,7 +197,7 @@ class TenantEvents(web.View):
                 request.headers.get("Last-Event-ID") or request.query.get("from")
             )
             types = {t for t in request.query.get("types", "").split(",") if t}
-            globs = [PathGlob(g) for g in request.query.get("paths", "").split(",") if g]
+            globs = client_globs(request.query.get("paths", ""))
         except ValueError as exc:
             return problem(400, "Bad Request", str(exc))
         if _open_streams[0] >= settings.sse_max_streams:
