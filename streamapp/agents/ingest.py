@@ -4,18 +4,28 @@ The decisions live in ``streamapp.domain.normalize``; this agent only moves byte
 a batch's input offsets are acknowledged only after every output of the batch (event or dead
 letter) has been acknowledged by the broker; an output that cannot be written stops the worker
 before the input is acknowledged, so the records are consumed again after a restart.
+
+No record stops ingest: anything that goes wrong while handling one record (an exception, an
+output the producer refuses at once, such as a message over its size limit) makes that record
+a dead letter with the reason, and the agent goes on. Only a producer that cannot write even
+that dead letter stops the worker, as an undeliverable output does.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
+from streamapp.agents.outputs import (
+    EXIT_OUTPUT_LOST,
+    exit_if_undelivered,
+    finish_even_if_cancelled,
+)
 from streamapp.app import app, settings
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent
@@ -26,6 +36,7 @@ from streamapp.topics import dead_letters, raw_storage_records, storage_events
 log = logging.getLogger(__name__)
 
 _EVENT_HEADERS = [("content-type", CONTENT_TYPE.encode())]
+_MAX_DEAD_LETTER_REASON_CHARS = 4000  # one Kafka header; each rejection is bounded already
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,17 @@ def _raw_record(event: Any) -> RawRecord:
 
 async def ingest_record(record: RawRecord) -> None:
     """Normalize one raw record and hand its outputs (events, or a dead letter) to the producer."""
+    try:
+        await _ingest(record)
+    except Exception as exc:  # one record's bug must not stop every tenant's events
+        log.exception(
+            "ingest: record %s/%s/%s failed", record.topic, record.partition, record.offset
+        )
+        await _dead_letter(record, f"internal error ingesting record: {_described(exc)}")
+        INGEST_RECORDS.labels(record.topic, "rejected").inc()
+
+
+async def _ingest(record: RawRecord) -> None:
     outcomes = normalize(
         record.value, settings.source_for(record.topic), max_bytes=settings.max_record_bytes
     )
@@ -67,13 +89,49 @@ async def ingest_record(record: RawRecord) -> None:
     produced = False
     for outcome in outcomes:
         if isinstance(outcome, Normalized):
-            exit_if_undelivered("ingest", await _send_event(outcome.event))
+            try:
+                sent = await _send_event(outcome.event)
+            except Exception as exc:  # noqa: BLE001 - refused at once (too large...): this record's
+                rejections.append(
+                    f"event {outcome.event['subject']!r} not written: {_described(exc)}"
+                )
+                continue
+            exit_if_undelivered("ingest", sent)
             INGEST_EVENTS.labels(outcome.event["type"]).inc()
             produced = True
     if rejections:
-        exit_if_undelivered("ingest", await _send_dead_letter(record, "; ".join(rejections)))
+        await _dead_letter(record, "; ".join(rejections))
     outcome_label = "rejected" if rejections else ("event" if produced else "skipped")
     INGEST_RECORDS.labels(record.topic, outcome_label).inc()
+
+
+async def _dead_letter(record: RawRecord, reason: str) -> None:
+    """The record, byte for byte, with the reason; if the producer refuses it at once (over its
+    size limit), a dead letter without the value that says where the original is."""
+    if len(reason) > _MAX_DEAD_LETTER_REASON_CHARS:
+        reason = reason[: _MAX_DEAD_LETTER_REASON_CHARS - 1] + "…"
+    try:
+        sent = await _send_dead_letter(record, reason)
+    except Exception as exc:  # noqa: BLE001 - refused at once: write the stand-in below
+        refused = _described(exc)
+    else:
+        exit_if_undelivered("ingest", sent)
+        return
+    stand_in = RawRecord(record.topic, record.partition, record.offset, record.key, b"")
+    reason = (
+        f"{reason}; the original {len(record.value)}-byte value is not kept here, the producer "
+        f"refused it ({refused}): it stays at {record.topic}/{record.partition}/{record.offset}"
+    )
+    try:
+        exit_if_undelivered("ingest", await _send_dead_letter(stand_in, reason))
+    except Exception:  # noqa: BLE001 - the producer cannot write at all: as an undelivered output
+        log.critical("ingest: cannot write a dead letter; exiting without committing its input")
+        logging.shutdown()
+        os._exit(EXIT_OUTPUT_LOST)
+
+
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 async def _send_event(event: CanonicalEvent) -> Awaitable[Any]:
