@@ -61,7 +61,7 @@ from streamapp.clients.openwhisk import (
     PayloadTooLargeError,
 )
 from streamapp.delegation import SecretFiles, TokenIssuer
-from streamapp.domain.authorize import Delivery, authorize
+from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.domain.ledger import PartitionLedger
@@ -231,7 +231,7 @@ class InvocationSink(faust.Service):
         if wanted == self._subscribed:
             return
         for topic in set(wanted) - set(self._subscribed):
-            match = self._tenant_of_topic.match(topic)
+            match = self._tenant_of_topic.fullmatch(topic)
             if match:  # created with the configured partitions, never auto-created with one
                 await tenant_events(match["tenant"])
         if wanted:
@@ -245,7 +245,7 @@ class InvocationSink(faust.Service):
     def _dispatch(
         self, tp: TopicPartition, ledger: PartitionLedger, record: ConsumerRecord[Any, Any]
     ) -> None:
-        match = self._tenant_of_topic.match(tp.topic)
+        match = self._tenant_of_topic.fullmatch(tp.topic)
         tenant = match["tenant"] if match else tp.topic
         lane = self._lanes.get(tenant)
         if lane is None:
@@ -286,7 +286,7 @@ class InvocationSink(faust.Service):
         assert self._consumer is not None
         high = settings.sink_max_pending
         for tp in list(self._ledgers):
-            match = self._tenant_of_topic.match(tp.topic)
+            match = self._tenant_of_topic.fullmatch(tp.topic)
             lane = self._lanes.get(match["tenant"]) if match else None
             if lane is None:
                 continue
@@ -554,20 +554,9 @@ class InvocationSink(faust.Service):
             return event
         canonical: CanonicalEvent = {k: event[k] for k in CanonicalEvent.__annotations__}  # type: ignore[assignment]
         tokens = self.issuer.issue(delivery, canonical, now)
-        fresh = {
-            k: v for k, v in event.items() if k not in ("readtoken", "writetoken", "tokenexpires")
-        }
-        found = []
-        if tokens.read is not None:
-            fresh["readtoken"] = tokens.read.token
-            found.append(tokens.read.expires)
-        if tokens.write is not None:
-            fresh["writetoken"] = tokens.write.token
-            fresh["writepath"] = tokens.write.path
-            found.append(tokens.write.expires)
-        if found:
-            fresh["tokenexpires"] = format_instant(min(found))
-        return fresh
+        # Built as the authorization stage builds it, so nothing of the old grant survives
+        # (a write path without its token, a stale token error).
+        return authorized_event(canonical, delivery, tokens.read, tokens.write, tokens.problems)
 
     # --- durable outcomes ------------------------------------------------------------------------
 

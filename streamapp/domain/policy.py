@@ -117,6 +117,16 @@ class Dataset:
         """Write tokens go to the owner, and to a shared tenant only by a write share."""
         return tenant == self.owner or tenant in self.write_shared_with
 
+    def seen_by(self, tenant: str) -> dict[str, Any]:
+        """The dataset as ``tenant`` may see it: the owner sees whom it shares with; a tenant
+        it is shared with sees its own access, not the other tenants' names."""
+        if tenant == self.owner:
+            return self.to_json()
+        view = self.to_json()
+        del view["shared_with"], view["write_shared_with"]
+        view["access"] = "read-write" if self.may_write(tenant) else "read"
+        return view
+
 
 _DATASET_FIELDS = {
     "id",

@@ -60,7 +60,7 @@ class TenantDatasets(web.View):
     async def get(self, request: Any, tenant: str) -> Any:
         require_tenant(request, tenant)
         datasets = sorted(
-            (d.to_json() for d in policy_index.datasets.values() if tenant in d.entitled),
+            (d.seen_by(tenant) for d in policy_index.datasets.values() if tenant in d.entitled),
             key=lambda d: str(d["id"]),
         )
         return json_response({"tenant": tenant, "datasets": datasets})

@@ -463,3 +463,24 @@ def test_index_output_conflict_agrees_with_the_pairwise_rule(datasets: list[Data
         assert (found is not None) == bool(expected), (dataset, datasets)
         if found is not None:
             assert found in {c.reason for c in expected}
+
+
+def test_a_shared_tenant_sees_its_own_access_not_the_other_tenants() -> None:
+    dataset = parse_dataset(
+        {
+            "id": "exp",
+            "owner": "alice",
+            "source": "dcache://unit",
+            "prefixes": ["/data/exp"],
+            "output": "/data/exp/out",
+            "shared_with": ["bob", "carol"],
+            "write_shared_with": ["carol"],
+        }
+    )
+    assert dataset.seen_by("alice")["shared_with"] == ["bob", "carol"]
+    bob = dataset.seen_by("bob")
+    assert "shared_with" not in bob
+    assert "write_shared_with" not in bob
+    assert "carol" not in str(bob)
+    assert bob["access"] == "read"
+    assert dataset.seen_by("carol")["access"] == "read-write"
