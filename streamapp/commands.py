@@ -47,9 +47,12 @@ async def normalize(self: AppCommand, file: str, source: str | None, topic: str 
     """Normalize raw storage records (one per line) into canonical events as JSON lines."""
     chosen = source or (settings.source_for(topic) if topic else CLI_SOURCE)
     try:
-        for number, raw in numbered_lines(file):
+        for number, raw in numbered_lines(file, max_bytes=settings.max_record_bytes):
             for outcome in normalizing.normalize(raw, chosen, max_bytes=settings.max_record_bytes):
-                write_json_line({"line": number, **_outcome_member(outcome)})
+                try:
+                    write_json_line({"line": number, **_outcome_member(outcome)})
+                except orjson.JSONEncodeError as exc:  # the contract: a line per outcome
+                    write_json_line({"line": number, "rejected": f"not writable as JSON: {exc}"})
     except InputError as exc:
         print(f"streamapp normalize: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
