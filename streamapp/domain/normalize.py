@@ -100,9 +100,11 @@ def _internal_error(exc: Exception) -> Rejected:
 
 
 def _rejected(reason: str) -> Rejected:
-    if len(reason) > MAX_REASON_CHARS:
-        reason = reason[: MAX_REASON_CHARS - 1] + "…"
-    return Rejected(reason)
+    return Rejected(_bounded(reason))
+
+
+def _bounded(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
 
 
 def _normalize(raw: bytes, source: str, max_bytes: int) -> list[Outcome]:
@@ -130,7 +132,7 @@ def _outcome(build: Any) -> Outcome:
     try:
         return Normalized(build())
     except _Skip as exc:
-        return Skipped(str(exc))
+        return Skipped(_bounded(str(exc)))
     except _MalformedError as exc:
         return _rejected(str(exc))
     except Exception as exc:  # noqa: BLE001 - one S3 record's bug must not cost its siblings
@@ -361,10 +363,10 @@ def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEv
         mask = record.get("mask")
         if not isinstance(mask, list) or not mask or not all(isinstance(m, str) for m in mask):
             raise _MalformedError("dCache envelope mask is not a list of inotify flags")
-        if "IN_ISDIR" in mask:
-            raise _Skip(f"dCache {mask[0]} of a directory (files are reported one by one)")
         if mask[0] not in inotify.FILE_EVENTS:
             raise _MalformedError(f"unknown inotify event {shown(mask[0])}")
+        if "IN_ISDIR" in mask:
+            raise _Skip(f"dCache {mask[0]} of a directory (files are reported one by one)")
         canonical = inotify.FILE_EVENTS[mask[0]]
         if canonical is None:
             raise _Skip(f"dCache {mask[0]} changes no object's state")
