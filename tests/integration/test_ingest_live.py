@@ -185,3 +185,57 @@ async def test_two_workers_share_ingest_without_loss(
     ids = {json.loads(r.value)["id"] for r in records}
     missing = expected_ids - ids
     assert not missing, f"{len(missing)} lost\n{workers[0].log_tail(30)}"
+
+
+async def test_poison_records_are_dead_lettered_and_the_next_record_still_delivered(
+    bootstrap: str, topics: TopicNames, worker_factory: Callable[..., Worker]
+) -> None:
+    envelope = {
+        "envelope": "dcache-storage-event/1",
+        "kind": "inotify",
+        "frontend": "https://dcache.example.org:3880",
+        "path": "/data/poison.h5",
+        "mask": ["IN_CLOSE_WRITE"],
+        "observed": "2026-11-26T10:00:00Z",
+    }
+    poison = [
+        json.dumps(envelope | {"mtime": 10**20}).encode(),  # read as a float: not milliseconds
+        json.dumps(envelope | {"mtime": 10**17}).encode(),  # an int past year 9999
+        json.dumps(envelope | {"mtime": -(10**17)}).encode(),
+        b'{"msgType": "transfer", "x": ' + b"[" * 300 + b"]" * 300 + b"}",
+        raw(dcache_transfer(fileSize="9" * 5000)),
+        raw(dcache_transfer(billingPath="/data/..")),
+    ]
+    # within max_record_bytes, but over faust's producer request size: its dead letter is a
+    # stand-in saying where the original is
+    too_big_to_copy = raw(dcache_transfer(msgType="x" * 1_000_100))
+    valid = raw(dcache_transfer(billingPath="/data/after/the/poison.h5"))
+    inputs = [*poison, too_big_to_copy, valid]
+    await produce(bootstrap, topics.dcache, inputs)
+
+    worker = worker_factory().start()
+
+    def done(records: list[Any]) -> bool:
+        return any(r.topic == topics.normalized for r in records) and (
+            sum(r.topic == topics.deadletter for r in records) >= len(poison) + 1
+        )
+
+    records = await collect(
+        bootstrap, [topics.normalized, topics.deadletter], done, timeout=120, alive=worker.alive
+    )
+    assert done(records), f"stalled; worker log:\n{worker.log_tail()}"
+    assert worker.alive()
+    [delivered] = [json.loads(r.value) for r in records if r.topic == topics.normalized]
+    assert delivered["subject"] == "/data/after/the/poison.h5"
+
+    dead = {context_of(r).offset: r for r in records if r.topic == topics.deadletter}
+    assert set(dead) == set(range(len(poison) + 1))
+    for offset, original in enumerate(poison):
+        assert dead[offset].value == original
+        assert context_of(dead[offset]).stage == "ingest"
+    reasons = [context_of(dead[offset]).reason for offset in range(len(poison) + 1)]
+    expected = ["not milliseconds", "0001-9999", "0001-9999", "nested deeper than 64"]
+    expected += ["int64", "root '/'", "value is not kept here"]
+    for reason, why in zip(reasons, expected, strict=True):
+        assert why in reason, reason
+    assert dead[len(poison)].value in (b"", None)
