@@ -20,6 +20,13 @@ Per frontend, one loop (``FrontendBridge.run``):
    A stream that ends is resumed; a vanished channel (frontend restart, ``SHUTDOWN``) is
    replaced and the trees resynchronised; ``COMPETING_CLIENT`` is logged and counted and the
    bridge stays away for ``competing_backoff`` seconds instead of taking the channel back.
+
+Hostile or broken input costs one frame, never the bridge: a frame too large or not UTF-8
+(``UNREADABLE``), a name that is not one path component, a listing entry with such a name, a
+file the frontend refuses to describe — each is logged and counted
+(``streamapp_dcache_problems_total``); where a change may have been missed the trees are
+listed again. Values dCache reports (sizes, mtimes, long names) are passed on in the envelope
+as they are: the normalizer bounds them and dead-letters an envelope it refuses, with the reason.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from streamapp.bridge.state import (
     ensure_state_topic,
     load_places,
 )
+from streamapp.clients.dcache import UNREADABLE as UNREADABLE_FRAME
 from streamapp.clients.dcache import (
     ChannelGoneError,
     DCacheAuthError,
@@ -60,6 +68,7 @@ from streamapp.domain.inotify import (
     diff_tree,
     inotify_envelope,
     is_under,
+    listed_child,
     resync_envelope,
 )
 from streamapp.domain.instants import rfc3339_utc
@@ -227,12 +236,15 @@ class FrontendBridge:
     ) -> None:
         try:
             async for frame in self.client.stream(channel, last_id, on_connect=connected.set):
-                if frame.id is not None and frame.id.isdigit():
-                    self._received = int(frame.id)
+                if (number := _sse_number(frame.id)) is not None:
+                    self._received = number
                 await frames.put(frame)
-        except DCacheError as exc:
+        except Exception as exc:  # the consumer must hear of any end, or it waits for ever
             if not connected.is_set():
                 raise  # the session waits for the connection: it gets this error there
+            if not isinstance(exc, DCacheError):
+                log.exception("%s: reading the stream failed", self.config.name)
+                exc = DCacheUnreachableError(f"stream failed: {type(exc).__name__}")
             await frames.put(exc)
             return
         await frames.put(_END)
@@ -278,6 +290,14 @@ class FrontendBridge:
     # --- frames --------------------------------------------------------------------------------
 
     async def _handle(self, frame: SseFrame) -> None:
+        if frame.event == UNREADABLE_FRAME:
+            # whatever it said is unknown: count it, and find what changed by listing
+            self._problem("unreadable_frame", "frame %s unreadable (%s)", frame.id, frame.data)
+            DCACHE_GAPS.labels(self.config.name, "unreadable-frame").inc()
+            await self._resync("unreadable-frame", emit=True)
+            if frame.id is not None:
+                self.place.last_id = frame.id
+            return
         if frame.event == "SYSTEM":
             DCACHE_EVENTS.labels(self.config.name, "system").inc()
             await self._system(frame.data if isinstance(frame.data, dict) else {})
@@ -317,7 +337,8 @@ class FrontendBridge:
             return
         first, is_dir = str(mask[0]), "IN_ISDIR" in mask
         if first == "IN_Q_OVERFLOW":
-            if frame.id is not None and frame.id.isdigit() and int(frame.id) <= self._covered:
+            number = _sse_number(frame.id)
+            if number is not None and number <= self._covered:
                 return  # a resync begun after it arrived covered it
             self._covered = self._received
             log.warning("%s: IN_Q_OVERFLOW: resynchronising by listing", self.config.name)
@@ -336,8 +357,8 @@ class FrontendBridge:
         name = event.get("name") if isinstance(event.get("name"), str) else None
         try:
             path = child_path(watched, name)
-        except ValueError as exc:
-            log.warning("%s: %s in frame %s ignored", self.config.name, exc, frame.id)
+        except ValueError as exc:  # no genuine dCache sends it: no path to report
+            self._problem("bad_frame", "%s in frame %s ignored", exc, frame.id)
             return
         cookie = event.get("cookie") if isinstance(event.get("cookie"), str) else None
         state: FileState | None = None
@@ -347,7 +368,7 @@ class FrontendBridge:
         elif is_dir:
             await self._directory(first, path)
         elif first in ("IN_CLOSE_WRITE", "IN_MOVED_TO"):
-            state = await self.client.stat(path) or FileState(None, None)
+            state = await self._stat(path)
             if path in self._listed and (
                 self.place.files.get(path) == state or state == FileState(None, None)
             ):
@@ -374,6 +395,19 @@ class FrontendBridge:
             observed=_now(),
         )
         await self._append(path, envelope)
+
+    async def _stat(self, path: str) -> FileState:
+        """The file's size and mtime; unknown if the frontend will not say (this one path is
+        refused, e.g. a name too long for a URL): the event is still reported."""
+        try:
+            return await self.client.stat(path) or FileState(None, None)
+        except (ForbiddenError, RequestRefusedError) as exc:
+            self._problem("refused", "%s: size and mtime unknown (%s)", path, exc)
+            return FileState(None, None)
+
+    def _problem(self, problem: str, message: str, *args: Any) -> None:
+        DCACHE_PROBLEMS.labels(self.config.name, problem).inc()
+        log.warning("%s: " + message, self.config.name, *args)
 
     async def _directory(self, first: str, path: str) -> None:
         if first in ("IN_CREATE", "IN_MOVED_TO"):
@@ -433,7 +467,11 @@ class FrontendBridge:
                 continue
             present.add(directory)
             for name, (kind, state) in sorted(listing.items()):
-                path = child_path(directory, name)
+                try:
+                    path = listed_child(directory, name)
+                except ValueError as exc:  # '', '.', '..', 'a/b': listing it again would loop
+                    self._problem("bad_listing", "%s: entry skipped: %s", directory, exc)
+                    continue
                 if kind == "DIR":
                     pending.append(path)
                 elif kind == "REGULAR":
@@ -538,6 +576,14 @@ async def _first(event: asyncio.Event, task: asyncio.Task[None]) -> None:
     if not event.is_set():
         task.result()  # the reader failed before connecting: raise its error
         raise DCacheUnreachableError("the stream ended before it started")
+
+
+def _sse_number(frame_id: str | None) -> int | None:
+    """An SSE id as the number dCache counts with, if it is one (int() of any digits would
+    also take '٣' and raise on 5,000 digits)."""
+    if frame_id is None or not frame_id.isascii() or not frame_id.isdigit():
+        return None
+    return int(frame_id) if len(frame_id) <= 19 else None
 
 
 def _now() -> str:

@@ -96,6 +96,14 @@ def child_path(directory: str, name: str | None) -> str:
     return posixpath.join(directory, name)
 
 
+def listed_child(directory: str, name: str) -> str:
+    """The absolute path of a listing entry: ``name`` must be one non-empty component (an empty
+    one would name the directory itself, and listing it again would never end)."""
+    if not name:
+        raise ValueError("empty name in a directory listing")
+    return child_path(directory, name)
+
+
 def is_under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 

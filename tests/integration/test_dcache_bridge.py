@@ -496,3 +496,71 @@ async def test_a_root_deleted_and_made_again_is_watched_again(
     found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 3)
     assert created(found) == {f"{ROOT_DIR}/{n}.h5": 1 for n in "xyz"}
     assert deleted(found) == {f"{ROOT_DIR}/x.h5": 1}
+
+
+async def test_hostile_frames_cost_one_frame_never_the_bridge(
+    frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
+) -> None:
+    """Frames no genuine dCache sends — a 300 kB line (past aiohttp's line limit), a frame past
+    the bridge's 1 MiB bound, bytes that are not UTF-8, JSON 2,000 levels deep, an id of 5,000
+    digits, a name that is not one component — neither stop nor stall the bridge: a file
+    uploaded after them is reported, and one uploaded while an unreadable frame hid its event
+    is found by the listing that frame causes."""
+    bridge.start()
+    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    [channel] = frontend.channels.values()
+    await until(lambda: channel.reader is not None, "the stream")
+    assert channel.reader is not None
+    root_subscription = next(s.url for s in channel.subscriptions.values() if s.path == ROOT_DIR)
+
+    def inotify(name: str, frame_id: bytes = b"9000") -> bytes:
+        data = b'{"event": {"name": "%s", "mask": ["IN_CLOSE_WRITE"]}, "subscription": "%s"}' % (
+            name.encode(),
+            root_subscription.encode(),
+        )
+        return b"event: inotify\nid: %s\ndata: %s\n\n" % (frame_id, data)
+
+    # the event of this upload is lost: only the listing after the unreadable frame finds it
+    channel.closed, hidden = True, f"{ROOT_DIR}/hidden.h5"
+    frontend.upload(hidden, size=7)
+    channel.closed = False
+    for frame in (
+        inotify("x" * 300_000),  # reported, then refused by the normalizer (path bounds)
+        b"event: inotify\nid: 9001\ndata: " + b"y" * 1_100_000 + b"\n\n",
+        b'event: inotify\nid: 9002\ndata: {"event": "\xff\xfe"}\n\n',
+        b"event: inotify\nid: 9003\ndata: " + b"[" * 2000 + b"]" * 2000 + b"\n\n",
+        inotify("f.h5", frame_id=b"9" * 5000),
+        inotify("a/b"),
+        inotify(".."),
+    ):
+        channel.reader.send(frame)
+    after = f"{ROOT_DIR}/after.h5"
+    frontend.upload(after, size=3)
+
+    consumer = AIOKafkaConsumer(
+        config.raw_topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    outcomes: list[Any] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    outcomes += normalize(record.value, SOURCE)
+            subjects = {o.event["subject"] for o in outcomes if isinstance(o, Normalized)}
+            if {hidden, after} <= subjects:
+                break
+    finally:
+        await consumer.stop()
+    subjects = {o.event["subject"] for o in outcomes if isinstance(o, Normalized)}
+    assert {hidden, after} <= subjects, outcomes
+    assert bridge.task is not None
+    assert not bridge.task.done()
+    rejected = [o.reason for o in outcomes if isinstance(o, Rejected)]
+    assert any("4096-byte limit" in reason for reason in rejected), rejected
