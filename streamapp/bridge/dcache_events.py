@@ -290,9 +290,12 @@ class FrontendBridge:
     # --- frames --------------------------------------------------------------------------------
 
     async def _handle(self, frame: SseFrame) -> None:
-        if frame.event == UNREADABLE_FRAME:
+        if frame.event == UNREADABLE_FRAME or (
+            frame.event == "inotify" and not isinstance(frame.data, dict)
+        ):
             # whatever it said is unknown: count it, and find what changed by listing
-            self._problem("unreadable_frame", "frame %s unreadable (%s)", frame.id, frame.data)
+            why = frame.data if frame.event == UNREADABLE_FRAME else "data is not a JSON object"
+            self._problem("unreadable_frame", "frame %s unreadable (%s)", frame.id, why)
             DCACHE_GAPS.labels(self.config.name, "unreadable-frame").inc()
             await self._resync("unreadable-frame", emit=True)
             if frame.id is not None:
