@@ -48,19 +48,19 @@ class SecretFiles:
 
     directory: Path
     clock: Callable[[], float] = time.monotonic
-    _cache: dict[Path, tuple[float, bytes | None]] = field(default_factory=dict)
+    # keyed by the relative name: no path is built while the cached content is fresh
+    _cache: dict[str, tuple[float, bytes | None]] = field(default_factory=dict)
 
     def read(self, relative: str) -> bytes | None:
-        path = self.directory / relative
         now = self.clock()
-        cached = self._cache.get(path)
+        cached = self._cache.get(relative)
         if cached is not None and now - cached[0] < _CACHE_SECONDS:
             return cached[1]
         try:
-            content: bytes | None = path.read_bytes()
+            content: bytes | None = (self.directory / relative).read_bytes()
         except OSError:
             content = None
-        self._cache[path] = (now, content)
+        self._cache[relative] = (now, content)
         return content
 
 

@@ -13,6 +13,7 @@ activities (intersected with what a base macaroon allows), and an expiry no late
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pymacaroons.exceptions import (
 
 from streamapp.domain.instants import parse_aware, rfc3339_utc
 from streamapp.domain.policy import ACTIVITIES
+from streamapp.domain.token_chain import ChainError, TokenPrefix, prefix_of, root_prefix
 
 KNOWN_CAVEATS: Final = frozenset(
     {"home", "root", "path", "activity", "id", "iid", "before", "ip", "max-upload"}
@@ -244,11 +246,9 @@ def mint_with_root_key(
     """A new macaroon signed with the storage's root key (storages sharing it; tests)."""
     if not grant.activities:
         raise TokenError("a grant without activities needs no token")
-    macaroon = Macaroon(location=location, identifier=identifier, key=key)
-    if identity:
-        _add_caveat(macaroon, f"id:{identity}")
-    _add_grant_caveats(macaroon, grant.activities, grant.path, grant.expires)
-    return MintedToken(_serialize(macaroon), grant.path, grant.activities, grant.expires)
+    prefix = _root_chain(key, identifier, location, identity or None)
+    token = _extend(prefix, grant.activities, grant.path, grant.expires)
+    return MintedToken(token, grant.path, grant.activities, grant.expires)
 
 
 def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
@@ -257,8 +257,8 @@ def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
     The result intersects with what the base allows: a path outside the base's scope, an
     activity the base does not allow, or an expired base yields no token (``TokenError``).
     """
-    base = deserialize(base_token)
-    scope = scope_of(first_party_caveats(base))
+    base = _parsed_base(base_token)
+    scope = base.scope
     if scope.expiry is not None and scope.expiry <= now:
         raise TokenError("base macaroon has expired")
     target = _segments(grant.path)
@@ -273,28 +273,90 @@ def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
     if not activities:
         raise TokenError("the base macaroon allows none of the granted activities")
     relative = _as_path(target[len(confined) :])
-    macaroon = base.copy()  # add_first_party_caveat mutates: never touch the base
-    _add_grant_caveats(macaroon, activities, relative, grant.expires)
     expires = grant.expires if scope.expiry is None else min(grant.expires, scope.expiry)
-    return MintedToken(_serialize(macaroon), grant.path, activities, expires)
+    if base.prefix is not None:
+        token = _extend(base.prefix, activities, relative, grant.expires)
+    else:  # not v1: pymacaroons serializes it (slow path)
+        macaroon = base.macaroon.copy()  # add_first_party_caveat mutates: never the base
+        for caveat in _grant_caveats(activities, relative, grant.expires):
+            macaroon.add_first_party_caveat(caveat)
+        token = _serialize(macaroon)
+    return MintedToken(token, grant.path, activities, expires)
 
 
-def _add_grant_caveats(
-    macaroon: Macaroon, activities: Sequence[str], path: str, expires: datetime
-) -> None:
-    _add_caveat(macaroon, f"activity:{','.join(activities)}")
+@dataclass(frozen=True, slots=True)
+class _Base:
+    macaroon: Macaroon
+    scope: Scope
+    prefix: TokenPrefix | None  # None: not extendable on the fast path
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_base(token: str) -> _Base:
+    """A base macaroon parsed once (its file is re-read on change; a new text is a new key)."""
+    macaroon = deserialize(token)
+    scope = scope_of(first_party_caveats(macaroon))
+    try:
+        prefix: TokenPrefix | None = prefix_of(macaroon)
+    except ChainError:
+        prefix = None
+    return _Base(macaroon, scope, prefix)
+
+
+@functools.lru_cache(maxsize=256)
+def _root_chain(key: bytes, identifier: str, location: str, identity: str | None) -> TokenPrefix:
+    try:
+        prefix = root_prefix(key, identifier, location)
+    except ChainError as exc:
+        raise TokenError(str(exc)) from None
+    if identity:
+        caveat = f"id:{identity}"
+        _check_caveat(caveat)
+        prefix = _extended(prefix, caveat)
+    return prefix
+
+
+def _extended(prefix: TokenPrefix, caveat: str) -> TokenPrefix:
+    try:
+        return prefix.extended(caveat)
+    except ChainError as exc:
+        raise TokenError(f"macaroon cannot be serialized: {exc}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _with_activities(prefix: TokenPrefix, caveat: str) -> TokenPrefix:
+    """The chain up to a grant's activity caveat: the same for every event of a grant."""
+    return _extended(prefix, caveat)
+
+
+def _extend(prefix: TokenPrefix, activities: Sequence[str], path: str, expires: datetime) -> str:
+    first, *rest = _grant_caveats(activities, path, expires)
+    try:
+        return _with_activities(prefix, first).token(*rest)
+    except ChainError as exc:
+        raise TokenError(f"macaroon cannot be serialized: {exc}") from None
+
+
+def _grant_caveats(activities: Sequence[str], path: str, expires: datetime) -> list[str]:
+    caveats = [f"activity:{','.join(activities)}"]
     if path != "/":
-        _add_caveat(macaroon, f"path:{path}")
-    _add_caveat(macaroon, f"before:{format_instant(expires)}")
+        caveats.append(f"path:{path}")
+    caveats.append(f"before:{format_instant(expires)}")
+    for caveat in caveats:
+        _check_caveat(caveat)
+    return caveats
 
 
-def _add_caveat(macaroon: Macaroon, caveat: str) -> None:
+def _check_caveat(caveat: str) -> None:
     size = len(caveat.encode("utf-8", "surrogatepass"))
     if size > MAX_CAVEAT_BYTES:
         raise TokenError(f"caveat of {size} bytes exceeds {MAX_CAVEAT_BYTES} bytes")
     if "\n" in caveat or "\x00" in caveat:
         raise TokenError("caveat contains a newline or NUL")
-    macaroon.add_first_party_caveat(caveat)
+    try:
+        caveat.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TokenError("caveat is not valid UTF-8 (a lone surrogate)") from None
 
 
 def _serialize(macaroon: Macaroon) -> str:
