@@ -13,7 +13,12 @@ from typing import Any, Final
 
 from streamapp.domain.events import EventType
 from streamapp.domain.globs import PathGlob
-from streamapp.domain.paths import PathError, normalize_absolute_path, resolve_segments
+from streamapp.domain.paths import (
+    PathError,
+    check_object_path,
+    normalize_absolute_path,
+    resolve_segments,
+)
 from streamapp.domain.triggers import Limits, Trigger, TriggerError, parse_limits, parse_triggers
 
 NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -62,11 +67,11 @@ def _path(value: Any, where: str) -> str:
         raise PolicyError(where, "must be an absolute path string")
     try:
         normal = normalize_absolute_path(value)
+        if normal == "/":
+            raise PolicyError(where, "the root '/' cannot be a dataset prefix or output area")
+        return check_object_path(normal)  # the bounds every event path is held to
     except PathError as exc:
         raise PolicyError(where, str(exc)) from None
-    if normal == "/":
-        raise PolicyError(where, "the root '/' cannot be a dataset prefix or output area")
-    return normal
 
 
 def _int(value: Any, where: str, *, minimum: int = 0) -> int:
