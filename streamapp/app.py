@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import faust
 
-from streamapp import faust_fixes
+from streamapp import faust_fixes, kafka_auth
 from streamapp.settings import Settings
 from streamapp.web.auth import access_middleware
 
@@ -16,6 +16,8 @@ settings = Settings.from_env()
 app = faust.App(
     settings.app_id,
     broker=settings.broker,
+    # SASL (SCRAM) when STREAMAPP_KAFKA_SASL_USERNAME is set: docs/kafka-security.md
+    broker_credentials=kafka_auth.faust_credentials(settings),
     store=settings.store,
     datadir=str(settings.data_dir),
     topic_partitions=settings.topic_partitions,

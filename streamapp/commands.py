@@ -20,11 +20,12 @@ import orjson
 import prometheus_client
 from faust.cli import AppCommand, argument, option
 
-from streamapp import kafka_tools, seed
+from streamapp import kafka_tools, seed, tenant_credentials
 from streamapp.app import app, settings
 from streamapp.bridge.config import BridgeConfigError, parse_bridge_config
 from streamapp.bridge.dcache_events import run_bridges
 from streamapp.cli_io import InputError, numbered_lines, write_json_line
+from streamapp.clients.kafka_admin import KafkaAdmin
 from streamapp.delegation import strip_trailing_newline
 from streamapp.domain import authorize as authorizing
 from streamapp.domain import normalize as normalizing
@@ -32,6 +33,7 @@ from streamapp.domain import tokens
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.domain.normalize import Normalized, Rejected, Skipped
 from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
+from streamapp.kafka_auth import KafkaAuthError, confluent_config
 from streamapp.seed import SeedError, build_index, load_seed
 from streamapp.tables import TABLES
 
@@ -336,3 +338,38 @@ async def dcache_events(self: AppCommand, config_file: str | None, metrics_port:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await run_bridges(config, settings.bootstrap_servers, stop)
+
+
+# --- tenants: Kafka credentials ---------------------------------------------------------------
+
+
+@app.command(
+    argument("area", type=click.Choice(["credentials"])),
+    argument("action", type=click.Choice(tenant_credentials.ACTIONS)),
+    argument("tenant"),
+    option("--user", default=None, help="SCRAM user name (default: the tenant's name)."),
+    option(
+        "--output",
+        default=None,
+        help="Write the credential to this new file (mode 0600) instead of printing it.",
+    ),
+)
+async def tenants(  # noqa: PLR0917 - faust passes CLI options positionally
+    self: AppCommand, area: str, action: str, tenant: str, user: str | None, output: str | None
+) -> None:
+    """Create, rotate or delete a tenant's SCRAM-SHA-512 credential on the broker (operator
+    credentials from STREAMAPP_KAFKA_SASL_*); the secret is shown once, never stored."""
+    try:
+        admin = KafkaAdmin(confluent_config(settings))
+        issued = await tenant_credentials.run(admin, action, tenant, user or tenant)
+        if issued is None:
+            print(f"deleted the credential of User:{user or tenant}", file=sys.stderr)
+            return
+        if output:
+            tenant_credentials.write_secret_file(Path(output), issued.render())
+            print(f"{action}d User:{issued.user}: written to {output} (0600)", file=sys.stderr)
+        else:
+            sys.stdout.write(issued.render())
+            print(f"{action}d User:{issued.user}: shown once, store it now", file=sys.stderr)
+    except (tenant_credentials.CredentialError, KafkaAuthError) as exc:
+        _fail(f"tenants {area} {action}", str(exc))

@@ -11,10 +11,17 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
+from streamapp.kafka_auth import aiokafka_options
+from streamapp.settings import Settings
+
+
+def _auth() -> dict[str, Any]:
+    """SASL options of the configured credentials (``streamapp.kafka_auth``), if any."""
+    return aiokafka_options(Settings.from_env())
 
 
 async def feed_lines(bootstrap: str, topic: str, lines: Iterable[tuple[int, bytes]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **_auth())
     await producer.start()
     try:
         futures = [await producer.send(topic, value) for _, value in lines]
@@ -65,6 +72,7 @@ async def watch(
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
+        **_auth(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         metadata_max_age_ms=2000,
@@ -94,6 +102,7 @@ async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) ->
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **_auth(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -130,7 +139,7 @@ async def publish(
     on_sent: Callable[[], None] = lambda: None,
 ) -> int:
     """Send ``(topic, key, value)`` messages and wait until every one is acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **_auth())
     await producer.start()
     count = 0
     try:

@@ -98,3 +98,28 @@ DCACHE_PROBLEMS = Counter(
     "watch_limit, auth, unreachable, refused).",
     ["frontend", "problem"],
 )
+
+# the ACL agent (agents/kafka_acls.py): broker ACLs kept equal to what the policies allow
+KAFKA_ACLS = Gauge(
+    "streamapp_kafka_acls",
+    "Tenant ACLs on the broker the ACL agent manages (after its last reconciliation; leader only).",
+)
+ACL_RECONCILIATIONS = Counter(
+    "streamapp_acl_reconciliations",
+    "Reconciliations of the broker's ACLs with the policy table, by outcome (ok, failed).",
+    ["outcome"],
+)
+ACL_CHANGES = Counter(
+    "streamapp_acl_changes",
+    "ACLs created or deleted by the ACL agent, by change (created, deleted).",
+    ["change"],
+)
+ACL_DRIFT_CORRECTIONS = Counter(
+    "streamapp_acl_drift_corrections",
+    "ACLs deleted that the policy never granted (added by hand or by another tool).",
+)
+ACL_RECONCILE_SECONDS = Histogram(
+    "streamapp_acl_reconcile_seconds",
+    "Duration of one reconciliation (describe, create, delete).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -155,6 +155,20 @@ class Settings:
     # with the per-stream fetch limits this bounds what one stream can hold in memory
     sse_write_timeout_s: float = 60.0
     sse_max_streams: int = 200  # per worker; more get 503 with Retry-After
+    # Kafka authentication of every client of the worker and the commands (docs/kafka-security.md):
+    # SASL when a user name is set; the password from the variable or, better, a 0600 file.
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_sasl_password_file: Path | None = None
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_security_protocol: str = ""  # default: SASL_PLAINTEXT with a user, else PLAINTEXT
+    kafka_ssl_cafile: Path | None = None  # SASL_SSL: the CA bundle the broker's cert is checked by
+    # the ACL agent: broker ACLs kept equal to what the tenant policies allow (one worker at a time)
+    kafka_acls_enabled: bool = False
+    kafka_acl_interval_s: float = 30.0  # periodic reconciliation (drift), besides policy changes
+    # principals whose ACLs the agent never touches and no tenant may claim (besides this
+    # worker's own principal and User:ANONYMOUS)
+    kafka_acl_unmanaged_principals: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -219,6 +233,35 @@ class Settings:
             dcache_events_topic=_str(env, "DCACHE_EVENTS_TOPIC", defaults.dcache_events_topic),
             sse_write_timeout_s=_float(env, "SSE_WRITE_TIMEOUT", defaults.sse_write_timeout_s),
             sse_max_streams=_int(env, "SSE_MAX_STREAMS", defaults.sse_max_streams),
+            kafka_sasl_username=_str(env, "KAFKA_SASL_USERNAME", ""),
+            kafka_sasl_password=env.get(ENV_PREFIX + "KAFKA_SASL_PASSWORD", ""),
+            kafka_sasl_password_file=Path(env[ENV_PREFIX + "KAFKA_SASL_PASSWORD_FILE"])
+            if env.get(ENV_PREFIX + "KAFKA_SASL_PASSWORD_FILE")
+            else None,
+            kafka_sasl_mechanism=_str(env, "KAFKA_SASL_MECHANISM", defaults.kafka_sasl_mechanism),
+            kafka_security_protocol=_str(env, "KAFKA_SECURITY_PROTOCOL", "").upper(),
+            kafka_ssl_cafile=Path(env[ENV_PREFIX + "KAFKA_SSL_CAFILE"])
+            if env.get(ENV_PREFIX + "KAFKA_SSL_CAFILE")
+            else None,
+            kafka_acls_enabled=_str(env, "KAFKA_ACLS", "false").lower() in ("1", "true", "yes"),
+            kafka_acl_interval_s=_float(env, "KAFKA_ACL_INTERVAL", defaults.kafka_acl_interval_s),
+            kafka_acl_unmanaged_principals=tuple(
+                p.strip()
+                for p in _str(env, "KAFKA_ACL_UNMANAGED_PRINCIPALS", "").split(",")
+                if p.strip()
+            ),
+        )
+
+    @property
+    def kafka_principal(self) -> str:
+        """This worker's own Kafka principal (``User:ANONYMOUS`` without SASL)."""
+        return f"User:{self.kafka_sasl_username or 'ANONYMOUS'}"
+
+    @property
+    def kafka_reserved_principals(self) -> frozenset[str]:
+        """Principals no tenant may claim and whose ACLs the ACL agent leaves alone."""
+        return frozenset(
+            {self.kafka_principal, "User:ANONYMOUS", *self.kafka_acl_unmanaged_principals}
         )
 
     def tenant_topic(self, tenant: str) -> str:

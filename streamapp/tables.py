@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 
 policy_index = PolicyIndex()
 _applied_versions: dict[tuple[str, str], int] = {}
+# called after every change of the index (the ACL agent reconciles on them); must not block
+index_listeners: list[Callable[[], None]] = []
+
+
+def _notify() -> None:
+    for listener in index_listeners:
+        listener()
 
 
 def apply_entry(kind: str, name: str, entry: Mapping[str, Any] | None) -> None:
@@ -46,6 +53,7 @@ def apply_entry(kind: str, name: str, entry: Mapping[str, Any] | None) -> None:
         return
     _applied_versions[(kind, name)] = version
     _update_gauges()
+    _notify()
 
 
 def _update_gauges() -> None:
@@ -73,6 +81,7 @@ def rebuild_index() -> None:
             _applied_versions[(kind, name)] = int(entry.get("version", 0))
     policy_index.replace_all(datasets, tenants)
     _update_gauges()
+    _notify()
     log.info("policy index rebuilt: %d datasets, %d tenants", len(datasets), len(tenants))
 
 

@@ -81,6 +81,7 @@ from streamapp.domain.triggers import (
     strip_tokens,
     tokens_expire_during_call,
 )
+from streamapp.kafka_auth import aiokafka_options
 from streamapp.metrics import (
     INVOCATION_ATTEMPTS,
     INVOCATION_SECONDS,
@@ -118,6 +119,7 @@ class InvocationSink(faust.Service):
             settings.bootstrap_servers,
             settings.invocations_topic,
             settings.sink_outcome_ttl_s,
+            client_options=aiokafka_options(settings),
         )
         self.client = OpenWhiskClient(
             Credentials(settings.secrets_dir), settings.openwhisk_allowed_hosts
@@ -139,6 +141,7 @@ class InvocationSink(faust.Service):
         await self.client.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
+            **aiokafka_options(settings),
             group_id=settings.sink_group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

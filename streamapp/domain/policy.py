@@ -31,6 +31,10 @@ WRITE_ACTIVITIES: Final = frozenset({"UPLOAD", "READ_METADATA", "LIST"})
 DEFAULT_READ: Final = ("DOWNLOAD", "READ_METADATA")
 DEFAULT_WRITE: Final = ("UPLOAD", "READ_METADATA")
 DEFAULT_TOKEN_LIFETIME_S: Final = 600
+# A tenant's Kafka principal (SASL/SCRAM user name; docs/kafka-security.md): ``User:`` and a
+# plain name, never the wildcard ``User:*`` or anything an ACL would read as a pattern.
+KAFKA_PRINCIPAL_PATTERN: Final = re.compile(r"User:[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+MAX_KAFKA_PRINCIPALS: Final = 16
 
 
 class PolicyError(ValueError):
@@ -204,6 +208,7 @@ class TenantPolicy:
     subscriptions: tuple[Subscription, ...] = ()
     triggers: tuple[Trigger, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    kafka_principals: tuple[str, ...] = ()  # who reads tenant.<t>.events straight from Kafka
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     by_dataset: Mapping[str, Subscription] = field(init=False, compare=False, repr=False)
 
@@ -238,6 +243,7 @@ class TenantPolicy:
                 "concurrency": self.limits.concurrency,
                 "rate_per_minute": self.limits.rate_per_minute,
             },
+            "kafka_principals": sorted(self.kafka_principals),
         }
 
 
@@ -258,7 +264,14 @@ def _canonical_trigger(trigger: Trigger) -> dict[str, Any]:
     }
 
 
-_TENANT_FIELDS = {"tenant", "token_lifetime", "subscriptions", "triggers", "limits"}
+_TENANT_FIELDS = {
+    "tenant",
+    "token_lifetime",
+    "subscriptions",
+    "triggers",
+    "limits",
+    "kafka_principals",
+}
 _SUBSCRIPTION_FIELDS = {
     "dataset",
     "types",
@@ -350,6 +363,23 @@ def _subscription(obj: Any, where: str, default_lifetime: int) -> Subscription:
     )
 
 
+def _kafka_principals(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise PolicyError("kafka_principals", "must be a list of principals ('User:<name>')")
+    if len(value) > MAX_KAFKA_PRINCIPALS:
+        raise PolicyError("kafka_principals", f"at most {MAX_KAFKA_PRINCIPALS} principals")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not KAFKA_PRINCIPAL_PATTERN.fullmatch(item):
+            raise PolicyError(
+                f"kafka_principals[{i}]",
+                f"{item!r} is not a Kafka principal 'User:<name>' (letters, digits, '.', '_', "
+                "'@', '-'; ≤ 128; no wildcard)",
+            )
+    return tuple(dict.fromkeys(value))
+
+
 def parse_tenant(obj: Any) -> TenantPolicy:
     if not isinstance(obj, Mapping):
         raise PolicyError("tenant", "must be an object")
@@ -387,6 +417,7 @@ def parse_tenant(obj: Any) -> TenantPolicy:
         subscriptions=tuple(subscriptions),
         triggers=triggers,
         limits=limits,
+        kafka_principals=_kafka_principals(obj.get("kafka_principals")),
         raw=dict(obj),
     )
 

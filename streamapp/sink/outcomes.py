@@ -32,7 +32,14 @@ _POSITION = b"\x00position/"
 
 
 class FinalOutcomes:
-    def __init__(self, path: Path, bootstrap: str, topic: str, ttl_s: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        bootstrap: str,
+        topic: str,
+        ttl_s: int,
+        client_options: dict[str, Any] | None = None,  # SASL (streamapp.kafka_auth)
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         options = Options()
         options.create_if_missing(True)
@@ -40,6 +47,7 @@ class FinalOutcomes:
         # compaction drops them: the store does not grow without bound
         self._db = Rdict(str(path), options, access_type=AccessType.with_ttl(ttl_s))
         self._bootstrap = bootstrap
+        self._client_options = client_options or {}
         self._topic = topic
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[int, int] = {}
@@ -57,6 +65,7 @@ class FinalOutcomes:
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
+            **self._client_options,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -13,6 +13,7 @@ from streamapp.agents.invoke import recent_invocations
 from streamapp.agents.policy_updates import admin_keys
 from streamapp.app import app, settings
 from streamapp.domain.updates import UpdateRefusedError, verify_update
+from streamapp.kafka_auth import aiokafka_options
 from streamapp.tables import policy_index
 from streamapp.topics import dataset_updates, tenant_updates
 from streamapp.web.auth import PRINCIPAL, json_response, problem, require_tenant
@@ -28,7 +29,9 @@ class Health(web.View):
     async def get(self, request: Any) -> Any:
         broker = True
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=3000
+            bootstrap_servers=settings.bootstrap_servers,
+            request_timeout_ms=3000,
+            **aiokafka_options(settings),
         )
         try:
             await admin.start()

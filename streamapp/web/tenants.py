@@ -36,6 +36,7 @@ from yarl import URL
 from streamapp.app import app, settings
 from streamapp.domain.access import PEER_HEADER, sign_peer_request
 from streamapp.domain.globs import PathGlob, client_globs
+from streamapp.kafka_auth import aiokafka_options
 from streamapp.tables import STATS_WINDOW_S, policy_index, tenant_stats
 from streamapp.topics import tenant_events
 from streamapp.web.auth import FORWARDED, json_response, peer_secret, problem, require_tenant
@@ -222,6 +223,7 @@ class TenantEvents(web.View):
         name = topic.get_topic_name()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
+            **aiokafka_options(settings),
             group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=256 * 1024,
