@@ -60,12 +60,30 @@ def decide(message: bytes, topic: str) -> Update:
         # the workers' allow-list (checked again before every call); credentials need no check
         # here: a policy can only name its own tenant's (plain names, resolved per tenant)
         allowed = settings.openwhisk_allowed_hosts
-        for index, host in disallowed_hosts(parse_tenant(update.spec).triggers, allowed):
+        policy = parse_tenant(update.spec)
+        # a Kafka principal reads one tenant's stream: never the workers', never another's
+        for index, principal in enumerate(policy.kafka_principals):
+            owner = principal_owner(principal, policy.tenant)
+            if owner is not None:
+                raise UpdateRefusedError(
+                    f"invalid tenant spec: kafka_principals[{index}]: {principal} {owner}"
+                )
+        for index, host in disallowed_hosts(policy.triggers, allowed):
             raise UpdateRefusedError(
                 f"invalid tenant spec: triggers[{index}].api_host: {host} is not among the "
                 f"allowed OpenWhisk hosts ({allowed})"
             )
     return update
+
+
+def principal_owner(principal: str, tenant: str) -> str | None:
+    """Why ``tenant`` may not claim ``principal`` (reserved, or another tenant's), or None."""
+    if principal in settings.kafka_reserved_principals:
+        return "is reserved for the workers or the operator"
+    for other in policy_index.tenants.values():
+        if other.tenant != tenant and principal in other.kafka_principals:
+            return f"is already tenant {other.tenant}'s"
+    return None
 
 
 @app.agent(dataset_updates, concurrency=1)

@@ -1,0 +1,332 @@
+"""The desired ACL set (domain/kafka_acls.py): properties over generated policy tables."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamapp.domain.kafka_acls import (
+    DESCRIBE,
+    GROUP,
+    LITERAL,
+    PREFIXED,
+    READ,
+    TOPIC,
+    AclEntry,
+    AclScope,
+    desired_acls,
+    group_prefix,
+    plan,
+    principal_conflicts,
+)
+from streamapp.domain.policy import (
+    Dataset,
+    PolicyError,
+    TenantPolicy,
+    parse_dataset,
+    parse_tenant,
+)
+from streamapp.kafka_auth import (
+    KafkaAuthError,
+    aiokafka_options,
+    confluent_config,
+    faust_credentials,
+)
+from streamapp.settings import Settings
+
+PATTERN = "tenant.{tenant}.events"
+RESERVED = frozenset({"User:streamapp", "User:operator", "User:ANONYMOUS"})
+PROTECTED = frozenset(
+    {"storage.events", "dcache.billing", "streamapp.updates.tenants", "streamapp.updates.audit"}
+)
+
+
+def scope(pattern: str = PATTERN) -> AclScope:
+    return AclScope(
+        tenant_topic=lambda t: pattern.format(tenant=t),
+        reserved_principals=RESERVED,
+        protected_topics=PROTECTED,
+        protected_prefixes=("__", "streamapp-"),
+    )
+
+
+# Names chosen so that prefixes collide: a / ab / a.b / a-b / a.b.c, and the tenant topic of
+# "a" is a prefix of nothing but its own name only when ACLs are literal.
+TENANT_NAMES = ["a", "ab", "a.b", "a-b", "a.b.c", "b", "events", "tenant"]
+PRINCIPALS = [
+    "User:alice",
+    "User:bob",
+    "User:a",
+    "User:ab",
+    "User:streamapp",  # reserved: never granted
+    "User:operator",
+    "User:shared",
+]
+
+
+@st.composite
+def tables(draw: Any) -> tuple[dict[str, TenantPolicy], dict[str, Dataset]]:
+    tenant_names = draw(st.lists(st.sampled_from(TENANT_NAMES), unique=True, max_size=6))
+    datasets: dict[str, Dataset] = {}
+    for i in range(draw(st.integers(0, 5))):
+        if not tenant_names:
+            break
+        owner = draw(st.sampled_from(tenant_names))
+        shared = draw(st.lists(st.sampled_from(tenant_names), unique=True, max_size=3))
+        datasets[f"d{i}"] = parse_dataset(
+            {
+                "id": f"d{i}",
+                "owner": owner,
+                "source": "dcache://x",
+                "prefixes": [f"/data/d{i}"],
+                "shared_with": shared,
+            }
+        )
+    ids = [*datasets, "missing"]
+    tenants: dict[str, TenantPolicy] = {}
+    for name in tenant_names:
+        subs = draw(st.lists(st.sampled_from(ids), unique=True, max_size=3))
+        principals = draw(st.lists(st.sampled_from(PRINCIPALS), unique=True, max_size=3))
+        tenants[name] = parse_tenant(
+            {
+                "tenant": name,
+                "subscriptions": [{"dataset": d} for d in subs],
+                "kafka_principals": principals,
+            }
+        )
+    return tenants, datasets
+
+
+def owner_of(principal: str, tenants: dict[str, TenantPolicy]) -> list[str]:
+    return [t for t, p in tenants.items() if principal in p.kafka_principals]
+
+
+@settings(max_examples=400, deadline=None)
+@given(tables(), st.sampled_from([*TENANT_NAMES, "zz", "a.b.c.d", "ab-c"]))
+def test_never_another_tenants_resource(
+    table: tuple[dict[str, TenantPolicy], dict[str, Dataset]], outsider: str
+) -> None:
+    tenants, datasets = table
+    sc = scope()
+    for acl in desired_acls(tenants, datasets, sc):
+        owners = owner_of(acl.principal, tenants)
+        assert len(owners) == 1, f"{acl} granted to a principal of {owners}"
+        (tenant,) = owners
+        assert acl.principal not in RESERVED
+        assert acl.permission == "ALLOW"
+        assert acl.host == "*"
+        assert "*" not in acl.principal
+        assert acl.resource_name not in ("*", "")
+        assert acl.operation in (READ, DESCRIBE)
+        if acl.resource_type == TOPIC:
+            # literal, and exactly the tenant's own topic: never another's, never a service topic
+            assert acl.pattern_type == LITERAL
+            assert acl.resource_name == sc.tenant_topic(tenant)
+            assert not sc.protected(acl.resource_name)
+        else:
+            assert acl.resource_type == GROUP
+            assert acl.operation == READ
+            assert acl.pattern_type == PREFIXED
+            assert acl.resource_name == group_prefix(tenant)
+        # a prefixed ACL never covers another tenant's topic or groups, whatever its name
+        if acl.pattern_type == PREFIXED and outsider != tenant:
+            assert not sc.tenant_topic(outsider).startswith(acl.resource_name)
+            assert not f"{group_prefix(outsider)}job".startswith(acl.resource_name)
+            for other in TENANT_NAMES:
+                if other != tenant:
+                    assert not sc.tenant_topic(other).startswith(acl.resource_name)
+                    assert not group_prefix(other).startswith(acl.resource_name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables())
+def test_exactly_what_entitled_tenants_need(
+    table: tuple[dict[str, TenantPolicy], dict[str, Dataset]],
+) -> None:
+    tenants, datasets = table
+    sc = scope()
+    desired = desired_acls(tenants, datasets, sc)
+    conflicts = principal_conflicts(tenants, sc)
+    for name, policy in tenants.items():
+        entitled = any(
+            s.dataset in datasets and name in datasets[s.dataset].entitled
+            for s in policy.subscriptions
+        )
+        for principal in policy.kafka_principals:
+            expected = {
+                AclEntry(principal, TOPIC, sc.tenant_topic(name), LITERAL, READ),
+                AclEntry(principal, TOPIC, sc.tenant_topic(name), LITERAL, DESCRIBE),
+                AclEntry(principal, GROUP, f"{name}:", PREFIXED, READ),
+            }
+            mine = {acl for acl in desired if acl.principal == principal}
+            if entitled and principal not in conflicts:
+                assert mine == expected
+            else:
+                assert not mine  # revoked shares, reserved or contested principals: nothing
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tables(),
+    st.sets(
+        st.builds(
+            AclEntry,
+            principal=st.sampled_from(PRINCIPALS),
+            resource_type=st.sampled_from([TOPIC, GROUP, "CLUSTER"]),
+            resource_name=st.sampled_from(["tenant.a.events", "tenant.", "*", "a:", "x"]),
+            pattern_type=st.sampled_from([LITERAL, PREFIXED]),
+            operation=st.sampled_from([READ, DESCRIBE, "WRITE", "ALL"]),
+        ),
+        max_size=8,
+    ),
+)
+def test_plan_converges(
+    table: tuple[dict[str, TenantPolicy], dict[str, Dataset]], actual: set[AclEntry]
+) -> None:
+    tenants, datasets = table
+    sc = scope()
+    desired = desired_acls(tenants, datasets, sc)
+    steps = plan(desired, actual, sc, previous=desired)
+    after = (set(actual) - steps.delete) | steps.create
+    managed_after = {acl for acl in after if acl.principal not in RESERVED}
+    assert managed_after == desired
+    # the workers' and operator's ACLs are never touched
+    assert {a for a in actual if a.principal in RESERVED} <= after
+    assert steps.drift <= steps.delete
+    assert not steps.drift & desired
+
+
+def test_hand_added_acl_is_drift_and_revocation_is_not() -> None:
+    sc = scope()
+    a_topic = AclEntry("User:alice", TOPIC, "tenant.a.events", LITERAL, READ)
+    on_b = AclEntry("User:alice", TOPIC, "tenant.b.events", LITERAL, READ)
+    steps = plan(frozenset(), {a_topic, on_b}, sc, previous=frozenset({a_topic}))
+    assert steps.delete == {a_topic, on_b}
+    assert steps.drift == {on_b}  # a_topic was granted before: a revocation, not drift
+
+
+def test_prefix_neighbours_and_nested_names() -> None:
+    datasets = {
+        "d": parse_dataset(
+            {"id": "d", "owner": "a", "source": "s", "prefixes": ["/d"], "shared_with": []}
+        )
+    }
+    tenants = {
+        "a": parse_tenant(
+            {"tenant": "a", "subscriptions": [{"dataset": "d"}], "kafka_principals": ["User:a"]}
+        )
+    }
+    desired = desired_acls(tenants, datasets, scope())
+    names = {acl.resource_name for acl in desired}
+    assert names == {"tenant.a.events", "a:"}
+    assert not any("tenant.ab.events".startswith(n) for n in names if n != "tenant.a.events")
+    assert not "a.b:monitor".startswith("a:")
+
+
+def test_share_revoked_removes_acls() -> None:
+    def table(shared: list[str]) -> tuple[dict[str, TenantPolicy], dict[str, Dataset]]:
+        datasets = {
+            "bd": parse_dataset(
+                {"id": "bd", "owner": "b", "source": "s", "prefixes": ["/b"], "shared_with": shared}
+            )
+        }
+        tenants = {
+            "a": parse_tenant(
+                {
+                    "tenant": "a",
+                    "subscriptions": [{"dataset": "bd"}],
+                    "kafka_principals": ["User:a"],
+                }
+            )
+        }
+        return tenants, datasets
+
+    assert len(desired_acls(*table(["a"]), scope())) == 3
+    assert desired_acls(*table([]), scope()) == frozenset()
+
+
+def test_service_topic_pattern_is_never_granted() -> None:
+    datasets = {
+        "d": parse_dataset({"id": "d", "owner": "storage", "source": "s", "prefixes": ["/d"]})
+    }
+    tenants = {
+        "storage": parse_tenant(
+            {
+                "tenant": "storage",
+                "subscriptions": [{"dataset": "d"}],
+                "kafka_principals": ["User:x"],
+            }
+        )
+    }
+    assert desired_acls(tenants, datasets, scope("{tenant}.events")) == frozenset()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "User:*",
+        "*",
+        "alice",
+        "Group:x",
+        "User:",
+        "User:a b",
+        "User:a\n",
+        "User:a,b",
+        "User:" + "x" * 200,
+        7,
+    ],
+)
+def test_policy_refuses_unusable_principals(value: object) -> None:
+    with pytest.raises(PolicyError, match=r"kafka_principals"):
+        parse_tenant({"tenant": "t", "kafka_principals": [value]})
+
+
+def test_policy_keeps_principals_in_canonical_form() -> None:
+    policy = parse_tenant({"tenant": "t", "kafka_principals": ["User:t", "User:t", "User:t-2"]})
+    assert policy.kafka_principals == ("User:t", "User:t-2")
+    assert policy.canonical()["kafka_principals"] == ["User:t", "User:t-2"]
+    with pytest.raises(PolicyError, match=r"^kafka_principals:"):
+        parse_tenant({"tenant": "t", "kafka_principals": "User:t"})
+
+
+def test_settings_never_show_the_password() -> None:
+    settings_ = Settings.from_env(
+        {"STREAMAPP_KAFKA_SASL_USERNAME": "streamapp", "STREAMAPP_KAFKA_SASL_PASSWORD": "s3cr3t-pw"}
+    )
+    assert "s3cr3t-pw" not in repr(settings_)
+    assert settings_.kafka_principal == "User:streamapp"
+    assert "User:streamapp" in settings_.kafka_reserved_principals
+    assert re.fullmatch(r"User:\w+", settings_.kafka_principal)
+
+
+def test_client_options_read_the_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("pw-from-file\n")
+    configured = Settings.from_env(
+        {
+            "STREAMAPP_KAFKA_SASL_USERNAME": "streamapp",
+            "STREAMAPP_KAFKA_SASL_PASSWORD_FILE": str(secret),
+        }
+    )
+    options = aiokafka_options(configured)
+    assert options["security_protocol"] == "SASL_PLAINTEXT"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_password"] == "pw-from-file"
+    assert confluent_config(configured)["sasl.password"] == "pw-from-file"
+    credentials = faust_credentials(configured)
+    assert credentials is not None
+    assert "pw-from-file" not in repr(credentials)
+    assert aiokafka_options(Settings.from_env({})) == {}
+    assert faust_credentials(Settings.from_env({})) is None
+    missing = Settings.from_env({"STREAMAPP_KAFKA_SASL_USERNAME": "streamapp"})
+    with pytest.raises(KafkaAuthError, match="no password"):
+        aiokafka_options(missing)
+    secret.unlink()
+    with pytest.raises(KafkaAuthError) as info:
+        aiokafka_options(configured)
+    assert "pw-from-file" not in str(info.value)
