@@ -15,7 +15,12 @@ from typing import Any
 import orjson
 
 from streamapp import observed
-from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
+from streamapp.agents.outputs import (
+    described,
+    exit_if_undelivered,
+    finish_even_if_cancelled,
+    send_dead_letter,
+)
 from streamapp.app import app, settings
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import Delivery, authorize, authorized_event
@@ -85,9 +90,23 @@ async def deliver(message: Any) -> None:
                 message, f"tenant {delivery.tenant}: copy not prepared: {type(exc).__name__}"
             )
             continue
-        topic = await tenant_events(delivery.tenant)
-        future = await topic.send(key=event["subject"].encode(), value=value, headers=_HEADERS)
-        exit_if_undelivered("authorize", future)
+        try:
+            topic = await tenant_events(delivery.tenant)
+        except Exception as exc:  # noqa: BLE001 - e.g. its topic collides: this tenant's copy only
+            log.error("authorize: no topic for tenant %s: %r", delivery.tenant, exc)
+            await _dead_letter(
+                message, f"tenant {delivery.tenant}: its topic is unavailable: {described(exc)}"
+            )
+            continue
+        try:
+            future = await topic.send(key=event["subject"].encode(), value=value, headers=_HEADERS)
+        except Exception as exc:  # noqa: BLE001 - refused at once (too large...): a dead letter
+            log.error("authorize: copy for tenant %s refused: %r", delivery.tenant, exc)
+            await _dead_letter(
+                message, f"tenant {delivery.tenant}: copy refused by the producer: {described(exc)}"
+            )
+            continue
+        exit_if_undelivered("authorize", future)  # the broker's failure after the send: exit
         DELIVERIES.inc()
         observed.delivered(delivery.tenant, dict(event))
         counted = await deliveries.send(key=delivery.tenant, value=b"")
@@ -111,10 +130,14 @@ async def _dead_letter(message: Any, reason: str) -> None:
         partition=message.partition,
         offset=message.offset,
     )
-    future = await dead_letters.send(
-        key=message.key, value=message.value, headers=context.headers()
-    )
-    exit_if_undelivered("authorize", future)
+    value = message.value if isinstance(message.value, bytes) else b""
+    await send_dead_letter("authorize", _send_dead_letter, message.key, value, context)
+
+
+async def _send_dead_letter(
+    key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+) -> Any:
+    return await dead_letters.send(key=key, value=value, headers=headers)
 
 
 def _describe(exc: BaseException) -> str:

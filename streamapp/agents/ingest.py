@@ -14,7 +14,6 @@ that dead letter stops the worker, as an undeliverable output does.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +21,10 @@ from typing import Any
 import orjson
 
 from streamapp.agents.outputs import (
-    EXIT_OUTPUT_LOST,
+    described,
     exit_if_undelivered,
     finish_even_if_cancelled,
+    send_dead_letter,
 )
 from streamapp.app import app, settings
 from streamapp.domain.deadletter import DeadLetterContext
@@ -77,7 +77,7 @@ async def ingest_record(record: RawRecord) -> None:
         log.exception(
             "ingest: record %s/%s/%s failed", record.topic, record.partition, record.offset
         )
-        await _dead_letter(record, f"internal error ingesting record: {_described(exc)}")
+        await _dead_letter(record, f"internal error ingesting record: {described(exc)}")
         INGEST_RECORDS.labels(record.topic, "rejected").inc()
 
 
@@ -93,7 +93,7 @@ async def _ingest(record: RawRecord) -> None:
                 sent = await _send_event(outcome.event)
             except Exception as exc:  # noqa: BLE001 - refused at once (too large...): this record's
                 rejections.append(
-                    f"event {outcome.event['subject']!r} not written: {_described(exc)}"
+                    f"event {outcome.event['subject']!r} not written: {described(exc)}"
                 )
                 continue
             exit_if_undelivered("ingest", sent)
@@ -110,28 +110,14 @@ async def _dead_letter(record: RawRecord, reason: str) -> None:
     size limit), a dead letter without the value that says where the original is."""
     if len(reason) > _MAX_DEAD_LETTER_REASON_CHARS:
         reason = reason[: _MAX_DEAD_LETTER_REASON_CHARS - 1] + "…"
-    try:
-        sent = await _send_dead_letter(record, reason)
-    except Exception as exc:  # noqa: BLE001 - refused at once: write the stand-in below
-        refused = _described(exc)
-    else:
-        exit_if_undelivered("ingest", sent)
-        return
-    stand_in = RawRecord(record.topic, record.partition, record.offset, record.key, b"")
-    reason = (
-        f"{reason}; the original {len(record.value)}-byte value is not kept here, the producer "
-        f"refused it ({refused}): it stays at {record.topic}/{record.partition}/{record.offset}"
+    context = DeadLetterContext(
+        reason=reason,
+        stage="ingest",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
     )
-    try:
-        exit_if_undelivered("ingest", await _send_dead_letter(stand_in, reason))
-    except Exception:  # noqa: BLE001 - the producer cannot write at all: as an undelivered output
-        log.critical("ingest: cannot write a dead letter; exiting without committing its input")
-        logging.shutdown()
-        os._exit(EXIT_OUTPUT_LOST)
-
-
-def _described(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    await send_dead_letter("ingest", _send_dead_letter, record.key, record.value, context)
 
 
 async def _send_event(event: CanonicalEvent) -> Awaitable[Any]:
@@ -143,17 +129,10 @@ async def _send_event(event: CanonicalEvent) -> Awaitable[Any]:
     )
 
 
-async def _send_dead_letter(record: RawRecord, reason: str) -> Awaitable[Any]:
-    context = DeadLetterContext(
-        reason=reason,
-        stage="ingest",
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-    )
-    return await _produce(
-        dead_letters.get_topic_name(), record.key, record.value, context.headers()
-    )
+async def _send_dead_letter(
+    key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+) -> Awaitable[Any]:
+    return await _produce(dead_letters.get_topic_name(), key, value, headers)
 
 
 async def _produce(

@@ -201,3 +201,118 @@ async def test_a_failing_copy_for_one_tenant_spares_the_others(
     reason = DeadLetterContext.from_headers(headers).reason
     assert reason == "tenant alice: copy not prepared: OverflowError"
     assert "secret" not in reason
+
+
+def _share_with_bob() -> None:
+    policy_index.replace_all(
+        [
+            parse_dataset(
+                {
+                    "id": "exp",
+                    "owner": "alice",
+                    "source": SOURCE,
+                    "prefixes": ["/data/exp"],
+                    "shared_with": ["bob"],
+                }
+            )
+        ],
+        [
+            parse_tenant({"tenant": "alice", "subscriptions": [{"dataset": "exp"}]}),
+            parse_tenant({"tenant": "bob", "subscriptions": [{"dataset": "exp"}]}),
+        ],
+    )
+
+
+async def test_a_tenant_whose_topic_cannot_be_had_gets_a_dead_letter_the_others_their_copy(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka refused to create a colliding tenant topic (``co.ll`` vs ``co_ll``): the agent
+    crashed on every event at ``tenant_events()``. Now: a dead letter naming the tenant, and
+    the other tenants' copies still go out."""
+    _share_with_bob()
+    real = vars(authorize_module)["tenant_events"]  # the fixture's stand-in
+
+    async def tenant_events(tenant: str) -> Any:
+        if tenant == "alice":
+            raise RuntimeError("InvalidTopicError: topic collides")
+        return await real(tenant)
+
+    monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
+    async with authorize_module.authorize_events.test_context() as agent:
+        await agent.put(value=orjson.dumps(canonical("/data/exp/a.h5", "one")), key=b"k0")
+        await agent.put(value=orjson.dumps(canonical("/data/exp/b.h5", "two")), key=b"k1")
+
+    assert [(t, orjson.loads(v)["id"]) for t, v in captured.tenant] == [
+        ("bob", "one"),
+        ("bob", "two"),
+    ]
+    assert [key for key, _, _ in captured.dead] == [b"k0", b"k1"]
+    reason = DeadLetterContext.from_headers(captured.dead[0][2]).reason
+    assert reason.startswith("tenant alice: its topic is unavailable: RuntimeError")
+
+
+async def test_a_copy_the_producer_refuses_is_a_dead_letter_and_the_stream_goes_on(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant copy over the producer's size limit raised from ``topic.send`` and crashed the
+    agent (the record lost, no dead letter). Now the refusal is the dead letter's reason."""
+    _share_with_bob()
+    real = vars(authorize_module)["tenant_events"]  # the fixture's stand-in
+
+    class Refusing:
+        async def send(self, **_: Any) -> Any:
+            raise ValueError("MessageSizeTooLargeError: 1000472 bytes")
+
+    async def tenant_events(tenant: str) -> Any:
+        return Refusing() if tenant == "alice" else await real(tenant)
+
+    monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
+    inputs = [orjson.dumps(canonical("/data/exp/a.h5", "big"))]
+    async with authorize_module.authorize_events.test_context() as agent:
+        await agent.put(value=inputs[0], key=b"k0")
+
+    assert [t for t, _ in captured.tenant] == ["bob"]
+    [(key, value, headers)] = captured.dead
+    assert (key, value) == (b"k0", inputs[0])
+    reason = DeadLetterContext.from_headers(headers).reason
+    assert reason.startswith("tenant alice: copy refused by the producer: ValueError")
+    assert "MessageSizeTooLarge" in reason
+
+
+async def test_a_dead_letter_the_producer_refuses_leaves_a_stand_in(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shared with ingest (``agents.outputs.send_dead_letter``): the original value too large
+    for a dead letter -> an empty-valued one saying where the original stays."""
+    real = vars(authorize_module)["tenant_events"]  # the fixture's stand-in
+
+    class Refusing:
+        async def send(self, **_: Any) -> Any:
+            raise ValueError("MessageSizeTooLargeError")
+
+    class DeadLetters:
+        async def send(
+            self, *, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+        ) -> asyncio.Future[None]:
+            if len(value) > 100:
+                raise ValueError("MessageSizeTooLargeError")
+            captured.dead.append((key, value, headers))
+            return Captured._done()
+
+    async def tenant_events(tenant: str) -> Any:
+        return Refusing() if tenant == "alice" else await real(tenant)
+
+    monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
+    monkeypatch.setattr(authorize_module, "dead_letters", DeadLetters())
+    value = orjson.dumps(canonical("/data/exp/a.h5", "big"))
+    async with authorize_module.authorize_events.test_context() as agent:
+        await agent.put(value=value, key=b"k0")
+        await agent.put(value=orjson.dumps(canonical("/data/exp/b.h5", "next")), key=b"k1")
+
+    assert captured.tenant == []
+    [(key, empty, headers), _] = captured.dead
+    assert (key, empty) == (b"k0", b"")
+    context = DeadLetterContext.from_headers(headers)
+    assert context.reason.startswith("tenant alice: copy refused by the producer")
+    assert f"the original {len(value)}-byte value is not kept here" in context.reason
+    assert context.reason.endswith(f"{context.topic}/{context.partition}/{context.offset}")
