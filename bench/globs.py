@@ -20,9 +20,12 @@ import sys
 import time
 
 from streamapp.domain.globs import (
+    CLIENT_MAX_GLOB_LENGTH,
+    CLIENT_MAX_TOTAL_WILDCARDS,
     CLIENT_MAX_WILDCARDS,
     POLICY_MAX_WILDCARDS,
     PathGlob,
+    client_globs,
 )
 
 NAME = 250
@@ -35,10 +38,16 @@ def adversarial_pairs() -> list[tuple[str, str, str]]:
     policy_stars = "*a" * (POLICY_MAX_WILDCARDS - 1) + "*b"
     question_pieces = "*" + "a?" * 7 + "*" + "a?" * 7 + "b"
     deep = "/".join(["a"] * (NAME // 2))  # 125 segments, 249 characters
+    # The longest paths ingest lets through: 256 segments (4,096 bytes at most), repeated
+    # or all different (so no answer can be reused).
+    deepest = "/".join(["a"] * 256)
+    distinct = "/".join(f"a{n:02x}" for n in range(256))
+    policy_pieces = "**/" + "/".join(f"a{n:x}*" for n in range(POLICY_MAX_WILDCARDS - 4)) + "/b/**"
+    client_pieces = "**/" + "/".join(f"a{n:x}*" for n in range(CLIENT_MAX_WILDCARDS - 4)) + "/b/**"
     return [
         ("stars a…b vs ax250 (issue's example)", "**/*a*a*a*a*b", f"x/{many_a}"),
-        ("client bound: 16 stars", client_stars, many_a),
-        ("policy bound: 64 stars", policy_stars, many_a),
+        (f"client bound: {CLIENT_MAX_WILDCARDS} stars", client_stars, many_a),
+        (f"policy bound: {POLICY_MAX_WILDCARDS} stars", policy_stars, many_a),
         ("pieces with ? vs ax250", question_pieces, many_a),
         ("** between pieces vs 125 segments", "**/a*/**/a*/**/a*/**/b", deep),
         ("8 inner ** vs 125 segments", "/".join(["**", "a"] * 8) + "/b", deep),
@@ -46,8 +55,40 @@ def adversarial_pairs() -> list[tuple[str, str, str]]:
         ("block of 15 * failing at its end", "**/" + "*/" * 14 + "b/**", deep),
         ("block of 62 literals failing at its end", "**/" + "a/" * 61 + "b/**", deep),
         ("block of 62, 16 of them *", "**/" + "a/*/" * 15 + "a/b/**", deep),
+        ("block of 124 literals vs 256 segments", "**/" + "a/" * 124 + "b/**", deepest),
+        (
+            f"policy: {POLICY_MAX_WILDCARDS - 4} pieces a<n>* vs 256 distinct",
+            policy_pieces,
+            distinct,
+        ),
+        (
+            f"client: {CLIENT_MAX_WILDCARDS - 4} pieces a<n>* vs 256 distinct",
+            client_pieces,
+            distinct,
+        ),
+        (
+            f"policy: {POLICY_MAX_WILDCARDS - 4} x (a*) vs 256 distinct",
+            "**/" + "a*/" * (POLICY_MAX_WILDCARDS - 4) + "b/**",
+            distinct,
+        ),
         ("matching: stars a…b vs ax249 b", "**/*a*a*a*a*b", f"x/{many_a[:-1]}b"),
     ]
+
+
+def worst_requests() -> list[str]:
+    """``paths=`` values at the client bounds, built to cost the most per event: the wildcard
+    budget spent on middle blocks (``**/…/**``, 4 each) and pieces (``a<n>*``), the rest of
+    each glob's length on literal segments."""
+    requests = []
+    for globs in (1, 2, 4):
+        per_glob = CLIENT_MAX_TOTAL_WILDCARDS // globs - 4
+        patterns = []
+        for number in range(globs):
+            head = "**/" + "".join(f"a{number:x}{n:x}*/" for n in range(per_glob))
+            literals = (CLIENT_MAX_GLOB_LENGTH - len(head) - len("b/**")) // 2
+            patterns.append(head + "a/" * literals + "b/**")
+        requests.append(",".join(patterns))
+    return requests
 
 
 def time_match(glob: PathGlob, path: str, repeat: int) -> float:
@@ -80,8 +121,22 @@ def main() -> int:
         seconds = time_match(glob, path, args.repeat)
         worst = max(worst, seconds)
         print(f"{seconds * 1e6:9.1f} µs  match={glob.matches(path)!s:5}  {label}")
-    print(f"worst median {worst * 1e6:.1f} µs per match (guard {args.guard_ms} ms)")
+    # A whole SSE request at its bounds: the most globs, all wildcards spent on pieces, each
+    # glob's literal block as long as the length bound allows; per event, every glob is tried.
+    path = "/".join(f"a{n:02x}" for n in range(256))
+    for value in worst_requests():
+        request = client_globs(value)
+        rounds = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            for _ in range(5):
+                any(glob.matches(path) for glob in request)
+            rounds.append((time.perf_counter() - started) / 5)
+        per_event = statistics.median(rounds)
+        worst = max(worst, per_event)
+        print(f"{per_event * 1e6:9.1f} µs  one event vs a whole request of {len(request)} globs")
 
+    print(f"worst median {worst * 1e6:.1f} µs (guard {args.guard_ms} ms)")
     print("\nprevious regex reading, '*a*a*a*a*b' against axn (exponential):")
     regex = old_regex("*a*a*a*a*a*a*b")
     for n in (16, 24, 32, 40):

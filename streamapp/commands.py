@@ -242,6 +242,8 @@ def _simulated(delivery: authorizing.Delivery) -> dict[str, Any]:
     }
     if delivery.write_refused is not None:
         out["write_refused"] = delivery.write_refused
+    if delivery.read_refused is not None:
+        out["read_refused"] = delivery.read_refused
     return out
 
 

@@ -79,7 +79,9 @@ class TokenIssuer:
         expires = lifetime_until(now, subscription.token_lifetime_s, self.max_lifetime_s)
         problems: list[str] = []
         read = write = None
-        if subscription.read:
+        if subscription.read and delivery.read_refused is not None:
+            problems.append(f"no read token: {delivery.read_refused}")
+        elif subscription.read:
             read = self._mint(
                 delivery, Grant(event["subject"], subscription.read, expires), now, problems
             )

@@ -550,10 +550,14 @@ class InvocationSink(faust.Service):
     def _fresh_tokens(
         self, event: dict[str, Any], delivery: Delivery, trigger: Trigger
     ) -> dict[str, Any]:
-        """The event with tokens valid for the whole call: minted again from the same grant
-        when the ones it carries expire too soon (after an outage or a long back-log)."""
+        """The event with tokens valid for the whole call and no wider than the grant now:
+        minted again when the ones it carries expire too soon (after an outage or a long
+        back-log), or carry a token the current grant no longer gives (a write share or the
+        read token revoked since the event was authorized)."""
         now = datetime.now(UTC)
-        if not tokens_expire_during_call(event.get("tokenexpires"), now, trigger.timeout_s):
+        if not tokens_expire_during_call(
+            event.get("tokenexpires"), now, trigger.timeout_s
+        ) and not outgrown(event, delivery):
             return event
         canonical: CanonicalEvent = {k: event[k] for k in CanonicalEvent.__annotations__}  # type: ignore[assignment]
         tokens = self.issuer.issue(delivery, canonical, now)
@@ -726,3 +730,12 @@ def recent_invocations(tenant: str) -> list[dict[str, Any]]:
 
 if settings.sink_enabled:
     app.service(InvocationSink)
+
+
+def outgrown(event: dict[str, Any], delivery: Delivery) -> bool:
+    """Whether ``event`` carries a token that ``delivery`` (the grant as it is now) withholds."""
+    if "writetoken" in event and (not delivery.write or delivery.write_refused is not None):
+        return True
+    return "readtoken" in event and (
+        not delivery.subscription.read or delivery.read_refused is not None
+    )

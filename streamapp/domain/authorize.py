@@ -30,6 +30,7 @@ class Delivery:
     subscription: Subscription
     write: tuple[str, ...] = ()  # write activities granted on the output area: none by default
     write_refused: str | None = None  # why the subscription's write was not granted
+    read_refused: str | None = None  # why no read token may be minted for the event's path
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,12 @@ def authorize(event: CanonicalEvent, index: PolicyIndex) -> Decision:
     if ownership is None:
         return Decision(None, (), ())
     dataset = ownership.dataset
+    # Datasets a token for the event's path would reach too (it covers the whole subtree)
+    within = [
+        index.datasets[i]
+        for i in index.areas_within(event["source"], event["subject"])
+        if i != dataset.id and i in index.datasets
+    ]
     deliveries: list[Delivery] = []
     denied: list[Denial] = []
     for tenant in dataset.entitled:
@@ -64,7 +71,15 @@ def authorize(event: CanonicalEvent, index: PolicyIndex) -> Decision:
             denied.append(Denial(tenant, mismatch))
             continue
         write, refused = write_grant(tenant, dataset, subscription, index)
-        deliveries.append(Delivery(tenant, dataset, subscription, write, refused))
+        read_refused = next(
+            (
+                "a read token for this path would also reach another tenant's data below it"
+                for other in within
+                if tenant not in other.entitled
+            ),
+            None,
+        )
+        deliveries.append(Delivery(tenant, dataset, subscription, write, refused, read_refused))
     entitled = set(dataset.entitled)
     denied.extend(
         Denial(tenant, "dataset is not shared with the tenant")

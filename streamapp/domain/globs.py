@@ -1,7 +1,9 @@
 """Path globs matched segment by segment, in time linear in the path (no backtracking).
 
 ``*`` matches within one segment, ``?`` one character of a segment, ``**`` any number of whole
-segments (including none); everything else is literal. Policies use these globs, and so does
+segments (including none), except that a trailing ``/**`` takes at least one (``raw/**`` is
+what is inside ``raw``); the empty path (the dataset root itself) is matched by ``*`` and
+``**``. Everything else is literal. Policies use these globs, and so does
 the SSE view's client-supplied ``paths=``: a regular expression built from a glob
 (``[^/]*a[^/]*a…b``) backtracks exponentially on a long file name, which let one request
 freeze a worker's event loop. Here each segment is matched by cutting its pattern at the
@@ -22,9 +24,12 @@ from typing import Final
 # event and the size of a request's state small.
 CLIENT_MAX_GLOB_LENGTH: Final = 256
 CLIENT_MAX_WILDCARDS: Final = 16
-CLIENT_MAX_GLOBS: Final = 16
+CLIENT_MAX_GLOBS: Final = 8
+# ...and across all the globs of one request: the patterns with pieces (``a*``, ``?b``) are
+# what costs a call per path segment, so their total is what bounds a request's work.
+CLIENT_MAX_TOTAL_WILDCARDS: Final = 16
 POLICY_MAX_GLOB_LENGTH: Final = 1024
-POLICY_MAX_WILDCARDS: Final = 64
+POLICY_MAX_WILDCARDS: Final = 32
 
 
 class GlobError(ValueError):
@@ -107,7 +112,7 @@ def segment_matcher(segment: str) -> SegmentMatcher:
 class PathGlob:
     """A glob over ``/``-separated paths relative to a dataset root (see the module doc)."""
 
-    __slots__ = ("_blocks", "_segments", "pattern")
+    __slots__ = ("_blocks", "_searches", "_segments", "pattern")
 
     def __init__(
         self,
@@ -142,6 +147,13 @@ class PathGlob:
             else:
                 blocks[-1].append(compiled)
         self._blocks = tuple(tuple(block) for block in blocks)
+        texts: list[list[str]] = [[]]
+        for segment in segments:
+            if segment == _DOUBLE_STAR:
+                texts.append([])
+            else:
+                texts[-1].append(segment)
+        self._searches = tuple(_Block(tuple(t)) for t in texts[1:-1])
 
     def matches(self, relative_path: str) -> bool:
         """Whether the whole of ``relative_path`` (no leading ``/``; empty segments are
@@ -175,13 +187,10 @@ class PathGlob:
                 return False
         else:  # a trailing ``**`` takes one segment at least
             end = count - 1
-        for block in blocks[1:-1]:
-            start = position
-            while start + len(block) <= end and not _block_at(block, values, start):
-                start += 1
-            if start + len(block) > end:
+        for block in self._searches:
+            position = block.find(values, position, end)
+            if position < 0:
                 return False
-            position = start + len(block)
         return position <= end
 
     def __eq__(self, other: object) -> bool:
@@ -192,6 +201,64 @@ class PathGlob:
 
     def __repr__(self) -> str:
         return f"PathGlob({self.pattern!r})"
+
+
+class _Block:
+    """The segment patterns between two ``**``, found in a path by a shift-and automaton:
+    one pass over the path segments, a bit per pattern position, so a block of n patterns
+    costs one step per path segment, not n. A segment's bits come from a dict for literal
+    patterns, a constant for ``*``, and calls only for the patterns with pieces whose state
+    is alive — each distinct pattern asked once per distinct segment text."""
+
+    __slots__ = ("_accept", "_always", "_length", "_literals", "_patterned", "_patterned_bits")
+
+    def __init__(self, segments: tuple[str, ...]) -> None:
+        self._length = len(segments)
+        self._accept = 1 << (len(segments) - 1) if segments else 0
+        self._literals: dict[str, int] = {}
+        self._always = 0
+        patterned: dict[str, int] = {}
+        for index, segment in enumerate(segments):
+            bit = 1 << index
+            if segment == "*":
+                self._always |= bit
+            elif "*" not in segment and "?" not in segment:
+                self._literals[segment] = self._literals.get(segment, 0) | bit
+            else:
+                patterned[segment] = patterned.get(segment, 0) | bit
+        self._patterned = tuple((segment_matcher(text), bits) for text, bits in patterned.items())
+        self._patterned_bits = sum(patterned.values())
+
+    def find(self, values: list[str], start: int, end: int) -> int:
+        """The index just after the block's leftmost place in ``values[start:end]``; -1 if
+        it has none. (All places have the same length, so the leftmost to end is the
+        leftmost to start.)"""
+        literals, always, patterned, accept = (
+            self._literals,
+            self._always,
+            self._patterned,
+            self._accept,
+        )
+        patterned_bits = self._patterned_bits
+        if not self._length:  # ``**/**``: nothing between them
+            return start
+        known: dict[str, int] = {}
+        state = 0
+        for index in range(start, end):
+            value = values[index]
+            alive = (state << 1) | 1
+            bits = known.get(value)
+            if bits is None:
+                bits = literals.get(value, 0) | always
+                for matcher, pattern_bits in patterned:
+                    if pattern_bits & alive and matcher(value):
+                        bits |= pattern_bits
+                if patterned_bits & alive == patterned_bits:
+                    known[value] = bits  # complete: every patterned bit was decided
+            state = alive & bits
+            if state & accept:
+                return index + 1
+        return -1
 
 
 def _block_at(block: tuple[SegmentMatcher, ...], values: list[str], start: int) -> bool:
@@ -207,6 +274,11 @@ def client_globs(value: str) -> list[PathGlob]:
     patterns = [p for p in value.split(",") if p]
     if len(patterns) > CLIENT_MAX_GLOBS:
         raise GlobError(f"{len(patterns)} globs; at most {CLIENT_MAX_GLOBS}")
+    total = sum(p.count("*") + p.count("?") for p in patterns)
+    if total > CLIENT_MAX_TOTAL_WILDCARDS:
+        raise GlobError(
+            f"{total} wildcards in all; at most {CLIENT_MAX_TOTAL_WILDCARDS} across the globs"
+        )
     return [
         PathGlob(p, max_length=CLIENT_MAX_GLOB_LENGTH, max_wildcards=CLIENT_MAX_WILDCARDS)
         for p in patterns

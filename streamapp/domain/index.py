@@ -74,6 +74,28 @@ class PolicyIndex:
             return None
         return Ownership(self._datasets[best.dataset], best.prefix, "/".join(segments[depth:]))
 
+    def areas_within(self, source: str, path: str) -> set[str]:
+        """Ids of the datasets with a prefix or output area at ``path`` or below it: what a
+        token for ``path`` would reach besides the file (a ``path:`` caveat covers the whole
+        subtree, and an S3 key can be the prefix of other keys). Usually none: a file's path
+        is rarely a node of the trie."""
+        node = self._roots.get(source)
+        if node is None or not path.startswith("/"):
+            return set()
+        for segment in path[1:].split("/"):
+            node = node.children.get(segment)
+            if node is None:
+                return set()
+        found: set[str] = set(node.outputs)
+        pending = [node]
+        while pending:
+            current = pending.pop()
+            found.update(current.outputs)
+            if current.dataset is not None:
+                found.add(current.dataset)
+            pending.extend(current.children.values())
+        return found
+
     def output_conflict(self, dataset_id: str) -> str | None:
         """Why write tokens into ``dataset_id``'s output area must not be minted: the area
         overlaps a dataset or output area of another tenant (``domain/areas.py``); None when

@@ -246,6 +246,9 @@ def mint_with_root_key(
     """A new macaroon signed with the storage's root key (storages sharing it; tests)."""
     if not grant.activities:
         raise TokenError("a grant without activities needs no token")
+    if not _segments(grant.path):
+        # without a path caveat a root-key token reaches the whole storage: never minted
+        raise TokenError("a grant on the root '/' is never minted with the root key")
     prefix = _root_chain(key, identifier, location, identity or None)
     token = _extend(prefix, grant.activities, grant.path, grant.expires)
     return MintedToken(token, grant.path, grant.activities, grant.expires)

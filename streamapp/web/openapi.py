@@ -151,8 +151,8 @@ OPENAPI: Final[dict[str, Any]] = {
                 "description": "Each event's id is the stream position after it (p:offset,…); "
                 "reconnect with Last-Event-ID (or ?from=) to continue without gap or "
                 "duplicate. from=beginning|end|<position>; types and paths (globs) narrow. "
-                "paths: at most 16 comma-separated globs, each at most 256 characters and 16 "
-                "wildcards (400 otherwise).",
+                "paths: at most 8 comma-separated globs, each at most 256 characters and 16 "
+                "wildcards, 16 wildcards in all (400 otherwise).",
                 "security": [{"bearer": []}],
                 "parameters": [
                     _TENANT,

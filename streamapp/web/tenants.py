@@ -42,6 +42,8 @@ from streamapp.topics import tenant_events
 from streamapp.web.auth import FORWARDED, json_response, peer_secret, problem, require_tenant
 
 log = logging.getLogger(__name__)
+
+YIELD_EVERY = 32  # records filtered between two passes of the event loop
 MAX_BATCH = 200
 
 
@@ -278,8 +280,14 @@ class TenantEvents(web.View):
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_BATCH)
             chunks = []
+            handled = 0
             for tp, records in sorted(batches.items()):
                 for record in records:
+                    handled += 1
+                    if handled % YIELD_EVERY == 0:
+                        # a batch's filtering is bounded work, but not nothing: let the
+                        # worker's agents and other requests run between slices of it
+                        await asyncio.sleep(0)
                     position[tp.partition] = record.offset + 1
                     try:
                         event = orjson.loads(record.value)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from streamapp.domain.globs import (
     CLIENT_MAX_GLOB_LENGTH,
     CLIENT_MAX_GLOBS,
+    CLIENT_MAX_TOTAL_WILDCARDS,
     CLIENT_MAX_WILDCARDS,
     GlobError,
     PathGlob,
@@ -101,6 +102,7 @@ def test_adversarial_pair_is_refused_by_the_old_regex_reading_too() -> None:
         pytest.param(",".join(["a"] * (CLIENT_MAX_GLOBS + 1)), "globs; at most", id="too-many"),
         pytest.param("raw/../x", "'..' is not allowed", id="dotdot"),
         pytest.param("a\x00b", "NUL", id="nul"),
+        pytest.param(",".join(["a*b*c*d*"] * 5), "20 wildcards in all", id="too-many-in-all"),
     ],
 )
 def test_client_globs_are_bounded(value: str, why: str) -> None:
@@ -115,6 +117,11 @@ def test_client_globs_within_bounds() -> None:
 
 
 def test_policy_globs_have_wider_bounds() -> None:
-    assert PathGlob("*a" * 40).matches("a" * 40)
+    assert PathGlob("*a" * 30).matches("a" * 30)
     with pytest.raises(GlobError, match="wildcards"):
-        PathGlob("*a" * 65)
+        PathGlob("*a" * 33)
+
+
+def test_client_wildcards_are_counted_across_the_request() -> None:
+    per_glob = CLIENT_MAX_TOTAL_WILDCARDS // 2
+    assert len(client_globs(",".join(["*" * 1 + "a?" * (per_glob - 1)] * 2))) == 2

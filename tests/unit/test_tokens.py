@@ -107,9 +107,12 @@ def test_a_grant_without_activities_mints_nothing() -> None:
         minted(activities=())
 
 
-def test_a_grant_on_the_root_carries_no_path_caveat() -> None:
-    caveats = inspect(minted(path="/").token)["caveats"]
-    assert not [c for c in caveats if c.startswith("path:")]
+def test_a_grant_on_the_root_is_never_minted_with_the_root_key() -> None:
+    """Without a path caveat the token would reach the whole storage (no event or output
+    area is ``/``; this is defence in depth, found by an adversarial review)."""
+    for path in ("/", "//", "/./"):
+        with pytest.raises(TokenError, match="root '/'"):
+            minted(path=path)
 
 
 @pytest.mark.parametrize("activity", [*READ])
