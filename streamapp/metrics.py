@@ -71,6 +71,12 @@ SINK_PAUSED = Gauge(
     "streamapp_sink_paused_partitions",
     "Tenant topic partitions paused because their tenant has too much unfinished work.",
 )
+SINK_TOPIC_ERRORS = Counter(
+    "streamapp_sink_topic_errors",
+    "Tenant topics the sink could not create or look up: skipped, tried again at the next "
+    "discovery (the other tenants' topics are followed as usual).",
+    ["tenant"],
+)
 
 # the dCache storage-events bridge (``streamapp dcache-events``); frontend = configured name
 DCACHE_EVENTS = Counter(

@@ -22,6 +22,7 @@ from streamapp.domain.policy import (
     parse_dataset,
     parse_tenant,
 )
+from streamapp.domain.topic_names import colliding_tenant, collision_reason
 
 Kind = Literal["dataset", "tenant"]
 SUBDIRS: Mapping[Kind, str] = {"dataset": "datasets", "tenant": "tenants"}
@@ -70,6 +71,7 @@ def load_seed(directory: Path) -> list[SeedEntry]:
     _check_unique(entries, problems)
     _check_prefixes(entries, problems)
     _check_areas(entries, problems)
+    _check_topic_names(entries, problems)
     if problems:
         raise SeedError(problems)
     return entries
@@ -129,6 +131,20 @@ def _check_areas(entries: list[SeedEntry], problems: list[SeedProblem]) -> None:
             for conflict in area_conflicts(dataset, earlier)
         )
         earlier.append(dataset)
+
+
+def _check_topic_names(entries: list[SeedEntry], problems: list[SeedProblem]) -> None:
+    """No two tenants whose topics Kafka cannot tell apart (``domain/topic_names.py``): each
+    colliding pair is reported once, on the later file. A tenant's topic is its name inside a
+    fixed pattern, so comparing the names is comparing the topics."""
+    earlier: list[str] = []
+    for entry in entries:
+        if entry.kind != "tenant":
+            continue
+        other = colliding_tenant(entry.name, earlier)
+        if other is not None:
+            problems.append(SeedProblem(entry.file, "tenant", collision_reason(entry.name, other)))
+        earlier.append(entry.name)
 
 
 def build_index(entries: Iterable[SeedEntry]) -> PolicyIndex:

@@ -88,6 +88,7 @@ from streamapp.metrics import (
     INVOCATIONS,
     SINK_PAUSED,
     SINK_PENDING,
+    SINK_TOPIC_ERRORS,
 )
 from streamapp.sink.lanes import TenantLane
 from streamapp.sink.outcomes import FINAL_HEADER, OUTCOME_HEADER, FinalOutcomes
@@ -154,7 +155,10 @@ class InvocationSink(faust.Service):
         )
         await consumer.start()
         self._consumer = consumer
-        await self._follow_policies()
+        try:
+            await self._follow_policies()
+        except Exception:  # the consume loop tries again within the discovery interval
+            log.exception("invocation sink: following the policies failed")
         self._loop_task = asyncio.create_task(self._consume(), name="invocation-sink")
         self._loop_task.add_done_callback(_exit_if_crashed)
         _sinks.append(self)
@@ -192,7 +196,10 @@ class InvocationSink(faust.Service):
         while True:
             if time.monotonic() - followed >= settings.sink_discovery_interval_s:
                 followed = time.monotonic()
-                await self._follow_policies()
+                try:
+                    await self._follow_policies()
+                except Exception:  # keep consuming what we follow; tried again next time
+                    log.exception("invocation sink: following the policies failed")
             if not self._subscribed:
                 await asyncio.sleep(settings.sink_discovery_interval_s)
                 continue
@@ -233,17 +240,29 @@ class InvocationSink(faust.Service):
         )
         if wanted == self._subscribed:
             return
-        for topic in set(wanted) - set(self._subscribed):
+        usable = []
+        for topic in wanted:
             match = self._tenant_of_topic.fullmatch(topic)
-            if match:  # created with the configured partitions, never auto-created with one
-                await tenant_events(match["tenant"])
-        if wanted:
-            self._consumer.subscribe(topics=wanted, listener=_Rebalance(self))
+            if match and topic not in self._subscribed:
+                # created with the configured partitions, never auto-created with one. A topic
+                # that cannot be had (refused by Kafka, e.g. colliding with another's name)
+                # costs its tenant only: skipped, tried again at the next discovery.
+                try:
+                    await tenant_events(match["tenant"])
+                except Exception as exc:  # noqa: BLE001 - any failure: skip this tenant's topic
+                    SINK_TOPIC_ERRORS.labels(match["tenant"]).inc()
+                    log.error("invocation sink: tenant topic %s skipped: %r", topic, exc)
+                    continue
+            usable.append(topic)
+        if usable == self._subscribed:
+            return
+        if usable:
+            self._consumer.subscribe(topics=usable, listener=_Rebalance(self))
         else:
             self._consumer.unsubscribe()
             await self._release(set(self._ledgers))
-        log.info("invocation sink follows %d tenant topics", len(wanted))
-        self._subscribed = wanted
+        log.info("invocation sink follows %d tenant topics", len(usable))
+        self._subscribed = usable
 
     def _dispatch(
         self, tp: TopicPartition, ledger: PartitionLedger, record: ConsumerRecord[Any, Any]

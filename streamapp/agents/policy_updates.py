@@ -13,6 +13,7 @@ from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancell
 from streamapp.app import app, settings
 from streamapp.domain.index import PrefixConflictError
 from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.topic_names import colliding_tenant, collision_reason
 from streamapp.domain.triggers import disallowed_hosts
 from streamapp.domain.updates import (
     KeyRing,
@@ -68,6 +69,15 @@ def decide(message: bytes, topic: str) -> Update:
                 raise UpdateRefusedError(
                     f"invalid tenant spec: kafka_principals[{index}]: {principal} {owner}"
                 )
+        # two tenants whose topics Kafka cannot tell apart ('.' is '_' to it): the second
+        # one's topic could never be created (tombstoned tenants' topics remain too)
+        collision = colliding_tenant(
+            policy.tenant, list(TABLES["tenant"].keys()), settings.tenant_topic
+        )
+        if collision is not None:
+            raise UpdateRefusedError(
+                collision_reason(policy.tenant, collision, settings.tenant_topic)
+            )
         for index, host in disallowed_hosts(policy.triggers, allowed):
             raise UpdateRefusedError(
                 f"invalid tenant spec: triggers[{index}].api_host: {host} is not among the "
@@ -106,15 +116,20 @@ async def _apply_update(message: Any) -> None:
     raw = message.value if isinstance(message.value, bytes) else b""
     try:
         update = decide(raw, message.topic)
-    except (UpdateRefusedError, PrefixConflictError) as exc:
-        verdict = [("streamapp.update.verdict", b"refused"), _reason(str(exc))]
+    except Exception as exc:  # one update must never stop the agent: it is refused
+        if isinstance(exc, UpdateRefusedError | PrefixConflictError):
+            reason = str(exc)
+        else:
+            log.exception("update %s[%s]@%s", message.topic, message.partition, message.offset)
+            reason = f"internal error: {type(exc).__name__}"
+        verdict = [("streamapp.update.verdict", b"refused"), _reason(reason)]
         POLICY_UPDATES.labels("refused").inc()
         log.warning(
             "update refused (%s[%s]@%s): %s",
             message.topic,
             message.partition,
             message.offset,
-            exc,
+            reason,
         )
     else:
         entry = update.entry()
