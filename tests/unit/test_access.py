@@ -288,15 +288,25 @@ def test_the_raw_helper_makes_valid_tokens() -> None:
     assert verify(with_claim("iat", str(int(time.time()) - 5))).tenants == {"petra3-p02"}
 
 
-@pytest.mark.parametrize("value", HOSTILE_VALUES)
-@pytest.mark.parametrize("claim", ["exp", "iat", "nbf", "aud", "iss", "sub", "wlcg.groups"])
+def _valid_there(claim: str, value: str) -> bool:
+    """Values of the hostile list that are of the right type for ``claim`` (not hostile)."""
+    return (claim == "sub" and value.startswith('"') and value != '""') or (
+        claim == "wlcg.groups" and value == "[]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        (claim, value)
+        for claim in ["exp", "iat", "nbf", "aud", "iss", "sub", "wlcg.groups"]
+        for value in HOSTILE_VALUES
+        if not _valid_there(claim, value)
+    ],
+)
 def test_claims_of_a_wrong_type_get_401_never_an_exception(claim: str, value: str) -> None:
     """A signed token whose claim has a type no valid token has (``iat: "yesterday"``, a bool,
     NaN, a list …) is refused with a 401 — not a TypeError that the web turns into a 500."""
-    if (claim == "sub" and value.startswith('"') and value != '""') or (
-        claim == "wlcg.groups" and value == "[]"
-    ):
-        pytest.skip("a value of the right type (valid there)")
     with pytest.raises(AccessDenied) as refused:
         verify(with_claim(claim, value))
     assert refused.value.status == 401, (claim, value)
