@@ -11,6 +11,7 @@ and dead-letter headers only as an ``excerpt`` (bounded, control characters and 
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -120,11 +121,25 @@ _NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # always with fullmatch
 def _http_url(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise TriggerError(where, "must be an http(s) URL")
-    parts = urlsplit(value)
+    try:
+        # urlsplit raises ValueError on a bad IPv6 literal ("http://[::1") or a netloc that
+        # NFKC-normalizes into another (a fullwidth solidus before @); .port on a port out of range
+        parts = urlsplit(value)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        raise TriggerError(where, f"{value[:200]!r} is not a usable URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise TriggerError(where, f"{value!r} is not an http(s) URL without query or fragment")
     if "@" in parts.netloc:
         raise TriggerError(where, "credentials do not belong in the URL; name them instead")
+    if not host or port == 0 or any(c.isspace() or ord(c) < 0x20 for c in value):
+        raise TriggerError(where, f"{value[:200]!r} has no usable host and port")
+    if "[" in parts.netloc:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise TriggerError(where, f"{value[:200]!r}: [{host}] is not an IPv6 address") from None
     return value.rstrip("/")
 
 
@@ -186,6 +201,12 @@ def parse_trigger(obj: Any, where: str, glob: Any) -> Trigger:
     clash = sorted(RESERVED_PARAMETERS & set(params))
     if clash:
         raise TriggerError(f"{where}.params.{clash[0]}", "is reserved for what streamapp sends")
+    try:  # they are sent as JSON (orjson): e.g. integers within 64 bits, string keys
+        orjson.dumps(params)
+    except orjson.JSONEncodeError as exc:
+        raise TriggerError(
+            f"{where}.params", f"must be JSON-serializable (integers within 64 bits): {exc}"
+        ) from None
     blocking = obj.get("blocking", False)
     if not isinstance(blocking, bool):
         raise TriggerError(f"{where}.blocking", "must be true or false")
@@ -442,11 +463,11 @@ class AllowedHosts:
         for item in (part.strip() for part in text.split(",")):
             if not item:
                 continue
-            parts = urlsplit(item if "://" in item else "//" + item)
             try:
+                parts = urlsplit(item if "://" in item else "//" + item)
                 port = parts.port
             except ValueError:
-                raise ValueError(f"{item!r}: bad port") from None
+                raise ValueError(f"{item!r}: bad port or host") from None
             if (
                 ("://" in item and parts.scheme not in _DEFAULT_PORTS)
                 or not _host(parts.hostname)
@@ -461,15 +482,15 @@ class AllowedHosts:
         return cls(tuple(rules))
 
     def allows(self, api_host: str) -> bool:
-        parts = urlsplit(api_host)
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS or "@" in parts.netloc:
-            return False
-        try:
+        try:  # a URL urlsplit cannot read is allowed nowhere
+            parts = urlsplit(api_host)
+            scheme = parts.scheme.lower()
+            if scheme not in _DEFAULT_PORTS or "@" in parts.netloc:
+                return False
             port = parts.port or _DEFAULT_PORTS[scheme]
+            host = _host(parts.hostname)
         except ValueError:
             return False
-        host = _host(parts.hostname)
         for rule in self.rules:
             if rule.scheme not in (None, scheme) or rule.host != host:
                 continue

@@ -222,6 +222,10 @@ def _update_from_claims(claims: Mapping[str, Any], kid: str, expected_kind: str 
             parsed_name = parse_dataset(spec).id if kind == "dataset" else parse_tenant(spec).tenant
         except PolicyError as exc:
             raise UpdateRefusedError(f"invalid {kind} spec: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a validator's bug refuses the update, no more
+            raise UpdateRefusedError(
+                f"invalid {kind} spec: internal error: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
         if parsed_name != name:
             raise UpdateRefusedError(f"spec names {parsed_name!r}, the update names {name!r}")
     elif spec is not None:

@@ -3,7 +3,12 @@ tenant's recent invocations."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -19,27 +24,70 @@ from streamapp.topics import dataset_updates, tenant_updates
 from streamapp.web.auth import PRINCIPAL, json_response, problem, require_tenant
 from streamapp.web.openapi import OPENAPI
 
+log = logging.getLogger(__name__)
+
 _STARTED = time.monotonic()
+
+
+HEALTH_CACHE_S = 2.0
+
+
+async def _broker_reachable() -> bool:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        request_timeout_ms=3000,
+        **aiokafka_options(settings),
+    )
+    try:
+        await admin.start()
+        await admin.describe_cluster()
+    except Exception:  # noqa: BLE001 - any failure means "not reachable" here
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return True
+
+
+class BrokerCheck:
+    """The broker check behind the public ``/health``: one Kafka admin connection (up to 3 s)
+    per ``ttl_s`` at most, whatever the request rate. Concurrent requests share the check in
+    flight; a request that goes away does not cancel it for the others."""
+
+    def __init__(
+        self, probe: Callable[[], Awaitable[bool]] = _broker_reachable, ttl_s: float = 2.0
+    ) -> None:
+        self._probe, self._ttl_s = probe, ttl_s
+        self._checked_at = -math.inf
+        self._result = False
+        self._running: asyncio.Future[bool] | None = None
+
+    async def reachable(self) -> bool:
+        if time.monotonic() - self._checked_at < self._ttl_s:
+            return self._result
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._check())
+        return await asyncio.shield(self._running)
+
+    async def _check(self) -> bool:
+        try:
+            result = bool(await self._probe())
+        except Exception:  # noqa: BLE001 - a probe that fails says "not reachable"
+            result = False
+        self._result, self._checked_at, self._running = result, time.monotonic(), None
+        return result
+
+
+broker_check = BrokerCheck(ttl_s=HEALTH_CACHE_S)
 
 
 @app.page("/health")
 class Health(web.View):
-    """200 when the broker answers and the tables are recovered; 503 otherwise."""
+    """200 when the broker answers and the tables are recovered; 503 otherwise. Public: the
+    broker's answer is at most ``HEALTH_CACHE_S`` old (``BrokerCheck``)."""
 
     async def get(self, request: Any) -> Any:
-        broker = True
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers,
-            request_timeout_ms=3000,
-            **aiokafka_options(settings),
-        )
-        try:
-            await admin.start()
-            await admin.describe_cluster()
-        except Exception:  # noqa: BLE001 - any failure means "not reachable" here
-            broker = False
-        finally:
-            await admin.close()
+        broker = await broker_check.reachable()
         # faust's TableManager has the recovery service; its type stub does not say so
         recovered = bool(getattr(app.tables, "recovery").completed.is_set())  # noqa: B009
         healthy = broker and recovered
@@ -91,6 +139,10 @@ class AdminUpdates(web.View):
             update = verify_update(body, admin_keys())
         except UpdateRefusedError as exc:
             return problem(422, "Unprocessable Content", f"update refused: {exc}")
+        except Exception as exc:  # whatever the body makes us raise: a 4xx, never a 500
+            log.exception("admin update refused by an unexpected error")
+            reason = f"internal error: {type(exc).__name__}"
+            return problem(422, "Unprocessable Content", f"update refused: {reason}")
         topic = dataset_updates if update.kind == "dataset" else tenant_updates
         future = await topic.send(key=update.name.encode(), value=body.strip())
         metadata = await future

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import socket
@@ -55,7 +56,11 @@ class TenantPolicy(web.View):
         if policy is None:
             return problem(404, "Not Found", f"no policy for tenant {tenant!r}")
         # credentials appear by name only; the keys never leave the workers' secrets
-        return json_response(policy.canonical())
+        try:
+            return json_response(policy.canonical())
+        except TypeError:  # held from before params were bounded (e.g. an int over 64 bits)
+            body = json.dumps(policy.canonical(), default=str).encode()
+            return aioweb.Response(body=body, content_type="application/json")
 
 
 @app.page("/v1/tenants/{tenant}/datasets")
@@ -221,7 +226,15 @@ class TenantEvents(web.View):
         types: set[str],
         globs: list[PathGlob],
     ) -> Any:
-        topic = await tenant_events(tenant)
+        try:
+            topic = await tenant_events(tenant)
+        except Exception as exc:  # noqa: BLE001 - e.g. Kafka refused to create it: say so
+            log.error("SSE: tenant %s's topic is unavailable: %r", tenant, exc)
+            return problem(
+                503,
+                "Service Unavailable",
+                f"tenant {tenant}'s event topic is unavailable ({type(exc).__name__})",
+            )
         name = topic.get_topic_name()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import re
 import time
@@ -560,3 +561,52 @@ def test_seed_files_naming_another_tenants_credential_are_refused(tmp_path: Path
         load_seed(tmp_path)
     (problem,) = error.value.problems
     assert problem.field == "triggers[0].credentials"
+
+
+# --- URLs urlsplit cannot read: a refusal, never a ValueError escaping the parser -----------------
+
+UNREADABLE_URLS = [
+    "http://[::1",  # urlsplit: Invalid IPv6 URL
+    "http://openwhisk\uff0f@evil:3233",  # urlsplit: invalid characters under NFKC normalization
+    "http://[::1]:3233x",  # .port: not an integer
+    "http://a:99999",  # .port: out of range
+    "http://a:-1",
+    "http://a:0",
+    "http://[v1.x]:1",  # IPvFuture: no address we could call
+    "http://:3233",  # no host
+    "http://a b:80",
+]
+
+
+@pytest.mark.parametrize("field", ["api_host", "storage_url"])
+@pytest.mark.parametrize("url", UNREADABLE_URLS)
+def test_an_unreadable_url_is_a_policy_error_and_a_refused_update(field: str, url: str) -> None:
+    trigger = {"name": "t", "action": "/ns/a", "api_host": "http://ow:3233", "credentials": "c"}
+    spec = {"tenant": "alpha", "triggers": [trigger | {field: url}]}
+    with pytest.raises(PolicyError, match=rf"triggers\[0\]\.{field}"):
+        parse_tenant(spec)
+    key = ed25519.Ed25519PrivateKey.generate()
+    token = sign_update("tenant", "upsert", "alpha", version=1, spec=spec, private_key=key)
+    with pytest.raises(UpdateRefusedError, match="invalid tenant spec"):
+        verify_update(token.encode(), KeyRing([key.public_key()]), expected_kind="tenant")
+
+
+@given(st.text(max_size=40))
+def test_no_api_host_text_makes_the_parser_or_the_allow_list_raise_anything_else(
+    text: str,
+) -> None:
+    trigger = {"name": "t", "action": "/ns/a", "api_host": "http://" + text, "credentials": "c"}
+    with contextlib.suppress(PolicyError):
+        parse_tenant({"tenant": "alpha", "triggers": [trigger]})
+    assert AllowedHosts.parse("ow:3233").allows("http://" + text) in (True, False)
+
+
+@pytest.mark.parametrize(
+    "params", [{"n": 2**64}, {"n": -(2**63) - 1}, {"deep": [{"n": 10**30}]}, {"k": {1: "x"}}]
+)
+def test_params_orjson_cannot_write_are_refused_at_parse_time(params: dict[str, Any]) -> None:
+    """They went into the policy view (a 500) and into every invocation's body."""
+    trigger = {"name": "t", "action": "/ns/a", "api_host": "http://ow:3233", "credentials": "c"}
+    with pytest.raises(PolicyError, match=r"triggers\[0\]\.params: must be JSON-serializable"):
+        parse_tenant({"tenant": "alpha", "triggers": [trigger | {"params": params}]})
+    assert parse_tenant({"tenant": "alpha", "triggers": [trigger | {"params": {"n": 2**63 - 1}}]})
