@@ -108,9 +108,9 @@ SHORT = Schedule(
         Step(32, "up"),  # 3
         Step(44, "term"),  # 2: SIGTERM under load
         Step(52, "ow-slow", 8),
-        Step(60, "broker-stop"),  # an outage of ~15 s ...
-        Step(64, "term"),  # 1: ... with a SIGTERM in it (the worker cannot reach the broker)
-        Step(75, "broker-start"),
+        Step(60, "broker-stop"),  # an outage of ~25 s ...
+        Step(62, "term"),  # 1: ... with a SIGTERM in it, outlasting the 15 s grace
+        Step(78, "broker-start"),
         Step(82, "up"),  # 2
     ),
     settle_s=300,
@@ -586,6 +586,8 @@ def worker_env(
         "STREAMAPP_SINK_RETRY_CAP": "2",
         "STREAMAPP_SINK_MAX_ATTEMPTS": "60",
         "STREAMAPP_SINK_REVOKE_GRACE": "3",
+        # shorter than the default 30 s so that the SIGTERM during the outage meets the deadline
+        "STREAMAPP_SHUTDOWN_GRACE": "15",
     }
 
 
