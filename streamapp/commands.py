@@ -33,7 +33,7 @@ from streamapp.domain import tokens
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.domain.normalize import Normalized, Rejected, Skipped
 from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
-from streamapp.kafka_auth import KafkaAuthError, confluent_config
+from streamapp.kafka_auth import KafkaAuthError, aiokafka_options, confluent_config
 from streamapp.seed import SeedError, build_index, load_seed
 from streamapp.tables import TABLES
 
@@ -339,7 +339,7 @@ async def dcache_events(self: AppCommand, config_file: str | None, metrics_port:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await run_bridges(config, settings.bootstrap_servers, stop)
+    await run_bridges(config, settings.bootstrap_servers, stop, aiokafka_options(settings))
 
 
 # --- tenants: Kafka credentials ---------------------------------------------------------------

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -594,12 +595,19 @@ def _now() -> str:
     return rfc3339_utc(now.replace(microsecond=now.microsecond // 1000 * 1000))
 
 
-async def run_bridges(config: BridgeConfig, bootstrap: str, stop: asyncio.Event) -> None:
-    """Bridge every configured frontend until ``stop`` is set; each keeps its place."""
-    await ensure_state_topic(bootstrap, config.state_topic)
-    places = await load_places(bootstrap, config.state_topic)
+async def run_bridges(
+    config: BridgeConfig,
+    bootstrap: str,
+    stop: asyncio.Event,
+    kafka_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Bridge every configured frontend until ``stop`` is set; each keeps its place.
+    ``kafka_options``: the clients' authentication (``streamapp.kafka_auth.aiokafka_options``)."""
+    options = dict(kafka_options or {})
+    await ensure_state_topic(bootstrap, config.state_topic, options)
+    places = await load_places(bootstrap, config.state_topic, options)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, **options
     )
     await producer.start()
     tasks = []

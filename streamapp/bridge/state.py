@@ -40,8 +40,10 @@ class FrontendPlace:
     started_before: bool = False  # a checkpoint existed: the trees were listed once
 
 
-async def ensure_state_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_state_topic(
+    bootstrap: str, topic: str, kafka_options: Mapping[str, Any] | None = None
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(kafka_options or {}))
     await admin.start()
     try:
         await admin.create_topics(
@@ -60,10 +62,15 @@ async def ensure_state_topic(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def load_places(bootstrap: str, topic: str) -> dict[str, FrontendPlace]:
+async def load_places(
+    bootstrap: str, topic: str, kafka_options: Mapping[str, Any] | None = None
+) -> dict[str, FrontendPlace]:
     """Every frontend's place: the topic read from the beginning to its current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        **(kafka_options or {}),
     )
     await consumer.start()
     places: dict[str, FrontendPlace] = {}
