@@ -14,7 +14,11 @@ Recognized inputs (facts: shared/docs/formats.md §1 and §3):
 Bounds, each refused with its reason: a record at most ``max_bytes`` long and nested at most
 ``MAX_NESTING_DEPTH`` levels (ids re-serialize the record; orjson cannot write 255 levels);
 sizes at most ``MAX_SIZE_DIGITS`` digits and below 2**63 (int64, what Kafka, Java and every
-consumer hold); times within years 0001-9999 (RFC 3339); paths as ``domain.paths`` bounds them.
+consumer hold); times within years 0001-9999 (RFC 3339); paths as ``domain.paths`` bounds them;
+at most ``MAX_VALUES`` values in all of a record's containers and ``MAX_S3_RECORDS`` entries in
+one S3 notification (the work one record may cost the event loop); every free-text field copied
+into an event's ``data`` at most ``MAX_TEXT_CHARS`` characters and the serialized event at most
+``MAX_EVENT_BYTES`` (its tenant copies, with tokens, stay far below a Kafka message's 1 MB).
 Anything else that goes wrong becomes a rejection too ("internal error ...").
 """
 
@@ -51,6 +55,13 @@ MAX_NESTING_DEPTH: Final = 64
 MAX_SIZE_DIGITS: Final = 19  # every size below 2**63 has at most 19 digits
 MAX_SIZE: Final = 2**63 - 1
 MAX_REASON_CHARS: Final = 1000  # reasons travel in a Kafka header
+# Work bounds: a 1 MB record of 330,000 empty S3 records took ~1 s of the event loop.
+MAX_VALUES: Final = 100_000  # values (members and items) of all containers in one record
+MAX_S3_RECORDS: Final = 1_000  # S3 entries in one notification (AWS and MinIO send one)
+# Every free-text field copied into an event's data, and the whole serialized event: no
+# canonical event can grow into a tenant copy (event + tokens) over a Kafka message's 1 MB.
+MAX_TEXT_CHARS: Final = 1024
+MAX_EVENT_BYTES: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +141,34 @@ def _normalize(raw: bytes, source: str, max_bytes: int) -> list[Outcome]:
 
 def _outcome(build: Any) -> Outcome:
     try:
-        return Normalized(build())
+        return Normalized(_bounded_event(build()))
     except _Skip as exc:
         return Skipped(_bounded(str(exc)))
     except _MalformedError as exc:
         return _rejected(str(exc))
     except Exception as exc:  # noqa: BLE001 - one S3 record's bug must not cost its siblings
         return _internal_error(exc)
+
+
+def _bounded_event(event: CanonicalEvent) -> CanonicalEvent:
+    size = len(orjson.dumps(event))
+    if size > MAX_EVENT_BYTES:
+        raise _MalformedError(
+            f"the event would be {size} bytes, over the {MAX_EVENT_BYTES}-byte event limit"
+        )
+    return event
+
+
+def _text(value: Any, field: str) -> str | None:
+    """A free-text field for the event's data: a non-empty string (else None, left out) of at
+    most ``MAX_TEXT_CHARS`` characters (else the record is refused)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) > MAX_TEXT_CHARS:
+        raise _MalformedError(
+            f"{field} has {len(value)} characters, over the {MAX_TEXT_CHARS}-character limit"
+        )
+    return value
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -157,21 +189,28 @@ def _parse_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise _MalformedError(f"record is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise _MalformedError(f"record is a JSON {type(value).__name__}, not an object")
-    if _nesting_depth_exceeds(value, MAX_NESTING_DEPTH):
-        raise _MalformedError(f"record is nested deeper than {MAX_NESTING_DEPTH} levels")
+    problem = _shape_problem(value, MAX_NESTING_DEPTH, MAX_VALUES)
+    if problem is not None:
+        raise _MalformedError(problem)
     return value
 
 
-def _nesting_depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether containers nest more than ``limit`` deep (the record itself is level 1)."""
+def _shape_problem(value: Any, depth_limit: int, values_limit: int) -> str | None:
+    """Why the record's shape is refused: containers nested more than ``depth_limit`` deep
+    (the record itself is level 1), or more than ``values_limit`` values in all its containers.
+    The walk stops at the limit: it visits at most ``values_limit`` values plus one container's."""
     pending: list[tuple[Any, int]] = [(value, 1)]
+    values = 0
     while pending:  # iterative: a deep record must not exhaust Python's stack either
         container, depth = pending.pop()
-        if depth > limit:
-            return True
+        if depth > depth_limit:
+            return f"record is nested deeper than {depth_limit} levels"
+        values += len(container)
+        if values > values_limit:
+            return f"record holds more than {values_limit} values"
         children = container.values() if isinstance(container, dict) else container
         pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+    return None
 
 
 def event_id(record: Mapping[str, Any]) -> str:
@@ -204,7 +243,7 @@ def _size(value: Any, field: str) -> int | None:
             raise _MalformedError(
                 f"{field} has {len(digits)} digits: over the int64 size limit (2**63 - 1)"
             )
-        size = int(digits)
+        size = int(digits.lstrip("0") or "0")
     else:
         raise _MalformedError(f"{field} {shown(value)} is not an integer number of bytes")
     if size < 0:
@@ -283,26 +322,28 @@ def _dcache_billing(record: Mapping[str, Any], source: str) -> CanonicalEvent:
         "storage": StorageKind.DCACHE.value,
         "operation": msg_type,
     }
-    if isinstance(pnfsid := record.get("pnfsid"), str) and pnfsid:
+    if (pnfsid := _text(record.get("pnfsid"), "dCache pnfsid")) is not None:
         data["pnfsid"] = pnfsid
-    if isinstance(storage_class := record.get("storageInfo"), str) and storage_class:
+    if (storage_class := _text(record.get("storageInfo"), "dCache storageInfo")) is not None:
         data["storageClass"] = storage_class
     if direction is not None:
         data["direction"] = direction
         protocol_info = record.get("protocolInfo")
         if isinstance(protocol_info, dict) and isinstance(protocol_info.get("protocol"), str):
-            data["protocol"] = protocol_info["protocol"]
+            protocol = _text(protocol_info["protocol"], "dCache protocolInfo.protocol")
+            data["protocol"] = protocol or ""
         if (transferred := _optional_size(record.get("transferSize"))) is not None:
             data["transferSize"] = transferred
     if code != 0:
-        data["status"] = {"code": code, "msg": message}
+        data["status"] = {"code": code, "msg": _text(message, "dCache status.msg") or ""}
     return _object_event(record, source, kind, time, data)
 
 
 def _optional_size(value: Any) -> int | None:
+    """An optional size we cannot use (not a size, over int64...) is left out, never fatal."""
     try:
         return _size(value, "size")
-    except _MalformedError:
+    except (_MalformedError, ValueError):
         return None
 
 
@@ -373,7 +414,9 @@ def _dcache_storage_event(record: Mapping[str, Any], source: str) -> CanonicalEv
         operation = f"inotify:{mask[0]}"
         if mask[0] in ("IN_MOVED_FROM", "IN_MOVED_TO") and isinstance(record.get("cookie"), str):
             role = "from" if mask[0] == "IN_MOVED_FROM" else "to"
-            move = {"cookie": record["cookie"], "role": role}
+            cookie = _text(record["cookie"], "dCache envelope cookie")
+            if cookie is not None:
+                move = {"cookie": cookie, "role": role}
     elif kind == "resync":
         change = record.get("change")
         if change not in ("created", "deleted"):
@@ -443,6 +486,10 @@ def _s3_notification(notification: Mapping[str, Any], source: str) -> list[Outco
     records = notification.get("Records")
     if not isinstance(records, list) or not records:
         raise _MalformedError("S3 notification has no Records")
+    if len(records) > MAX_S3_RECORDS:
+        raise _MalformedError(
+            f"S3 notification has {len(records)} Records, over the limit of {MAX_S3_RECORDS}"
+        )
     outcomes: list[Outcome] = []
     for index, record in enumerate(records):
         outcome = _outcome(lambda record=record: _s3_record(record, source))
@@ -480,8 +527,8 @@ def _s3_event_type(event_name: str) -> EventType:
 def _s3_record(record: Any, source: str) -> CanonicalEvent:
     if not isinstance(record, dict):
         raise _MalformedError("S3 record is not an object")
-    event_name = record.get("eventName")
-    if not isinstance(event_name, str) or not event_name:
+    event_name = _text(record.get("eventName"), "S3 eventName")
+    if event_name is None:
         raise _MalformedError("S3 eventName is missing or not a string")
     kind = _s3_event_type(event_name)
 
@@ -516,9 +563,9 @@ def _s3_record(record: Any, source: str) -> CanonicalEvent:
         "key": key,
         "eventName": event_name.removeprefix("s3:"),
     }
-    if isinstance(event_source := record.get("eventSource"), str) and event_source:
+    if (event_source := _text(record.get("eventSource"), "S3 eventSource")) is not None:
         data["eventSource"] = event_source
     for field, target in (("eTag", "etag"), ("versionId", "versionId"), ("sequencer", "sequencer")):
-        if isinstance(value := obj.get(field), str) and value:
+        if (value := _text(obj.get(field), f"S3 s3.object.{field}")) is not None:
             data[target] = value  # type: ignore[literal-required]
     return _object_event(record, source, kind, time, data)
