@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamapp.domain import tokens
 from streamapp.domain.authorize import authorize
+from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.normalize import Normalized, normalize
 from streamapp.domain.updates import load_private_key, sign_update
 from streamapp.seed import build_index, load_seed
@@ -422,3 +424,92 @@ async def test_write_tokens_go_to_the_owner_and_write_shares_only(
     verdict, reason = found[into_dataset.encode()]
     assert verdict == b"refused"
     assert reason.startswith("output: output /data/share overlaps prefix /data/share/exp"), reason
+
+
+async def test_a_tenant_topic_kafka_refuses_costs_that_tenant_only(
+    bootstrap: str,
+    topics: TopicNames,
+    stack: Stack,
+    worker_factory: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    """A topic ``tenant.co.ll.events`` exists already (left by an earlier tenant, or made by
+    hand): Kafka refuses ``tenant.co_ll.events`` ('.' and '_' collide). Before, the authorize
+    agent crashed on every event of tenant co_ll and the sink hung the worker at start. Now
+    co_ll's copy is a dead letter naming it, alpha's copy goes out, the worker lives on."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topics.tenant("co.ll"), 1, 1)])
+    finally:
+        await admin.close()
+    seed = tmp_path / "tables"
+    (seed / "datasets").mkdir(parents=True)
+    (seed / "tenants").mkdir()
+    (seed / "datasets" / "coll.toml").write_text(
+        f'id = "coll"\nowner = "alpha"\nsource = "{DCACHE_SOURCE}"\n'
+        'prefixes = ["/data/coll"]\nshared_with = ["co_ll"]\n'
+    )
+    (seed / "tenants" / "alpha.toml").write_text(
+        'tenant = "alpha"\n[[subscriptions]]\ndataset = "coll"\n'
+    )
+    (seed / "tenants" / "co_ll.toml").write_text(
+        'tenant = "co_ll"\n[[subscriptions]]\ndataset = "coll"\n[[triggers]]\nname = "t"\n'
+        'action = "/ns/act"\napi_host = "http://127.0.0.1:3233"\ncredentials = "ow"\n'
+    )
+    worker = worker_factory("w1").start()
+    applied = stack.streamapp("tables", "apply", str(seed), "--key", str(stack.admin_key))
+    assert applied.returncode == 0, applied.stderr.decode()
+    wait_for(
+        lambda: worker.metrics().get('streamapp_policy_entries{kind="tenant"}') == 2,
+        120,
+        "policies",
+    )
+    inputs = [
+        raw(dcache_transfer(billingPath=f"/data/coll/f{n}.h5", pnfsid=f"{n:036d}"))
+        for n in range(2)
+    ]
+    await produce(bootstrap, topics.dcache, inputs)
+
+    def done(records: list[Any]) -> bool:
+        copies = [r for r in records if r.topic == topics.tenant("alpha")]
+        dead = [r for r in records if r.topic == topics.deadletter]
+        return len(copies) == 2 and len(dead) == 2
+
+    records = await collect(
+        bootstrap,
+        [topics.tenant("alpha"), topics.deadletter],
+        done,
+        timeout=90,
+        alive=worker.alive,
+    )
+    dead = [
+        DeadLetterContext.from_headers(r.headers) for r in records if r.topic == topics.deadletter
+    ]
+    assert {d.stage for d in dead} == {"authorize"}
+    assert all(d.reason.startswith("tenant co_ll: its topic is unavailable") for d in dead)
+    assert worker.alive()
+    wait_for(
+        lambda: (
+            (worker.metrics().get('streamapp_sink_topic_errors_total{tenant="co_ll"}') or 0) >= 1
+        ),
+        60,
+        "the sink to count the topic it cannot have",
+    )
+    assert worker.alive()
+    # and a tenant whose topic would collide with a held tenant's is refused, audited
+    key = load_private_key(stack.admin_key)
+    colliding = sign_update(
+        "tenant", "upsert", "co.ll", version=1, spec={"tenant": "co.ll"}, private_key=key
+    ).encode()
+    await produce(bootstrap, topics.tenant_updates, [colliding])
+    audit = await collect(
+        bootstrap,
+        [topics.audit],
+        lambda rs: any(r.value == colliding for r in rs),
+        timeout=60,
+        alive=worker.alive,
+    )
+    [verdict] = [dict(r.headers) for r in audit if r.value == colliding]
+    assert verdict["streamapp.update.verdict"] == b"refused"
+    assert b"collides with tenant co_ll's" in verdict["streamapp.update.reason"]
