@@ -32,6 +32,7 @@ from streamapp.domain import normalize as normalizing
 from streamapp.domain import tokens
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.domain.normalize import Normalized, Rejected, Skipped
+from streamapp.domain.topic_names import colliding_tenant, collision_reason
 from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
 from streamapp.kafka_auth import KafkaAuthError, aiokafka_options, confluent_config
 from streamapp.seed import SeedError, build_index, load_seed
@@ -132,6 +133,13 @@ async def tables(self: AppCommand, action: str, directory: str, key_file: str, p
     except SeedError as exc:
         _fail("tables", f"{len(exc.problems)} problem(s) in {directory}:\n{exc}")
     current = await _table_state()
+    held_tenants = [name for kind, name in current if kind == "tenant"]
+    for entry in entries:
+        other = entry.kind == "tenant" and colliding_tenant(
+            entry.name, held_tenants, settings.tenant_topic
+        )
+        if other:  # the workers would refuse it (audited); say so before publishing
+            _fail("tables", collision_reason(entry.name, other, settings.tenant_topic))
     changes = seed.plan(entries, current, prune=prune)
     for change in changes.changes:
         print(change.describe())
