@@ -147,6 +147,7 @@ LONG = Schedule(
 )
 SCHEDULES = {s.name: s for s in (SHORT, LONG)}
 MEMBERSHIP = {"up", "term", "kill"}
+MOVES = MEMBERSHIP | {"crash", "broker-restart", "broker-stop", "broker-start", "start"}
 
 WHY = {
     "up": "a worker joined: partitions moved, and records the previous owner had already "
@@ -168,6 +169,8 @@ WHY = {
     "ow-slow": "OpenWhisk answered slowly: calls in flight when partitions moved were finished "
     "or abandoned after the revoke grace; abandoned ones ran again on the new owner",
     "start": "before any fault: a replay here would be unexplained",
+    "crash": "a worker exited by itself (see crashes[]): like a SIGKILL, everything after its "
+    "last commit was processed again by the partitions' new owners",
 }
 
 
@@ -445,6 +448,7 @@ class Worker:
     process: subprocess.Popen[bytes] | None = None
     web_port: int = field(default_factory=free_port)
     exit_s: float | None = None
+    signaled: bool = False
 
     @property
     def log_path(self) -> Path:
@@ -472,6 +476,7 @@ class Worker:
         ``limit_s``: then the status is -9)."""
         assert self.process is not None
         started = time.monotonic()
+        self.signaled = True
         self.process.send_signal(signum)
         try:
             code = self.process.wait(timeout=limit_s)
@@ -495,6 +500,16 @@ class Worker:
                 with contextlib.suppress(ValueError):
                     samples[name] = float(value)
         return samples
+
+    def last_error(self) -> str:
+        """The last ERROR/CRITICAL line of the worker's log and the exception line after it."""
+        if not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        errors = [i for i, line in enumerate(lines) if "[ERROR]" in line or "[CRITICAL]" in line]
+        crashed = [i for i in errors if "Crashed reason" in lines[i]]
+        at = (crashed or errors or [len(lines) - 1])[0] if lines else 0
+        return " ".join(lines[at : at + 1])[:300] if lines else ""
 
     def log_lines(self, level: str) -> int:
         if not self.log_path.exists():
@@ -599,6 +614,7 @@ class Run:
         self.workers: list[Worker] = []
         self.events: list[dict[str, Any]] = []  # faults as applied
         self.shutdowns: list[dict[str, Any]] = []
+        self.crashes: list[dict[str, Any]] = []
         self.fed: list[tuple[str, bytes]] = []
         self.feed_failures = 0
         self.server = OpenWhiskTestServer({"p02": Namespace(OW_KEY)})
@@ -785,6 +801,26 @@ class Run:
         entry["exit"] = record
         self.shutdowns.append(record)
 
+    async def watch(self, t0: float) -> None:
+        """Record workers that exit without having been signalled (crashes)."""
+        while True:
+            for worker in self.workers:
+                if worker.signaled or worker.alive() or worker.process is None:
+                    continue
+                if any(c["worker"] == worker.name for c in self.crashes):
+                    continue
+                worker.exit_s = -1.0
+                crash = {
+                    "worker": worker.name,
+                    "at_s": round(time.monotonic() - t0, 1),
+                    "status": worker.process.returncode,
+                    "reason": worker.last_error(),
+                }
+                self.crashes.append(crash)
+                self.events.append({"action": "crash", **crash, "wall": time.time()})
+                log.warning("worker crashed: %s", crash)
+            await asyncio.sleep(1)
+
     async def faults(self, t0: float) -> None:
         for step in self.schedule.steps:
             delay = t0 + step.at - time.monotonic()
@@ -804,6 +840,7 @@ class Run:
         try:
             t0 = time.monotonic()
             self.events.append({"at_s": 0.0, "action": "start", "wall": time.time()})
+            watcher = asyncio.create_task(self.watch(t0))
             await asyncio.gather(self.feed(), self.faults(t0))
             fed_s = time.monotonic() - t0
             if self._background:
@@ -822,6 +859,8 @@ class Run:
             activations(self.server, collector.seen)
             settled_s = time.monotonic() - settle_started
             metrics = [w.metrics() for w in self.live()]
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             for worker in self.live():
                 await self._stop(worker, signal.SIGTERM, {})
         finally:
@@ -855,7 +894,8 @@ class Run:
         for kind, at in seen.replays:
             index = 0
             for i, fault in enumerate(faults):
-                if fault["wall"] <= at:
+                # OpenWhisk phases move no partitions: only invocations can be replayed by them
+                if fault["wall"] <= at and (kind == "invocations" or fault["action"] in MOVES):
                     index = i
             per_fault[index][kind] += 1
         for i, fault in enumerate(faults):
@@ -925,8 +965,14 @@ class Run:
             "note": "skips leave no record; they are decided offline, and the skip counters on "
             "/metrics count since each worker's start (they reset on restart)",
         }
+        report["crashes"] = self.crashes
         total_lost = sum(report["lost"].values())
-        ok = total_lost == 0 and not over_grace and not any(report["unexpected"].values())
+        ok = (
+            total_lost == 0
+            and not over_grace
+            and not self.crashes
+            and not any(report["unexpected"].values())
+        )
         report["ok"] = ok
         report["verdict"] = (
             f"{'PASS' if ok else 'FAIL'} chaos/{self.schedule.name}: {len(self.fed)} raw records, "
@@ -936,7 +982,7 @@ class Run:
             f"{report['duplicates']['events']} events, {report['duplicates']['deliveries']} "
             f"deliveries, {report['duplicates']['invocations']} invocations; "
             f"{len(over_grace)} of {len(self.shutdowns)} SIGTERM/SIGKILL exits over the "
-            f"{self.grace_s:.0f} s grace"
+            f"{self.grace_s:.0f} s grace; {len(self.crashes)} workers crashed"
         )
         return report
 

@@ -60,7 +60,9 @@ async def test_short_chaos_schedule_loses_nothing(bootstrap: str, tmp_path: Path
     assert all(counts["ERROR"] < 1000 for counts in lines.values()), lines
     assert any(counts["suppressed_summaries"] for counts in lines.values()), lines
 
+    assert not report["crashes"], report["crashes"]  # no worker exited unasked
     assert report["groups_stable_at_end"]
+    assert report["ok"], report["verdict"]
     status = await asyncio.to_thread(
         subprocess.run, [str(chaos.KAFKA), "status"], capture_output=True, check=False
     )

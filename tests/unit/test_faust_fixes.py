@@ -16,8 +16,11 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.consumer.subscription_state import TopicPartitionState
+from aiokafka.structs import TopicPartition
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from intervaltree import IntervalTree  # type: ignore[import-untyped]  # ships no types
 
 from streamapp import faust_fixes
@@ -35,6 +38,9 @@ PATCHED_SOURCES = {
     ),
     "AIOKafkaConsumerThread.seek_to_committed": (
         "775ab0adc4b052abee204d5347a556412b1f77ed4de971adde69a55a1cb6f908"
+    ),
+    "AIOKafkaConsumerThread.verify_event_path": (
+        "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
     ),
 }
 
@@ -309,3 +315,58 @@ async def test_patched_recovery_resumes_stream_partitions_after_the_seek_and_cle
     ]
     assert lost == []
     assert stage.handed[0] == stage.partition.committed
+
+
+# --- the livelock check on a partition not positioned yet (fix 5) -----------------------------
+
+
+def livelock_thread(*, positioned: bool) -> tuple[Any, Any]:
+    """A consumer thread stand-in with one assigned partition, as aiokafka holds it right after
+    a rebalance (no position until the seek) or once positioned."""
+    tp = TopicPartition("events", 0)
+    state = TopicPartitionState(assignment=None)
+    if positioned:
+        state._position = 42
+    assignment = SimpleNamespace(state_value=lambda key: state if key == tp else None)
+    aiokafka_consumer = SimpleNamespace(
+        _fetcher=SimpleNamespace(
+            _subscriptions=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        )
+    )
+    app = SimpleNamespace(monitor=object(), topics=SimpleNamespace(acks_enabled_for=lambda t: 1))
+    thread = SimpleNamespace(
+        _consumer=aiokafka_consumer,
+        _ensure_consumer=lambda: aiokafka_consumer,
+        _verify_aiokafka_event_path=lambda now, tp: False,
+        consumer=SimpleNamespace(app=app),
+        time_started=time.monotonic(),
+        tp_stream_timeout_secs=300.0,
+        tp_commit_timeout_secs=300.0,
+        tp_fetch_request_timeout_secs=300.0,
+        log=SimpleNamespace(error=lambda *a, **k: None),
+    )
+    return thread, tp
+
+
+async def test_faust_livelock_check_crashes_on_a_partition_without_position() -> None:
+    thread, tp = livelock_thread(positioned=False)
+    original = faust_fixes.REPLACED["AIOKafkaConsumerThread.verify_event_path"]
+    with pytest.raises(AssertionError):  # what stopped a worker in the long chaos run
+        original(thread, time.monotonic(), tp)
+
+
+async def test_patched_livelock_check_skips_a_partition_without_position() -> None:
+    verify: Any = AIOKafkaConsumerThread.verify_event_path
+    thread, tp = livelock_thread(positioned=False)
+    assert verify(thread, time.monotonic(), tp) is None  # no AssertionError
+    # a positioned partition still goes through faust's check
+    positioned, tp = livelock_thread(positioned=True)
+    calls: list[Any] = []
+
+    def faust_check(now: float, checked: Any) -> bool:
+        calls.append(checked)
+        return True
+
+    positioned._verify_aiokafka_event_path = faust_check
+    verify(positioned, time.monotonic(), tp)
+    assert calls == [tp]
