@@ -1,6 +1,6 @@
 """A deterministic mix of realistic raw storage records for the ingest benchmark.
 
-Shapes come from ``tests.factories`` (shared/docs/formats.md §1, §3); this module only varies
+Shapes come from ``tests.factories`` (docs/formats.md §1, §3); this module only varies
 them: ~89 % dCache billing records (transfers, requests, removals, tape, cache hits, pool-to-pool,
 some failures), ~10 % S3 notifications (AWS, Ceph, MinIO-wrapped, a few with two records) and
 ~1 % malformed or unrecognized records that must be dead-lettered.

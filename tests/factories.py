@@ -1,4 +1,4 @@
-"""Factories of realistic raw storage records (shapes from shared/docs/formats.md §1, §3)."""
+"""Factories of realistic raw storage records (shapes from docs/formats.md §1, §3)."""
 
 from __future__ import annotations
 

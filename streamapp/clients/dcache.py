@@ -1,5 +1,5 @@
 """The dCache frontend's REST API as the bridge uses it: storage-event channels and
-subscriptions, their SSE stream, and namespace listings (facts: shared/docs/formats.md §2).
+subscriptions, their SSE stream, and namespace listings (facts: docs/formats.md §2).
 
 Errors are classes, so the bridge decides by kind: ``ChannelGoneError`` (404: the frontend
 restarted or the channel timed out), ``DCacheAuthError`` (401/403: the token), and

@@ -1,6 +1,6 @@
 """dCache storage events (inotify over SSE): the bridge's envelope and its pure decisions.
 
-Facts (shared/docs/formats.md §2): a watch covers one directory, not its subtree; an event
+Facts (docs/formats.md §2): a watch covers one directory, not its subtree; an event
 names only the child (``name``), so the absolute path is the watched directory + ``name``;
 ``IN_CLOSE_WRITE`` means the data is complete (``IN_CREATE`` only that a name exists);
 ``IN_MOVED_FROM``/``IN_MOVED_TO`` share a ``cookie``.

@@ -5,7 +5,7 @@ outcomes: a canonical event, a skip (a valid record that is not an object-state 
 rejection (malformed or unrecognized: the service dead-letters it). Nothing here raises on bad
 input and nothing here does I/O; the ingest agent and the CLI share this code path.
 
-Recognized inputs (facts: shared/docs/formats.md §1 and §3):
+Recognized inputs (facts: docs/formats.md §1 and §3):
 - dCache billing records as dCache's Kafka producer publishes them (``msgType`` ...);
 - S3 event notifications from AWS S3, Ceph RGW and MinIO (``{"Records": [...]}``), including
   MinIO's Kafka value wrapper ``{"EventName", "Key", "Records"}``, and the S3 test event;

@@ -1,6 +1,6 @@
 """dCache-compatible macaroons: minting, attenuating, inspecting and verifying delegated tokens.
 
-Caveat language (shared/docs/formats.md §5, dCache's MacaroonContext): first-party caveats
+Caveat language (docs/formats.md §5, dCache's MacaroonContext): first-party caveats
 ``key:value``; an unknown key invalidates the macaroon. ``activity:`` sets intersect and
 READ_METADATA is implied by any other activity; ``before:`` expires; ``path:`` caveats resolve
 relative to each other, chroot-like (``..`` cannot climb out); ``root:`` narrows the namespace

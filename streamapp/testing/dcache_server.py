@@ -7,7 +7,7 @@ It follows the frontend's documented API and, where the documentation is silent,
 ``.../restful/events/{Channel,Registrar}.java``, ``.../events/streams/inotify/*.java``,
 ``.../frontend/inotify/{event,selector}-schema.json``,
 ``modules/dcache/.../diskCacheV111/namespace/MonitoringNameSpaceProvider.java``,
-``docs/UserGuide/.../frontend.md``; summarised in ``shared/docs/formats.md`` §2):
+``docs/UserGuide/.../frontend.md``; summarised in ``docs/formats.md`` §2):
 
 - Everything under ``/api/v1`` needs ``Authorization: Bearer <token>`` from the accepted set
   (changeable at run time, ``set_tokens``); tokens map to users, channels belong to users

@@ -2,7 +2,7 @@
 machine (no Docker engine, no Kubernetes): it is not OpenWhisk and runs no actions.
 
 It follows the documented invoke API (apache/openwhisk ``docs/rest_api.md``, ``docs/reference.md``,
-``core/controller/.../Actions.scala``; summarised in ``shared/docs/formats.md`` §6):
+``core/controller/.../Actions.scala``; summarised in ``docs/formats.md`` §6):
 
 - ``POST /api/v1/namespaces/{ns}/actions/[{pkg}/]{action}?blocking=…&result=…&timeout=…``
   with HTTP Basic auth ``uuid:key``; the JSON body is the parameters (at most 1 MB: else 413).

@@ -1,7 +1,7 @@
 """The dCache storage-events test server over loopback HTTP, read with a small SSE parser.
 
 The server (``streamapp.testing.dcache_server``) stands in for a dCache frontend's storage-events
-API (shared/docs/formats.md §2, dCache's EventResources/Channel/Inotify sources). These tests pin
+API (docs/formats.md §2, dCache's EventResources/Channel/Inotify sources). These tests pin
 what clients of the real thing rely on: the SSE framing, the inotify sequences, replay with
 ``Last-Event-ID``, and the ways a stream ends.
 """

@@ -1,6 +1,6 @@
 """The invocation sink on the live broker with real worker processes, against the OpenWhisk
 test server (``streamapp.testing.openwhisk_server``), which STANDS IN FOR OPENWHISK: it cannot
-run on this machine; the server follows the documented REST API (shared/docs/formats.md §6).
+run on this machine; the server follows the documented REST API (docs/formats.md §6).
 
 Three tenants: ``alpha`` and ``beta`` each own a dataset and trigger an action on new ``.nxs``
 files (alpha also on deletions, beta with blocking calls); ``gamma``'s trigger names an action

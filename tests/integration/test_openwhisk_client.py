@@ -1,7 +1,7 @@
 """The OpenWhisk client against the OpenWhisk test server over loopback HTTP.
 
 The server (``streamapp.testing.openwhisk_server``) stands in for Apache OpenWhisk, which
-cannot run on this machine; it follows the documented REST API (shared/docs/formats.md §6).
+cannot run on this machine; it follows the documented REST API (docs/formats.md §6).
 These tests pin both: the server's answers are OpenWhisk's, and the client reads them right.
 """
 

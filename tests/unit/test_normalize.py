@@ -1,4 +1,4 @@
-"""Table-driven tests of the normalizer against the traps in shared/docs/formats.md."""
+"""Table-driven tests of the normalizer against the traps in docs/formats.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Delegated macaroons: minting, dCache caveat semantics, attenuation, and the property that a
-token is never wider than the grant behind it (shared/docs/formats.md §5, dCache's
+token is never wider than the grant behind it (docs/formats.md §5, dCache's
 MacaroonContext and ContextExtractingCaveatVerifier)."""
 
 from __future__ import annotations
