@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import click
 import orjson
 import prometheus_client
+from aiokafka.errors import KafkaError
 from faust.cli import AppCommand, argument, option
 
 from streamapp import kafka_tools, seed, tenant_credentials
@@ -31,6 +32,7 @@ from streamapp.domain import authorize as authorizing
 from streamapp.domain import normalize as normalizing
 from streamapp.domain import tokens
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
+from streamapp.domain.kafka_acls import default_principal
 from streamapp.domain.normalize import Normalized, Rejected, Skipped
 from streamapp.domain.topic_names import colliding_tenant, collision_reason
 from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
@@ -357,7 +359,12 @@ async def dcache_events(self: AppCommand, config_file: str | None, metrics_port:
     argument("area", type=click.Choice(["credentials"])),
     argument("action", type=click.Choice(tenant_credentials.ACTIONS)),
     argument("tenant"),
-    option("--user", default=None, help="SCRAM user name (default: the tenant's name)."),
+    option(
+        "--user",
+        default=None,
+        help="SCRAM user name; its principal User:<user> must be in the tenant's "
+        "kafka_principals (default: the policy's only principal, else the tenant's name).",
+    ),
     option(
         "--output",
         default=None,
@@ -368,18 +375,40 @@ async def tenants(  # noqa: PLR0917 - faust passes CLI options positionally
     self: AppCommand, area: str, action: str, tenant: str, user: str | None, output: str | None
 ) -> None:
     """Create, rotate or delete a tenant's SCRAM-SHA-512 credential on the broker (operator
-    credentials from STREAMAPP_KAFKA_SASL_*); the secret is shown once, never stored."""
+    credentials from STREAMAPP_KAFKA_SASL_*); the secret is shown once, never stored. Only a
+    principal the tenant's applied policy names, never one of the platform's."""
     try:
-        admin = KafkaAdmin(confluent_config(settings))
-        issued = await tenant_credentials.run(admin, action, tenant, user or tenant)
-        if issued is None:
-            print(f"deleted the credential of User:{user or tenant}", file=sys.stderr)
-            return
-        if output:
-            tenant_credentials.write_secret_file(Path(output), issued.render())
-            print(f"{action}d User:{issued.user}: written to {output} (0600)", file=sys.stderr)
-        else:
-            sys.stdout.write(issued.render())
-            print(f"{action}d User:{issued.user}: shown once, store it now", file=sys.stderr)
+        with tenant_credentials.secret_file(Path(output) if output else None) as file:
+            held = await kafka_tools.read_compacted(
+                settings.bootstrap_servers, TABLES["tenant"].changelog_topic.get_topic_name()
+            )
+            applied = tenant_credentials.applied_tenants(held)
+            name = user or default_principal(tenant, applied).removeprefix("User:")
+            admin = KafkaAdmin(confluent_config(settings))
+            issued = await tenant_credentials.run(
+                admin,
+                action,
+                tenant,
+                name,
+                tenants=applied,
+                reserved=settings.kafka_reserved_principals,
+            )
+            if issued is None:
+                print(f"deleted the credential of User:{name}", file=sys.stderr)
+            elif file is not None:
+                file.write(issued.render())
+                print(f"{action}d User:{issued.user}: written to {output} (0600)", file=sys.stderr)
+            else:
+                sys.stdout.write(issued.render())
+                print(f"{action}d User:{issued.user}: shown once, store it now", file=sys.stderr)
+            if action != "create":
+                print(
+                    "the old password stops working for new connections now, and on open "
+                    "tenants' connections at their next re-authentication "
+                    "(connections.max.reauth.ms, docs/kafka-security.md)",
+                    file=sys.stderr,
+                )
     except (tenant_credentials.CredentialError, KafkaAuthError) as exc:
         _fail(f"tenants {area} {action}", str(exc))
+    except (KafkaError, TimeoutError) as exc:  # reading the applied policies
+        _fail(f"tenants {area} {action}", f"cannot read the tenant policies: {exc!r}")

@@ -95,10 +95,21 @@ async def watch(
     return seen
 
 
+def _table_key(raw: bytes | None) -> str:
+    if raw is None:
+        return ""
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode(errors="replace")
+    return decoded if isinstance(decoded, str) else raw.decode(errors="replace")
+
+
 async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, Any]:
     """The latest JSON value per key of ``topic`` (a table changelog), read up to its end.
 
-    A topic that does not exist yet reads as empty.
+    Keys are the names faust's json key serializer wrote (``"petra3"`` on the wire, ``petra3``
+    here). A topic that does not exist yet reads as empty.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -126,7 +137,7 @@ async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) ->
             batches = await consumer.getmany(timeout_ms=500)
             for batch in batches.values():
                 for record in batch:
-                    key = record.key.decode() if record.key is not None else ""
+                    key = _table_key(record.key)
                     state[key] = orjson.loads(record.value) if record.value else None
     finally:
         await consumer.stop()

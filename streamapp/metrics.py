@@ -120,6 +120,11 @@ ACL_CHANGES = Counter(
     "ACLs created or deleted by the ACL agent, by change (created, deleted).",
     ["change"],
 )
+ACL_STUCK = Gauge(
+    "streamapp_kafka_acls_stuck",
+    "ACLs no policy grants that the admin client cannot address (newer resource types or "
+    "operations): remove them with Kafka's own tools.",
+)
 ACL_DRIFT_CORRECTIONS = Counter(
     "streamapp_acl_drift_corrections",
     "ACLs deleted that the policy never granted (added by hand or by another tool).",

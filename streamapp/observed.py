@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any, Final
 
 RECENT: Final = 50
@@ -24,3 +25,59 @@ def delivered(tenant: str, event: dict[str, Any]) -> None:
             "source": event.get("source"),
         }
     )
+
+
+@dataclass
+class AclAgentStatus:
+    """The ACL agent's state for /health (agents/kafka_acls.py writes, the web reads)."""
+
+    enabled: bool = False
+    running: bool = False
+    leader: bool = False
+    last_ok_at: float | None = None
+    managed: int = 0
+    stuck: int = 0
+    failures: int = 0  # consecutive
+    last_error: str = ""
+
+    def started(self) -> None:
+        self.enabled = self.running = True
+
+    def stopped(self) -> None:
+        self.running = False
+
+    def standby(self) -> None:
+        self.leader, self.failures, self.last_error = False, 0, ""
+
+    def reconciled(self, managed: int, stuck: int) -> None:
+        self.leader, self.managed, self.stuck = True, managed, stuck
+        self.last_ok_at, self.failures, self.last_error = time.time(), 0, ""
+
+    def failed(self, error: str) -> None:
+        self.leader, self.failures, self.last_error = True, self.failures + 1, error[:300]
+
+    def view(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {"state": "off"}
+        state = (
+            "stopped"
+            if not self.running
+            else "standby"
+            if not self.leader
+            else "failing"
+            if self.failures
+            else "ok"
+        )
+        return {
+            "state": state,
+            "managed": self.managed,
+            "stuck": self.stuck,
+            "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "last_ok_age_s": None
+            if self.last_ok_at is None
+            else round(time.time() - self.last_ok_at, 1),
+        }
+
+
+acl_agent_status = AclAgentStatus()

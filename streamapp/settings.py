@@ -13,9 +13,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamapp.domain.policy import KAFKA_PRINCIPAL_PATTERN
 from streamapp.domain.triggers import AllowedHosts
 
 ENV_PREFIX = "STREAMAPP_"
+# The platform's own principals in the documented layout (scripts/kafka --secured, compose):
+# no tenant may claim them, the ACL agent never touches their ACLs, and no tenant credential
+# command creates, rotates or deletes them. STREAMAPP_KAFKA_ACL_UNMANAGED_PRINCIPALS adds more.
+PLATFORM_PRINCIPALS = (
+    "User:ANONYMOUS",
+    "User:admin",
+    "User:broker",
+    "User:controller",
+    "User:kafka",
+    "User:operator",
+    "User:streamapp",
+)
 
 
 class SettingsError(ValueError):
@@ -78,6 +91,16 @@ def _tenant_pattern(pattern: str) -> str:
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(ENV_PREFIX + name)
     return default if raw is None or raw == "" else raw
+
+
+def _principals(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    found = tuple(p.strip() for p in _str(env, name, "").split(",") if p.strip())
+    for principal in found:
+        if not KAFKA_PRINCIPAL_PATTERN.fullmatch(principal):
+            raise SettingsError(
+                f"{ENV_PREFIX}{name}: {principal!r} is not a Kafka principal 'User:<name>'"
+            )
+    return found
 
 
 def _allowed_hosts(env: Mapping[str, str]) -> AllowedHosts:
@@ -167,7 +190,8 @@ class Settings:
     kafka_acls_enabled: bool = False
     kafka_acl_interval_s: float = 30.0  # periodic reconciliation (drift), besides policy changes
     # principals whose ACLs the agent never touches and no tenant may claim (besides this
-    # worker's own principal and User:ANONYMOUS)
+    # worker's own principal and PLATFORM_PRINCIPALS); other services that read tenant topics
+    # with ACLs of their own belong here
     kafka_acl_unmanaged_principals: tuple[str, ...] = ()
 
     @classmethod
@@ -245,11 +269,7 @@ class Settings:
             else None,
             kafka_acls_enabled=_str(env, "KAFKA_ACLS", "false").lower() in ("1", "true", "yes"),
             kafka_acl_interval_s=_float(env, "KAFKA_ACL_INTERVAL", defaults.kafka_acl_interval_s),
-            kafka_acl_unmanaged_principals=tuple(
-                p.strip()
-                for p in _str(env, "KAFKA_ACL_UNMANAGED_PRINCIPALS", "").split(",")
-                if p.strip()
-            ),
+            kafka_acl_unmanaged_principals=_principals(env, "KAFKA_ACL_UNMANAGED_PRINCIPALS"),
         )
 
     @property
@@ -261,7 +281,7 @@ class Settings:
     def kafka_reserved_principals(self) -> frozenset[str]:
         """Principals no tenant may claim and whose ACLs the ACL agent leaves alone."""
         return frozenset(
-            {self.kafka_principal, "User:ANONYMOUS", *self.kafka_acl_unmanaged_principals}
+            {self.kafka_principal, *PLATFORM_PRINCIPALS, *self.kafka_acl_unmanaged_principals}
         )
 
     def tenant_topic(self, tenant: str) -> str:

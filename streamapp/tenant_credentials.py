@@ -2,20 +2,33 @@
 credential on the broker, through the admin API (AlterUserScramCredentials, KIP-554).
 
 The secret is generated here, sent to the broker (which keeps only the salted SCRAM keys) and
-handed to the operator once: printed, or written to a new file with mode 0600. It is never
-stored on a topic or logged. The tenant reads its stream once its policy names the principal
-(``kafka_principals = ["User:<user>"]``): the ACL agent grants what the policy allows.
+handed to the operator once: printed, or written to a new file with mode 0600 (created, with
+O_EXCL, before the broker is changed). It is never stored on a topic or logged.
+
+Only a tenant's own principal can be given a credential: the tenant's applied policy must name
+it (``kafka_principals``), no other tenant's may, and it is none of the platform's principals
+(``domain/kafka_acls.credential_refusal``). So the command can never replace the password of the
+workers, the operator or the broker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import IO, Any, Final
 
 from streamapp.clients.kafka_admin import KafkaAdmin, KafkaAdminError, new_scram_password
-from streamapp.domain.policy import KAFKA_PRINCIPAL_PATTERN, NAME_PATTERN
+from streamapp.domain.kafka_acls import credential_refusal
+from streamapp.domain.policy import (
+    KAFKA_PRINCIPAL_PATTERN,
+    NAME_PATTERN,
+    PolicyError,
+    TenantPolicy,
+    parse_tenant,
+)
 
 ACTIONS: Final = ("create", "rotate", "delete")
 
@@ -44,21 +57,58 @@ def check_names(tenant: str, user: str) -> None:
         raise CredentialError(f"{user!r} is not a usable Kafka user name")
 
 
-def write_secret_file(path: Path, text: str) -> None:
-    """A new file, 0600 from its creation on; an existing file is never overwritten."""
+@contextlib.contextmanager
+def secret_file(path: Path | None) -> Iterator[IO[str] | None]:
+    """A new file, 0600 from its creation on (an existing file is never overwritten), opened
+    before anything changes on the broker; removed again when the command fails."""
+    if path is None:
+        yield None
+        return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise CredentialError(f"{path} exists: choose a new file") from None
     except OSError as exc:
         raise CredentialError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
+    file = os.fdopen(fd, "w", encoding="utf-8")
+    try:
+        yield file
+    except BaseException:
+        file.close()
+        path.unlink(missing_ok=True)
+        raise
+    file.close()
 
 
-async def run(admin: KafkaAdmin, action: str, tenant: str, user: str) -> Issued | None:
-    """Create, rotate or delete ``user``'s credential; the new credential, or None (delete)."""
+def applied_tenants(entries: Mapping[str, Any]) -> dict[str, TenantPolicy]:
+    """The tenant policies the workers applied (tenants changelog entries), deleted ones left
+    out. An entry that no longer parses counts as a policy naming no principal."""
+    tenants: dict[str, TenantPolicy] = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or entry.get("deleted") or entry.get("spec") is None:
+            continue
+        try:
+            tenants[name] = parse_tenant(entry["spec"])
+        except PolicyError:
+            tenants[name] = TenantPolicy(tenant=name)
+    return tenants
+
+
+async def run(
+    admin: KafkaAdmin,
+    action: str,
+    tenant: str,
+    user: str,
+    *,
+    tenants: Mapping[str, TenantPolicy],
+    reserved: frozenset[str],
+) -> Issued | None:
+    """Create, rotate or delete ``user``'s credential; the new credential, or None (delete).
+    Refused before any broker call unless ``User:<user>`` is ``tenant``'s own principal."""
     check_names(tenant, user)
+    refusal = credential_refusal(action, tenant, f"User:{user}", tenants, reserved)
+    if refusal is not None:
+        raise CredentialError(refusal)
     try:
         exists = await admin.scram_user_exists(user)
         if action == "create" and exists:

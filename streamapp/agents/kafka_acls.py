@@ -27,8 +27,10 @@ from streamapp.metrics import (
     ACL_DRIFT_CORRECTIONS,
     ACL_RECONCILE_SECONDS,
     ACL_RECONCILIATIONS,
+    ACL_STUCK,
     KAFKA_ACLS,
 )
+from streamapp.observed import acl_agent_status
 from streamapp.tables import index_listeners, policy_index
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class AclReconciler(faust.Service):
         index_listeners.append(self._acl_changed.set)
         self._acl_changed.set()
         self._acl_task = asyncio.create_task(self._run(), name="kafka-acls")
+        self._acl_task.add_done_callback(lambda _task: acl_agent_status.stopped())
+        acl_agent_status.started()
         log.info("ACL agent started (acts while this worker is the leader)")
 
     async def on_stop(self) -> None:
@@ -80,14 +84,24 @@ class AclReconciler(faust.Service):
             await asyncio.gather(self._acl_task, return_exceptions=True)
 
     async def _run(self) -> None:
+        """Never ends while the worker runs: whatever one pass raises is logged, counted and
+        shown on /health, and the next pass comes at the next change or interval."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acl_changed.wait(), settings.kafka_acl_interval_s)
             self._acl_changed.clear()
             if not app.is_leader():
                 self._acl_previous = None  # a later term starts afresh (drift counted then)
+                acl_agent_status.standby()
                 continue
-            await self.reconcile()
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the agent must outlive any one pass
+                ACL_RECONCILIATIONS.labels("failed").inc()
+                acl_agent_status.failed(f"{type(exc).__name__}: {str(exc)[:200]}")
+                log.exception("ACL reconciliation failed unexpectedly (retried)")
 
     def _admin_client(self) -> KafkaAdmin:
         if self._acl_admin is None:
@@ -103,12 +117,13 @@ class AclReconciler(faust.Service):
             self._report_conflicts(scope)
             admin = self._admin_client()
             actual = await admin.describe_acls()
-            steps = plan(desired, actual, scope, self._acl_previous)
+            steps = plan(desired, actual, scope, self._acl_previous, policy_index.tenants)
             # deletions first: a revocation must not wait for anything else
             await admin.delete_acls(steps.delete)
             await admin.create_acls(steps.create)
         except (KafkaAdminError, KafkaAuthError) as exc:
             ACL_RECONCILIATIONS.labels("failed").inc()
+            acl_agent_status.failed(str(exc))
             log.error(
                 "ACL reconciliation failed (retried in %ss): %s", settings.kafka_acl_interval_s, exc
             )
@@ -116,6 +131,7 @@ class AclReconciler(faust.Service):
                 self._acl_admin = None
             return
         self._acl_previous = desired
+        acl_agent_status.reconciled(len(desired), len(steps.stuck))
         ACL_RECONCILIATIONS.labels("ok").inc()
         ACL_RECONCILE_SECONDS.observe(time.perf_counter() - started)
         ACL_CHANGES.labels("created").inc(len(steps.create))
@@ -124,6 +140,9 @@ class AclReconciler(faust.Service):
         KAFKA_ACLS.set(len(desired))
         for acl in sorted(steps.drift):
             log.warning("ACL drift removed (not granted by any policy): %s", acl)
+        ACL_STUCK.set(len(steps.stuck))
+        for acl in sorted(steps.stuck):
+            log.error("ACL not granted by any policy, not addressable by this client: %s", acl)
         if not steps.empty:
             log.info(
                 "ACLs reconciled: %d created, %d deleted (%d drift), %d managed",

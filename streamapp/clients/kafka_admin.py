@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, cast
@@ -32,6 +33,8 @@ from confluent_kafka.admin import (
 
 from streamapp.domain.kafka_acls import AclEntry
 
+LIBRDKAFKA_LOG: Final = logging.getLogger("streamapp.librdkafka")
+LIBRDKAFKA_LOG.setLevel(logging.ERROR)
 SCRAM_ITERATIONS: Final = 8192  # RFC 7677 asks for at least 4096
 REQUEST_TIMEOUT_S: Final = 10.0
 
@@ -100,7 +103,11 @@ class KafkaAdmin:
     """One librdkafka admin client (its own thread); ``close`` is a no-op kept for symmetry."""
 
     def __init__(self, config: Mapping[str, str]) -> None:
-        self._client = AdminClient(dict(config))
+        # librdkafka's own log lines through Python logging; its warnings (e.g. "unknown
+        # resource type" on every describe while such an ACL exists) would repeat at each
+        # reconciliation, and the callers report what they see themselves
+        options: dict[str, Any] = {**config, "logger": LIBRDKAFKA_LOG}
+        self._client = AdminClient(options)
 
     async def _await(self, what: str, future: concurrent.futures.Future[Any]) -> Any:
         try:
@@ -127,7 +134,10 @@ class KafkaAdmin:
         return frozenset(from_binding(b) for b in bindings)
 
     async def create_acls(self, acls: Iterable[AclEntry]) -> None:
-        bindings = [to_binding(acl) for acl in sorted(acls)]
+        try:
+            bindings = [to_binding(acl) for acl in sorted(acls)]
+        except (KeyError, ValueError, TypeError) as exc:
+            raise KafkaAdminError("create ACLs", "UNSUPPORTED_ACL", str(exc)[:200]) from None
         if not bindings:
             return
         futures = self._client.create_acls(bindings, request_timeout=REQUEST_TIMEOUT_S)
@@ -136,7 +146,10 @@ class KafkaAdmin:
 
     async def delete_acls(self, acls: Iterable[AclEntry]) -> int:
         """Delete exactly these bindings (each filter matches one); the number deleted."""
-        filters = [_exact_filter(acl) for acl in sorted(acls)]
+        try:
+            filters = [_exact_filter(acl) for acl in sorted(acls)]
+        except (KeyError, ValueError, TypeError) as exc:  # a type this client cannot name
+            raise KafkaAdminError("delete ACLs", "UNSUPPORTED_ACL", str(exc)[:200]) from None
         if not filters:
             return 0
         futures = self._client.delete_acls(filters, request_timeout=REQUEST_TIMEOUT_S)

@@ -14,8 +14,9 @@ Nothing else, ever: no ACL on another tenant's topic, on the raw, canonical, pol
 dead-letter, invocation or internal topics, no wildcard resource or principal, no prefixed
 topic ACL, no WRITE. A principal claimed by two tenants, or one reserved for the workers and
 the operator, gets nothing (``principal_conflicts`` says why). The ACL agent
-(``agents/kafka_acls.py``) owns every ACL of the cluster except those of reserved principals:
-``plan`` deletes whatever is not desired.
+(``agents/kafka_acls.py``) owns the ALLOW ACLs of tenants' principals and every ALLOW on a
+tenant's stream or groups (``owned``); ``plan`` deletes those that are not desired. DENY ACLs,
+the platform's principals and other services' ACLs on their own resources are left alone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from streamapp.domain.policy import Dataset, TenantPolicy
+from streamapp.domain.policy import NAME_PATTERN, Dataset, TenantPolicy
 
 GROUP_SEPARATOR: Final = ":"  # not in tenant names ([a-z0-9._-]): group prefixes never nest
 TOPIC: Final = "TOPIC"
@@ -128,11 +129,57 @@ def desired_acls(
     return frozenset(desired)
 
 
+UNKNOWN: Final = "UNKNOWN"  # what the admin client reports for a type it cannot name
+
+
+def tenant_resource(acl: AclEntry, scope: AclScope, tenants: Iterable[str] = ()) -> bool:
+    """True when ``acl``'s resource is, or may cover, a tenant's stream or consumer groups: a
+    tenant topic (literal, prefixed or ``*``) or a group under a tenant's ``<t>:`` prefix."""
+    lead, _, trail = scope.tenant_topic("\0").partition("\0")
+    name = acl.resource_name
+    if name == "*":
+        return acl.resource_type in (TOPIC, GROUP)
+    if acl.resource_type == TOPIC:
+        if acl.pattern_type == PREFIXED:
+            return name.startswith(lead) or lead.startswith(name)
+        middle = name[len(lead) : len(name) - len(trail)] if trail else name[len(lead) :]
+        return (
+            len(name) > len(lead) + len(trail)
+            and name.startswith(lead)
+            and name.endswith(trail)
+            and NAME_PATTERN.fullmatch(middle) is not None
+        )
+    if acl.resource_type == GROUP:
+        head, separator, _ = name.partition(GROUP_SEPARATOR)
+        if separator and NAME_PATTERN.fullmatch(head):
+            return True
+        if acl.pattern_type == PREFIXED:
+            return any(group_prefix(t).startswith(name) for t in tenants)
+    return False
+
+
+def owned(
+    acl: AclEntry,
+    scope: AclScope,
+    claimed: frozenset[str],
+    previous: frozenset[AclEntry],
+    tenants: Iterable[str] = (),
+) -> bool:
+    """Whether the agent decides over ``acl``: an ALLOW of a tenant's principal, one it granted
+    itself, or an ALLOW of anyone on a tenant's stream or groups. Never a DENY (it only
+    narrows: an operator's DENY stays), never an ACL of a reserved principal, never another
+    service's ACL on its own resources."""
+    if acl.principal in scope.reserved_principals or acl.permission != ALLOW:
+        return False
+    return acl.principal in claimed or acl in previous or tenant_resource(acl, scope, tenants)
+
+
 @dataclass(frozen=True, slots=True)
 class AclPlan:
     create: frozenset[AclEntry]
     delete: frozenset[AclEntry]
     drift: frozenset[AclEntry]  # of ``delete``: not granted by the previous desired set either
+    stuck: frozenset[AclEntry] = frozenset()  # should go, but the admin client cannot name it
 
     @property
     def empty(self) -> bool:
@@ -144,15 +191,67 @@ def plan(
     actual: Iterable[AclEntry],
     scope: AclScope,
     previous: frozenset[AclEntry] | None = None,
+    tenants: Mapping[str, TenantPolicy] | None = None,
 ) -> AclPlan:
-    """What to create and delete so the managed ACLs equal ``desired``. ACLs of reserved
-    principals are left alone. A deletion is drift when the agent never wanted the ACL (it was
-    added by hand, or by someone else); with no previous set (a new leader), every deletion is."""
-    managed = {acl for acl in actual if acl.principal not in scope.reserved_principals}
-    delete = frozenset(managed - desired)
+    """What to create and delete so the ACLs the agent owns (``owned``) equal ``desired``.
+    A deletion is drift when the agent never wanted the ACL (added by hand, or by someone
+    else); with no previous set (a new leader), every deletion is. An ACL that must go but
+    has a field the admin client reports as UNKNOWN (a resource type or operation newer than
+    it) cannot be addressed: it is ``stuck``, reported, never sent."""
+    tenants = tenants or {}
+    claimed = frozenset(p for policy in tenants.values() for p in policy.kafka_principals)
     before = previous if previous is not None else frozenset()
+    mine = {acl for acl in actual if owned(acl, scope, claimed, before, tenants)}
+    unwanted = mine - desired
+    stuck = frozenset(acl for acl in unwanted if UNKNOWN in _fields(acl))
+    delete = frozenset(unwanted - stuck)
     return AclPlan(
-        create=frozenset(desired - managed),
+        create=frozenset(desired - set(actual)),
         delete=delete,
         drift=frozenset(acl for acl in delete if acl not in before),
+        stuck=stuck,
     )
+
+
+def _fields(acl: AclEntry) -> tuple[str, ...]:
+    return (acl.resource_type, acl.pattern_type, acl.operation, acl.permission)
+
+
+def credential_refusal(
+    action: str,
+    tenant: str,
+    principal: str,
+    tenants: Mapping[str, TenantPolicy],
+    reserved: frozenset[str],
+) -> str | None:
+    """Why the operator command may not create, rotate or delete ``principal``'s SCRAM
+    credential for ``tenant`` (None: it may). A credential is the tenant's only when its policy
+    names the principal and no other tenant does; the platform's own principals (workers,
+    operator, broker, super users listed in the settings) are never a tenant's, whatever a
+    policy says, so the command can never replace or delete their passwords."""
+    if principal in reserved:
+        return f"{principal} is reserved for the platform (workers, operator, broker)"
+    others = sorted(
+        name
+        for name, policy in tenants.items()
+        if name != tenant and principal in policy.kafka_principals
+    )
+    if others:
+        return f"{principal} is named by tenant {', '.join(others)}'s policy"
+    policy = tenants.get(tenant)
+    if policy is not None and principal in policy.kafka_principals:
+        return None
+    if action == "delete" and policy is None:
+        return None  # the tenant is gone and nobody claims the principal: cleaning up is fine
+    return (
+        f"tenant {tenant}'s policy does not name {principal}: add it to kafka_principals "
+        "(a signed update) first"
+    )
+
+
+def default_principal(tenant: str, tenants: Mapping[str, TenantPolicy]) -> str:
+    """The principal the command acts on when no ``--user`` is given: the tenant's only one."""
+    policy = tenants.get(tenant)
+    if policy is not None and len(policy.kafka_principals) == 1:
+        return policy.kafka_principals[0]
+    return f"User:{tenant}"

@@ -19,6 +19,7 @@ from streamapp.agents.policy_updates import admin_keys
 from streamapp.app import app, settings
 from streamapp.domain.updates import UpdateRefusedError, verify_update
 from streamapp.kafka_auth import aiokafka_options
+from streamapp.observed import acl_agent_status
 from streamapp.tables import policy_index
 from streamapp.topics import dataset_updates, tenant_updates
 from streamapp.web.auth import PRINCIPAL, json_response, problem, require_tenant
@@ -90,11 +91,14 @@ class Health(web.View):
         broker = await broker_check.reachable()
         # faust's TableManager has the recovery service; its type stub does not say so
         recovered = bool(getattr(app.tables, "recovery").completed.is_set())  # noqa: B009
-        healthy = broker and recovered
+        acls = acl_agent_status.view()
+        # a dead ACL agent would leave revoked tenants reading: the worker is not healthy
+        healthy = broker and recovered and acls["state"] != "stopped"
         body = {
             "status": "ok" if healthy else "unavailable",
             "broker": broker,
             "tables_recovered": recovered,
+            "kafka_acls": acls,
             "datasets": len(policy_index.datasets),
             "tenants": len(policy_index.tenants),
             "uptime_s": round(time.monotonic() - _STARTED, 1),

@@ -6,12 +6,14 @@ Every test gets its own topic names and consumer group, so tests never see each 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -205,6 +207,17 @@ class Worker:
                 name, _, value = line.rpartition(" ")
                 samples[name] = float(value)
         return samples
+
+    def health(self) -> dict[str, Any]:
+        """This worker's ``GET /health`` body (503 bodies included)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.web_port}/health", timeout=10
+            ) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            body = json.loads(error.read())
+        return body
 
     def recovered(self) -> bool:
         """faust logged "Worker ready" after the last rebalance it took part in."""

@@ -465,6 +465,16 @@ async def test_a_tenant_topic_kafka_refuses_costs_that_tenant_only(
         120,
         "policies",
     )
+    # the command reads the applied tables: the same seed again changes nothing, and a seed
+    # with a tenant whose topic collides with a held tenant's is refused before publishing
+    again = stack.streamapp("tables", "apply", str(seed), "--key", str(stack.admin_key))
+    assert again.returncode == 0, again.stderr.decode()
+    assert b"0 to send, 3 unchanged" in again.stderr, again.stderr.decode()
+    (seed / "tenants" / "co.ll.toml").write_text('tenant = "co.ll"\n')
+    refused = stack.streamapp("tables", "apply", str(seed), "--key", str(stack.admin_key))
+    assert refused.returncode == 2, refused.stdout.decode()
+    assert b"co_ll" in refused.stderr, refused.stderr.decode()
+    (seed / "tenants" / "co.ll.toml").unlink()
     inputs = [
         raw(dcache_transfer(billingPath=f"/data/coll/f{n}.h5", pnfsid=f"{n:036d}"))
         for n in range(2)

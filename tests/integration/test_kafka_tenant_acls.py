@@ -231,6 +231,43 @@ async def _readable_after(secured: Secured, tenant: str, password: str, topic: s
     raise AssertionError(f"{topic} not readable by {tenant} within 30s")
 
 
+JAVA_CREATE_ACL = Path(__file__).with_name("create_acl.java")
+
+
+def _java_create_acl(secured: Secured, principal: str, resource_type: str, name: str) -> None:
+    """An ALLOW DESCRIBE ACL of a resource type librdkafka cannot name, through Kafka's own
+    Java admin client (the broker's jars from scripts/kafka); operator credentials in a 0600
+    file, never on the command line."""
+    jars = Path(_kafka("jars"))
+    config = secured.credentials.parent / f".acl-{uuid.uuid4().hex[:8]}.properties"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="operator" password="{secured.password("operator")}";\n'
+            f"bootstrap.servers={secured.workers}\n"
+        )
+    try:
+        subprocess.run(
+            [
+                "java",
+                "-cp",
+                f"{jars}/*",
+                str(JAVA_CREATE_ACL),
+                str(config),
+                principal,
+                resource_type,
+                name,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        config.unlink()
+
+
 @pytest.mark.timeout(600)
 async def test_tenant_reads_only_its_own_stream(
     stack: Stack,
@@ -244,19 +281,7 @@ async def test_tenant_reads_only_its_own_stream(
     t = Tenants(a=f"q{suffix}", ab=f"q{suffix}b", b=f"r{suffix}")
     admin = secured.admin()
 
-    # credentials through the operator command: shown once, here written to 0600 files
-    passwords: dict[str, str] = {}
     operator = dataclasses.replace(stack, env=operator_env(secured_env, secured))
-    for name in (t.a, t.ab, t.b):
-        out = tmp_path / f"{name}.credential"
-        done = await asyncio.to_thread(
-            operator.streamapp, "tenants", "credentials", "create", name, "--output", str(out)
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        assert out.stat().st_mode & 0o777 == 0o600
-        fields = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
-        passwords[name] = fields["password"]
-        assert passwords[name].encode() not in done.stdout + done.stderr
 
     # events in every topic a tenant must not read, and in each tenant's own
     own = {name: topics.tenant(name) for name in (t.a, t.ab, t.b)}
@@ -302,6 +327,38 @@ async def test_tenant_reads_only_its_own_stream(
     try:
         await _wait_acls(admin, f"User:{t.a}", present=True, within=180)
         await _wait_acls(admin, f"User:{t.b}", present=True, within=30)
+
+        # credentials through the operator command, for principals the applied policies name:
+        # shown once, here written to 0600 files
+        passwords: dict[str, str] = {}
+        for name in (t.a, t.ab, t.b):
+            out = tmp_path / f"{name}.credential"
+            done = await asyncio.to_thread(
+                operator.streamapp, "tenants", "credentials", "create", name, "--output", str(out)
+            )
+            assert done.returncode == 0, done.stderr.decode()
+            assert out.stat().st_mode & 0o777 == 0o600
+            lines = out.read_text().splitlines()
+            fields = dict(line.split("=", 1) for line in lines if "=" in line)
+            passwords[name] = fields["password"]
+            assert passwords[name].encode() not in done.stdout + done.stderr
+        # never the platform's users, another tenant's, or one the policy does not name; an
+        # existing --output file is refused before the broker is changed
+        taken = tmp_path / "taken"
+        taken.write_text("keep")
+        for args in (
+            ("rotate", t.a, "--user", "operator"),
+            ("rotate", t.a, "--user", "streamapp"),
+            ("delete", t.a, "--user", "broker"),
+            ("rotate", t.a, "--user", t.b),
+            ("create", t.a, "--user", f"{t.a}-other"),
+            ("rotate", t.a, "--output", str(taken)),
+        ):
+            refused = await asyncio.to_thread(operator.streamapp, "tenants", "credentials", *args)
+            assert refused.returncode == 2, (args, refused.stderr.decode())
+        assert taken.read_text() == "keep"
+        assert not await admin.scram_user_exists(f"{t.a}-other")
+        await admin.describe_acls()  # the operator's password still works
 
         # A reads its own stream, with a group of its prefix, and resumes from its commit
         group = f"{t.a}:monitor"
@@ -359,6 +416,16 @@ async def test_tenant_reads_only_its_own_stream(
                 await asyncio.wait_for(consumer.start(), 30)
             await consumer.stop()
 
+        # ACLs the agent does not own survive every reconciliation: another service's on its
+        # own topic, an operator's DENY; one the admin client cannot name (a delegation-token
+        # resource, made with Kafka's Java admin client) is reported as stuck, never fatal
+        service = AclEntry(f"User:svc-{suffix}", "TOPIC", f"svc-{suffix}.in", "LITERAL", "READ")
+        deny = AclEntry(f"User:{t.b}", "TOPIC", topics.normalized, "LITERAL", "READ", "DENY")
+        await admin.create_acls([service, deny])
+        await asyncio.to_thread(
+            _java_create_acl, secured, f"User:{t.a}", "DELEGATION_TOKEN", f"tok-{suffix}"
+        )
+
         # a hand-added ACL for A on B's topic: removed by the next reconciliation, counted
         drift = AclEntry(f"User:{t.a}", "TOPIC", own[t.b], "LITERAL", "READ")
         await admin.create_acls([drift])
@@ -368,6 +435,13 @@ async def test_tenant_reads_only_its_own_stream(
             assert time.monotonic() < deadline, "hand-added ACL not removed"
             await asyncio.sleep(0.2)
         assert worker.metrics().get("streamapp_acl_drift_corrections_total", 0) >= 1
+        remaining = await admin.describe_acls()
+        assert {service, deny} <= remaining
+        stuck = worker.metrics().get("streamapp_kafka_acls_stuck", 0)
+        assert stuck >= 1, worker.log_tail()
+        health = worker.health()
+        assert health["kafka_acls"]["state"] == "ok", health
+        assert health["kafka_acls"]["stuck"] >= 1, health
 
         # revocation and grant of A's only share, timed at the broker
         tp = TopicPartition(own[t.a], 0)

@@ -11,18 +11,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamapp.domain.kafka_acls import (
+    ALLOW,
     DESCRIBE,
     GROUP,
     LITERAL,
     PREFIXED,
     READ,
     TOPIC,
+    UNKNOWN,
     AclEntry,
     AclScope,
+    credential_refusal,
+    default_principal,
     desired_acls,
     group_prefix,
+    owned,
     plan,
     principal_conflicts,
+    tenant_resource,
 )
 from streamapp.domain.policy import (
     Dataset,
@@ -37,7 +43,9 @@ from streamapp.kafka_auth import (
     confluent_config,
     faust_credentials,
 )
-from streamapp.settings import Settings
+from streamapp.settings import Settings, SettingsError
+
+DENY = "DENY"
 
 PATTERN = "tenant.{tenant}.events"
 RESERVED = frozenset({"User:streamapp", "User:operator", "User:ANONYMOUS"})
@@ -176,29 +184,139 @@ def test_exactly_what_entitled_tenants_need(
     st.sets(
         st.builds(
             AclEntry,
-            principal=st.sampled_from(PRINCIPALS),
-            resource_type=st.sampled_from([TOPIC, GROUP, "CLUSTER"]),
-            resource_name=st.sampled_from(["tenant.a.events", "tenant.", "*", "a:", "x"]),
+            principal=st.sampled_from([*PRINCIPALS, "User:svc", "User:broker"]),
+            resource_type=st.sampled_from([TOPIC, GROUP, "BROKER", UNKNOWN]),
+            resource_name=st.sampled_from(
+                ["tenant.a.events", "tenant.", "ten", "*", "a:", "a", "svc.in", "kafka-cluster"]
+            ),
             pattern_type=st.sampled_from([LITERAL, PREFIXED]),
-            operation=st.sampled_from([READ, DESCRIBE, "WRITE", "ALL"]),
+            operation=st.sampled_from([READ, DESCRIBE, "WRITE", "ALL", UNKNOWN]),
+            permission=st.sampled_from([ALLOW, DENY]),
         ),
         max_size=8,
     ),
+    st.booleans(),
 )
-def test_plan_converges(
-    table: tuple[dict[str, TenantPolicy], dict[str, Dataset]], actual: set[AclEntry]
+def test_plan_converges_on_what_it_owns_and_leaves_the_rest(
+    table: tuple[dict[str, TenantPolicy], dict[str, Dataset]],
+    actual: set[AclEntry],
+    new_leader: bool,
 ) -> None:
     tenants, datasets = table
     sc = scope()
     desired = desired_acls(tenants, datasets, sc)
-    steps = plan(desired, actual, sc, previous=desired)
+    previous = None if new_leader else desired
+    steps = plan(desired, actual, sc, previous, tenants)
     after = (set(actual) - steps.delete) | steps.create
-    managed_after = {acl for acl in after if acl.principal not in RESERVED}
-    assert managed_after == desired
-    # the workers' and operator's ACLs are never touched
-    assert {a for a in actual if a.principal in RESERVED} <= after
+    claimed = frozenset(p for policy in tenants.values() for p in policy.kafka_principals)
+    before = previous or frozenset()
+    mine_after = {acl for acl in after if owned(acl, sc, claimed, before, tenants)}
+    assert mine_after - steps.stuck == desired
+    assert desired <= after
+    # nothing it does not own is touched: reserved principals, DENYs, other services' own ACLs
+    for acl in actual:
+        if not owned(acl, sc, claimed, before, tenants):
+            assert acl in after, acl
+        if acl.permission == DENY or acl.principal in RESERVED:
+            assert acl not in steps.delete
+    # a binding the admin client cannot name is reported, never sent
+    assert not any(UNKNOWN in (a.resource_type, a.operation) for a in steps.delete)
+    assert steps.stuck.isdisjoint(steps.delete)
     assert steps.drift <= steps.delete
     assert not steps.drift & desired
+    # after the step, an ACL that lets a non-reserved principal READ a tenant's topic is desired
+    for acl in after:
+        exposed = acl.resource_type == TOPIC and tenant_resource(acl, sc, tenants)
+        if acl.permission == ALLOW and acl.principal not in RESERVED and exposed:
+            assert acl in desired or acl in steps.stuck, acl
+
+
+def test_other_services_and_operator_denies_are_left_alone() -> None:
+    sc = scope()
+    service_topic = AclEntry("User:svc", TOPIC, "svc.in", LITERAL, READ)
+    service_group = AclEntry("User:svc", GROUP, "svc-consumers", PREFIXED, READ)
+    deny = AclEntry("User:alice", TOPIC, "tenant.a.events", LITERAL, READ, DENY)
+    on_tenant = AclEntry("User:svc", TOPIC, "tenant.a.events", LITERAL, READ)
+    wildcard = AclEntry("User:svc", TOPIC, "*", LITERAL, READ)
+    prefixed = AclEntry("User:svc", TOPIC, "tenant.a", PREFIXED, READ)
+    group_of_a = AclEntry("User:svc", GROUP, "a:", PREFIXED, READ)
+    steps = plan(
+        frozenset(),
+        {service_topic, service_group, deny, on_tenant, wildcard, prefixed, group_of_a},
+        sc,
+        None,
+        {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]})},
+    )
+    assert steps.delete == {on_tenant, wildcard, prefixed, group_of_a}
+    assert steps.drift == steps.delete
+
+
+def test_an_acl_the_client_cannot_name_is_stuck_not_sent() -> None:
+    sc = scope()
+    token = AclEntry("User:alice", UNKNOWN, "alice", LITERAL, UNKNOWN)
+    steps = plan(
+        frozenset(),
+        {token},
+        sc,
+        None,
+        {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]})},
+    )
+    assert steps.stuck == {token}
+    assert not steps.delete
+
+
+@pytest.mark.parametrize(
+    ("action", "tenant", "principal", "refused"),
+    [
+        ("create", "a", "User:alice", None),
+        ("rotate", "a", "User:alice", None),
+        ("delete", "a", "User:alice", None),
+        ("create", "a", "User:operator", "reserved"),
+        ("rotate", "a", "User:streamapp", "reserved"),
+        ("delete", "a", "User:broker", "reserved"),
+        ("create", "gone", "User:controller", "reserved"),
+        ("create", "a", "User:bob", "tenant b's policy"),
+        ("delete", "gone", "User:bob", "tenant b's policy"),
+        ("create", "a", "User:a", "does not name"),
+        ("create", "gone", "User:gone", "does not name"),
+        ("rotate", "gone", "User:gone", "does not name"),
+        ("delete", "gone", "User:gone", None),  # tenant removed, nobody claims it: cleanup
+        ("delete", "a", "User:a", "does not name"),
+    ],
+)
+def test_credentials_only_for_a_tenants_own_principal(
+    action: str, tenant: str, principal: str, refused: str | None
+) -> None:
+    tenants = {
+        "a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]}),
+        "b": parse_tenant({"tenant": "b", "kafka_principals": ["User:bob"]}),
+    }
+    reserved = Settings.from_env({}).kafka_reserved_principals
+    reason = credential_refusal(action, tenant, principal, tenants, reserved)
+    if refused is None:
+        assert reason is None
+    else:
+        assert reason is not None
+        assert refused in reason
+
+
+def test_default_principal_is_the_policys_only_one() -> None:
+    one = {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]})}
+    two = {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:x", "User:y"]})}
+    assert default_principal("a", one) == "User:alice"
+    assert default_principal("a", two) == "User:a"
+    assert default_principal("gone", one) == "User:gone"
+
+
+def test_platform_principals_are_reserved_by_default_and_settings_are_checked() -> None:
+    reserved = Settings.from_env({}).kafka_reserved_principals
+    assert {"User:operator", "User:broker", "User:controller", "User:streamapp"} <= reserved
+    assert "User:ANONYMOUS" in reserved
+    extra = Settings.from_env({"STREAMAPP_KAFKA_ACL_UNMANAGED_PRINCIPALS": "User:svc, User:mon"})
+    assert {"User:svc", "User:mon"} <= extra.kafka_reserved_principals
+    for bad in ("svc", "User:*", "Group:x"):
+        with pytest.raises(SettingsError, match="UNMANAGED_PRINCIPALS"):
+            Settings.from_env({"STREAMAPP_KAFKA_ACL_UNMANAGED_PRINCIPALS": bad})
 
 
 def test_hand_added_acl_is_drift_and_revocation_is_not() -> None:
