@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -12,10 +13,13 @@ RECENT: Final = 50
 
 recent_deliveries: deque[dict[str, Any]] = deque(maxlen=RECENT)
 deliveries_by_tenant: Counter[str] = Counter()  # bounded: tenants are the policies' names
+# deliveries not yet published to the stats table (agents/stats.py drains it every second)
+unpublished_deliveries: Counter[str] = Counter()
 
 
-def delivered(tenant: str, event: dict[str, Any]) -> None:
+def delivered(tenant: str, event: Mapping[str, Any]) -> None:
     deliveries_by_tenant[tenant] += 1
+    unpublished_deliveries[tenant] += 1
     recent_deliveries.append(
         {
             "at": time.time(),

@@ -34,9 +34,6 @@ storage_events = app.topic(
     partitions=settings.topic_partitions,
     internal=True,
 )
-# The same topic read as bytes by the authorization agent, which checks each message's shape
-# itself and dead-letters what is not a canonical event (a decode error must not stop it).
-storage_events_raw = _bytes_topic(settings.normalized_topic)
 
 # Records no stage could use: the original key and bytes, with the reason in headers.
 dead_letters = _bytes_topic(settings.deadletter_topic)
@@ -51,8 +48,9 @@ updates_audit = _bytes_topic(settings.updates_audit_topic, partitions=1)
 # records that stop a replay from invoking the same trigger for the same event twice.
 invocations = _bytes_topic(settings.invocations_topic)
 
-# One small record per delivery, keyed by tenant (JSON-serialized, as the stats table's
-# changelog keys are: faust routes a tenant's view to the worker owning that partition).
+# Delivery counts: per worker, tenant and second, one record whose value is the count (ASCII),
+# keyed by tenant (JSON-serialized, as the stats table's changelog keys are: faust routes a
+# tenant's view to the worker owning that partition). agents/stats.py.
 deliveries = app.topic(
     settings.deliveries_topic,
     key_type=str,

@@ -1,7 +1,14 @@
-"""Authorization: canonical events -> each entitled tenant's own topic, with delegated tokens.
+"""Authorization: each canonical event -> each entitled tenant's own topic, with delegated tokens.
 
-Decisions: ``streamapp.domain.authorize`` (who) and ``streamapp.delegation`` (which tokens).
-At-least-once as in ingest: a batch is acknowledged only once all its outputs are on the broker.
+Where events are authorized. Not an agent of its own: the ingest agent (agents/ingest.py)
+calls ``deliver_event`` for every canonical event it has just written to ``storage.events``,
+in the same pass over the raw record — one consume path per record instead of two. The
+canonical topic stays a product for its other consumers. Decisions:
+``streamapp.domain.authorize`` (who) and ``streamapp.delegation`` (which tokens).
+
+At-least-once as in ingest: the raw record is acknowledged when the agent moves on, and faust
+flushes the producer before it commits, so every tenant copy is on the broker before the raw
+record's offset is committed; a copy the broker refuses for good stops the worker first.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +26,6 @@ from streamapp import observed
 from streamapp.agents.outputs import (
     described,
     exit_if_undelivered,
-    finish_even_if_cancelled,
     send_dead_letter,
 )
 from streamapp.app import app, settings
@@ -28,7 +35,7 @@ from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS
 from streamapp.tables import policy_index
-from streamapp.topics import dead_letters, deliveries, storage_events_raw, tenant_events
+from streamapp.topics import dead_letters, tenant_events
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +50,42 @@ issuer = TokenIssuer(
 )
 
 
-@app.agent(storage_events_raw, concurrency=1)
-async def authorize_events(stream: Any) -> None:
-    async for event in stream.events():  # one at a time: see agents/ingest.py
-        await finish_even_if_cancelled(deliver(event.message))
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an event came from, for its dead letters: the input record's coordinates, and
+    the bytes a dead letter carries (the canonical event as written to ``storage.events``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
 
 
-async def deliver(message: Any) -> None:
+async def deliver_message(message: Any) -> None:
+    """Authorize one canonical event given as a Kafka message (its JSON bytes): shape checked
+    first, a malformed one is a dead letter."""
+    value = message.value if isinstance(message.value, bytes) else b""
+    origin = Origin(message.topic, message.partition, message.offset, message.key, value)
+    try:
+        event = parse_canonical(orjson.loads(value))
+    except (orjson.JSONDecodeError, EventFormatError, TypeError) as exc:
+        await _dead_letter(origin, f"not a canonical event: {exc}")
+        return
+    await deliver_event(event, origin)
+
+
+async def deliver_event(event: CanonicalEvent, origin: Origin) -> None:
     """Authorize one canonical event and hand each tenant's copy to the producer.
 
-    Whatever one record makes our code raise becomes a dead letter with the reason and the
+    Whatever one event makes our code raise becomes a dead letter with the reason and the
     original bytes, and the stream goes on: one hostile record must not stop every tenant's
     events behind it. Only a broker that refuses an output stops the worker (outputs.py)."""
-    try:
-        event = parse_canonical(orjson.loads(message.value))
-    except (orjson.JSONDecodeError, EventFormatError, TypeError) as exc:
-        await _dead_letter(message, f"not a canonical event: {exc}")
-        return
     try:
         decision = authorize(event, policy_index)
     except Exception as exc:
         log.exception("authorize: event %s could not be authorized", event.get("id"))
-        await _dead_letter(message, f"authorization failed: {_describe(exc)}")
+        await _dead_letter(origin, f"authorization failed: {_describe(exc)}")
         return
     if decision.ownership is None:
         AUTHORIZED_EVENTS.labels("unowned").inc()
@@ -74,6 +95,7 @@ async def deliver(message: Any) -> None:
         return
     AUTHORIZED_EVENTS.labels("delivered").inc()
     now = datetime.now(UTC)
+    key = event["subject"].encode()
     for delivery in decision.deliveries:
         try:
             value = _tenant_copy(delivery, event, now)
@@ -87,7 +109,7 @@ async def deliver(message: Any) -> None:
                 type(exc).__name__,
             )
             await _dead_letter(
-                message, f"tenant {delivery.tenant}: copy not prepared: {type(exc).__name__}"
+                origin, f"tenant {delivery.tenant}: copy not prepared: {type(exc).__name__}"
             )
             continue
         try:
@@ -95,22 +117,22 @@ async def deliver(message: Any) -> None:
         except Exception as exc:  # noqa: BLE001 - e.g. its topic collides: this tenant's copy only
             log.error("authorize: no topic for tenant %s: %r", delivery.tenant, exc)
             await _dead_letter(
-                message, f"tenant {delivery.tenant}: its topic is unavailable: {described(exc)}"
+                origin, f"tenant {delivery.tenant}: its topic is unavailable: {described(exc)}"
             )
             continue
         try:
-            future = await topic.send(key=event["subject"].encode(), value=value, headers=_HEADERS)
+            # straight to the producer: the value is serialized already (Topic.send's
+            # per-message machinery is measurable at this rate: docs/benchmarks.md)
+            future = await _produce(topic.get_topic_name(), key, value, _HEADERS)
         except Exception as exc:  # noqa: BLE001 - refused at once (too large...): a dead letter
             log.error("authorize: copy for tenant %s refused: %r", delivery.tenant, exc)
             await _dead_letter(
-                message, f"tenant {delivery.tenant}: copy refused by the producer: {described(exc)}"
+                origin, f"tenant {delivery.tenant}: copy refused by the producer: {described(exc)}"
             )
             continue
         exit_if_undelivered("authorize", future)  # the broker's failure after the send: exit
         DELIVERIES.inc()
-        observed.delivered(delivery.tenant, dict(event))
-        counted = await deliveries.send(key=delivery.tenant, value=b"")
-        exit_if_undelivered("authorize", counted)
+        observed.delivered(delivery.tenant, event)
 
 
 def _tenant_copy(delivery: Delivery, event: CanonicalEvent, now: datetime) -> bytes:
@@ -122,16 +144,23 @@ def _tenant_copy(delivery: Delivery, event: CanonicalEvent, now: datetime) -> by
     return orjson.dumps(value)
 
 
-async def _dead_letter(message: Any, reason: str) -> None:
+async def _dead_letter(origin: Origin, reason: str) -> None:
     context = DeadLetterContext(
         reason=reason,
         stage="authorize",
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
+        topic=origin.topic,
+        partition=origin.partition,
+        offset=origin.offset,
     )
-    value = message.value if isinstance(message.value, bytes) else b""
-    await send_dead_letter("authorize", _send_dead_letter, message.key, value, context)
+    await send_dead_letter("authorize", _send_dead_letter, origin.key, origin.value, context)
+
+
+async def _produce(
+    topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+) -> Any:
+    return await app.producer.send(
+        topic, key, value, partition=None, timestamp=None, headers=headers
+    )
 
 
 async def _send_dead_letter(

@@ -1,6 +1,11 @@
-"""Ingest: raw storage records -> canonical storage events, or dead letters.
+"""Ingest: raw storage records -> canonical storage events (and, in the same pass, each
+entitled tenant's authorized copy), or dead letters.
 
-The decisions live in ``streamapp.domain.normalize``; this agent only moves bytes. At-least-once:
+One consume path per raw record: the agent normalizes it, writes each canonical event to
+``storage.events`` and hands the event straight to the authorization stage
+(``agents/authorize.deliver_event``), which writes the tenant copies. The decisions live in
+``streamapp.domain.normalize`` and ``streamapp.domain.authorize``; this agent only moves bytes.
+At-least-once:
 a batch's input offsets are acknowledged only after every output of the batch (event or dead
 letter) has been acknowledged by the broker; an output that cannot be written stops the worker
 before the input is acknowledged, so the records are consumed again after a restart.
@@ -20,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from streamapp.agents.authorize import Origin, deliver_event
 from streamapp.agents.outputs import (
     described,
     exit_if_undelivered,
@@ -28,7 +34,7 @@ from streamapp.agents.outputs import (
 )
 from streamapp.app import app, settings
 from streamapp.domain.deadletter import DeadLetterContext
-from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent
+from streamapp.domain.events import CONTENT_TYPE
 from streamapp.domain.normalize import Normalized, Rejected, normalize
 from streamapp.metrics import INGEST_EVENTS, INGEST_RECORDS
 from streamapp.topics import dead_letters, raw_storage_records, storage_events
@@ -89,8 +95,9 @@ async def _ingest(record: RawRecord) -> None:
     produced = False
     for outcome in outcomes:
         if isinstance(outcome, Normalized):
+            key, value = outcome.event["subject"].encode(), orjson.dumps(outcome.event)
             try:
-                sent = await _send_event(outcome.event)
+                sent = await _produce(storage_events.get_topic_name(), key, value, _EVENT_HEADERS)
             except Exception as exc:  # noqa: BLE001 - refused at once (too large...): this record's
                 rejections.append(
                     f"event {outcome.event['subject']!r} not written: {described(exc)}"
@@ -99,6 +106,8 @@ async def _ingest(record: RawRecord) -> None:
             exit_if_undelivered("ingest", sent)
             INGEST_EVENTS.labels(outcome.event["type"]).inc()
             produced = True
+            origin = Origin(record.topic, record.partition, record.offset, key, value)
+            await deliver_event(outcome.event, origin)
     if rejections:
         await _dead_letter(record, "; ".join(rejections))
     outcome_label = "rejected" if rejections else ("event" if produced else "skipped")
@@ -118,15 +127,6 @@ async def _dead_letter(record: RawRecord, reason: str) -> None:
         offset=record.offset,
     )
     await send_dead_letter("ingest", _send_dead_letter, record.key, record.value, context)
-
-
-async def _send_event(event: CanonicalEvent) -> Awaitable[Any]:
-    return await _produce(
-        storage_events.get_topic_name(),
-        event["subject"].encode(),
-        orjson.dumps(event),
-        _EVENT_HEADERS,
-    )
 
 
 async def _send_dead_letter(

@@ -1,5 +1,6 @@
-"""The authorization agent under faust's test_context (memory store, sends captured, no
-broker): one hostile record or one failing copy is dead-lettered and the stream goes on.
+"""The authorization stage (agents/authorize.py, called by the ingest agent for every
+canonical event) with its sends captured, no broker: one hostile record or one failing copy
+is dead-lettered and the stream goes on.
 
 Live-broker behaviour is in tests/integration/test_authorize_live.py."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ class Captured:
     def __init__(self) -> None:
         self.tenant: list[tuple[str, bytes]] = []
         self.dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.refused: set[str] = set()  # tenants whose copies the producer refuses at once
 
     @staticmethod
     def _done() -> asyncio.Future[None]:
@@ -88,12 +91,19 @@ async def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seeded_index
         def __init__(self, tenant: str) -> None:
             self.tenant = tenant
 
-        async def send(self, *, key: bytes, value: bytes, headers: Any) -> asyncio.Future[None]:
-            sent.tenant.append((self.tenant, value))
-            return Captured._done()
+        def get_topic_name(self) -> str:
+            return self.tenant
 
     async def tenant_events(tenant: str) -> TenantTopic:
         return TenantTopic(tenant)
+
+    async def produce(
+        topic: str, key: bytes | None, value: bytes, headers: Any
+    ) -> asyncio.Future[None]:
+        if topic in sent.refused:
+            raise ValueError("MessageSizeTooLargeError: 1000472 bytes")
+        sent.tenant.append((topic, value))
+        return Captured._done()
 
     class DeadLetters:
         async def send(
@@ -102,14 +112,24 @@ async def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seeded_index
             sent.dead.append((key, value, headers))
             return Captured._done()
 
-    class Deliveries:
-        async def send(self, **_: Any) -> asyncio.Future[None]:
-            return Captured._done()
-
     monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
+    monkeypatch.setattr(authorize_module, "_produce", produce)
     monkeypatch.setattr(authorize_module, "dead_letters", DeadLetters())
-    monkeypatch.setattr(authorize_module, "deliveries", Deliveries())
     return sent
+
+
+@dataclass
+class Message:
+    value: bytes
+    key: bytes | None
+    topic: str = "dcache.billing"
+    partition: int = 0
+    offset: int = 0
+
+
+async def put_all(inputs: list[tuple[bytes, bytes | None]]) -> None:
+    for offset, (value, key) in enumerate(inputs):
+        await authorize_module.deliver_message(Message(value, key, offset=offset))
 
 
 async def test_a_path_too_long_to_mint_gets_no_token_and_the_next_event_does(
@@ -120,9 +140,7 @@ async def test_a_path_too_long_to_mint_gets_no_token_and_the_next_event_does(
     is minted as usual."""
     huge = canonical("/data/exp/" + "x" * 70_000, "huge")
     inputs = [orjson.dumps(huge), orjson.dumps(canonical("/data/exp/ok.h5", "ok"))]
-    async with authorize_module.authorize_events.test_context() as agent:
-        for number, value in enumerate(inputs):
-            await agent.put(value=value, key=f"k{number}".encode())
+    await put_all([(value, f"k{number}".encode()) for number, value in enumerate(inputs)])
 
     delivered = [orjson.loads(value) for _, value in captured.tenant]
     assert [e["id"] for e in delivered] == ["huge", "ok"]
@@ -149,9 +167,7 @@ async def test_any_exception_while_authorizing_is_a_dead_letter(
         orjson.dumps({"specversion": "1.0"}),
         orjson.dumps(canonical("/data/exp/b.h5", "fine")),
     ]
-    async with authorize_module.authorize_events.test_context() as agent:
-        for number, value in enumerate(inputs):
-            await agent.put(value=value, key=f"k{number}".encode())
+    await put_all([(value, f"k{number}".encode()) for number, value in enumerate(inputs)])
 
     assert [orjson.loads(v)["id"] for _, v in captured.tenant] == ["fine"]
     assert [(k, v) for k, v, _ in captured.dead] == [
@@ -193,8 +209,7 @@ async def test_a_failing_copy_for_one_tenant_spares_the_others(
         return real_issue(delivery, event, now)
 
     monkeypatch.setattr(authorize_module.issuer, "issue", issue)
-    async with authorize_module.authorize_events.test_context() as agent:
-        await agent.put(value=orjson.dumps(canonical("/data/exp/a.h5")), key=b"k")
+    await put_all([(orjson.dumps(canonical("/data/exp/a.h5")), b"k")])
 
     assert [tenant for tenant, _ in captured.tenant] == ["bob"]
     ((_, _, headers),) = captured.dead
@@ -238,9 +253,12 @@ async def test_a_tenant_whose_topic_cannot_be_had_gets_a_dead_letter_the_others_
         return await real(tenant)
 
     monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
-    async with authorize_module.authorize_events.test_context() as agent:
-        await agent.put(value=orjson.dumps(canonical("/data/exp/a.h5", "one")), key=b"k0")
-        await agent.put(value=orjson.dumps(canonical("/data/exp/b.h5", "two")), key=b"k1")
+    await put_all(
+        [
+            (orjson.dumps(canonical("/data/exp/a.h5", "one")), b"k0"),
+            (orjson.dumps(canonical("/data/exp/b.h5", "two")), b"k1"),
+        ]
+    )
 
     assert [(t, orjson.loads(v)["id"]) for t, v in captured.tenant] == [
         ("bob", "one"),
@@ -257,19 +275,9 @@ async def test_a_copy_the_producer_refuses_is_a_dead_letter_and_the_stream_goes_
     """A tenant copy over the producer's size limit raised from ``topic.send`` and crashed the
     agent (the record lost, no dead letter). Now the refusal is the dead letter's reason."""
     _share_with_bob()
-    real = vars(authorize_module)["tenant_events"]  # the fixture's stand-in
-
-    class Refusing:
-        async def send(self, **_: Any) -> Any:
-            raise ValueError("MessageSizeTooLargeError: 1000472 bytes")
-
-    async def tenant_events(tenant: str) -> Any:
-        return Refusing() if tenant == "alice" else await real(tenant)
-
-    monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
+    captured.refused.add("alice")
     inputs = [orjson.dumps(canonical("/data/exp/a.h5", "big"))]
-    async with authorize_module.authorize_events.test_context() as agent:
-        await agent.put(value=inputs[0], key=b"k0")
+    await put_all([(inputs[0], b"k0")])
 
     assert [t for t, _ in captured.tenant] == ["bob"]
     [(key, value, headers)] = captured.dead
@@ -284,11 +292,7 @@ async def test_a_dead_letter_the_producer_refuses_leaves_a_stand_in(
 ) -> None:
     """Shared with ingest (``agents.outputs.send_dead_letter``): the original value too large
     for a dead letter -> an empty-valued one saying where the original stays."""
-    real = vars(authorize_module)["tenant_events"]  # the fixture's stand-in
-
-    class Refusing:
-        async def send(self, **_: Any) -> Any:
-            raise ValueError("MessageSizeTooLargeError")
+    captured.refused.add("alice")
 
     class DeadLetters:
         async def send(
@@ -299,15 +303,9 @@ async def test_a_dead_letter_the_producer_refuses_leaves_a_stand_in(
             captured.dead.append((key, value, headers))
             return Captured._done()
 
-    async def tenant_events(tenant: str) -> Any:
-        return Refusing() if tenant == "alice" else await real(tenant)
-
-    monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
     monkeypatch.setattr(authorize_module, "dead_letters", DeadLetters())
     value = orjson.dumps(canonical("/data/exp/a.h5", "big"))
-    async with authorize_module.authorize_events.test_context() as agent:
-        await agent.put(value=value, key=b"k0")
-        await agent.put(value=orjson.dumps(canonical("/data/exp/b.h5", "next")), key=b"k1")
+    await put_all([(value, b"k0"), (orjson.dumps(canonical("/data/exp/b.h5", "next")), b"k1")])
 
     assert captured.tenant == []
     [(key, empty, headers), _] = captured.dead
