@@ -133,7 +133,10 @@ class Settings:
     web_host: str = "127.0.0.1"
     # how other workers reach this one's web server (routed table views); default from host/port
     canonical_url: str = ""
-    producer_linger_s: float = 0.005
+    # a produce request waits up to this long for more records (throughput vs latency:
+    # docs/benchmarks.md "Latency"); the agents take one record at a time, so a short linger
+    # sends many tiny requests
+    producer_linger_s: float = 0.05
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
     # Largest raw record accepted; anything bigger is dead-lettered, not parsed.
