@@ -35,7 +35,7 @@ async def publish_delivery_counts() -> None:
         return
     counts = dict(observed.unpublished_deliveries)
     observed.unpublished_deliveries.clear()
-    now_ms = int(time.time() * 1000)
+    now_s = time.time()  # faust's producer takes seconds (and converts to Kafka's ms)
     topic = deliveries.get_topic_name()
     for tenant, count in counts.items():
         try:
@@ -44,7 +44,7 @@ async def publish_delivery_counts() -> None:
                 orjson.dumps(tenant),  # as faust's json key serializer writes it
                 str(count).encode(),
                 partition=None,
-                timestamp=now_ms,
+                timestamp=now_s,
                 headers=None,
             )
         except Exception as exc:  # noqa: BLE001 - statistics must never stop deliveries

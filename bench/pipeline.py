@@ -1,0 +1,495 @@
+"""The whole pipeline against a plain loop doing the same work, on the same broker (issue #13).
+
+Throughput (``throughput``): the same raw dCache billing records go through
+(a) a plain aiokafka loop in this process that does exactly the worker's work with the same
+    pure code — normalize, write the canonical event to ``storage.events``, authorize against
+    a PolicyIndex, mint the macaroons, write each tenant copy, sum deliveries per tenant and
+    publish the sums once a second, commit after every output is acknowledged — and
+(b) one or more real ``streamapp worker`` processes (their shipped defaults: uvloop, linger
+    50 ms) seeded with the same datasets and tenants through signed updates.
+Every topic either side writes (canonical, tenant topics, deliveries, dead letters) is created
+before the measured window, with the same partition count. Throughput = raw records / span of
+the output timestamps; CPU = process CPU time (utime+stime) over the window / raw records;
+the machine's load is the 1-minute load average and the CPU the rest of the machine used
+during the window (/proc/stat minus the measured side).
+
+Latency (``latency``): one worker, raw records paced at each rate for ``--seconds``; each
+record's CreateTime is its send time, the tenant topic uses LogAppendTime, so raw -> tenant
+topic latency = append time of the copy - send time of the raw record (one clock).
+
+    .venv/bin/python -m bench.pipeline throughput [--records 100000] [--tenants 1 10]
+        [--repeat 3] [--workers 1]
+    .venv/bin/python -m bench.pipeline latency [--rates 1000 3000] [--seconds 30]
+
+Needs the broker of ``scripts/kafka``. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.authorize import SOURCE, build_index
+from bench.authorize_live import free_port, produce, raw_records, seed_updates, wait_for_policies
+from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.domain.authorize import authorize, authorized_event
+from streamapp.domain.index import PolicyIndex
+from streamapp.domain.normalize import Normalized, normalize
+from streamapp.domain.updates import generate_admin_keypair
+from streamapp.settings import Settings
+
+BOOTSTRAP = "127.0.0.1:19092"
+ROOT = Path(__file__).resolve().parents[1]
+PARTITIONS = 4
+DATASETS = 10
+LINGER_MS = int(Settings().producer_linger_s * 1000)  # the worker's shipped default
+CONTENT = [("content-type", b"application/cloudevents+json")]
+
+
+@dataclass
+class Names:
+    prefix: str
+
+    @property
+    def raw(self) -> str:
+        return f"{self.prefix}.raw"
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.prefix}.storage.events"
+
+    @property
+    def deliveries(self) -> str:
+        return f"{self.prefix}-app-deliveries"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}.deadletter"
+
+    def tenant(self, tenant: str) -> str:
+        return f"{self.prefix}.tenant.{tenant}.events"
+
+
+def receiving_tenants(index: PolicyIndex, values: list[bytes]) -> list[str]:
+    tenants: set[str] = set()
+    for value in values[:2000]:
+        for outcome in normalize(value, SOURCE):
+            if isinstance(outcome, Normalized):
+                tenants |= {d.tenant for d in authorize(outcome.event, index).deliveries}
+    return sorted(tenants)
+
+
+async def create_topics(specs: list[tuple[str, dict[str, str]]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, PARTITIONS, 1, topic_configs=configs) for name, configs in specs]
+        )
+    finally:
+        await admin.close()
+
+
+def output_topics(names: Names, tenants: list[str]) -> list[tuple[str, dict[str, str]]]:
+    return [
+        (names.canonical, {}),
+        (names.deliveries, {}),
+        (names.deadletter, {}),
+        *((names.tenant(t), {}) for t in tenants),
+    ]
+
+
+class MachineCpu:
+    """CPU seconds the whole machine used (all cores, /proc/stat) and the load average."""
+
+    def __init__(self) -> None:
+        self.start = self.busy()
+        self.load_start = os.getloadavg()[0]
+
+    @staticmethod
+    def busy() -> float:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    def used(self) -> float:
+        return self.busy() - self.start
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def output_span(topics: list[str], expected: int, timeout_s: float) -> tuple[float, int]:
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=BOOTSTRAP,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    stamps: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(stamps) < expected and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                stamps.extend(r.timestamp for r in batch)
+    finally:
+        await consumer.stop()
+    if len(stamps) < 2:
+        return float("nan"), len(stamps)
+    return (max(stamps) - min(stamps)) / 1000, len(stamps)
+
+
+async def baseline(names: Names, tenants: int, issuer: TokenIssuer, records: int) -> float:
+    """The plain loop, the worker's work: CPU seconds of this process while it ran."""
+    index = build_index(DATASETS, tenants)
+    consumer = AIOKafkaConsumer(
+        names.raw,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"{names.prefix}-baseline",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=LINGER_MS, acks="all")
+    await consumer.start()
+    await producer.start()
+    counts: Counter[str] = Counter()
+    published = time.monotonic()
+    cpu_start = time.process_time()
+    seen = 0
+    try:
+        while seen < records:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            now = datetime.now(UTC)
+            pending = []
+            for batch in batches.values():
+                for record in batch:
+                    seen += 1
+                    for outcome in normalize(record.value, SOURCE):
+                        if not isinstance(outcome, Normalized):
+                            continue
+                        event = outcome.event
+                        key = event["subject"].encode()
+                        value = orjson.dumps(event)
+                        pending.append(
+                            await producer.send(names.canonical, value, key=key, headers=CONTENT)
+                        )
+                        for delivery in authorize(event, index).deliveries:
+                            tokens = issuer.issue(delivery, event, now)
+                            copy = authorized_event(
+                                event, delivery, tokens.read, tokens.write, tokens.problems
+                            )
+                            pending.append(
+                                await producer.send(
+                                    names.tenant(delivery.tenant),
+                                    orjson.dumps(copy),
+                                    key=key,
+                                    headers=CONTENT,
+                                )
+                            )
+                            counts[delivery.tenant] += 1
+            if time.monotonic() - published >= 1.0 or seen >= records:
+                published = time.monotonic()
+                for tenant, count in counts.items():
+                    pending.append(
+                        await producer.send(
+                            names.deliveries, str(count).encode(), key=orjson.dumps(tenant)
+                        )
+                    )
+                counts.clear()
+            await asyncio.gather(*pending)
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return time.process_time() - cpu_start
+
+
+def worker_env(names: Names, work: Path, public: Path, secrets: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "STREAMAPP_APP_ID": f"{names.prefix}-app",
+        "STREAMAPP_BROKER": f"kafka://{BOOTSTRAP}",
+        "STREAMAPP_RAW_TOPICS": f"{names.raw}={SOURCE}",
+        "STREAMAPP_NORMALIZED_TOPIC": names.canonical,
+        "STREAMAPP_DEADLETTER_TOPIC": names.deadletter,
+        "STREAMAPP_DATASET_UPDATES_TOPIC": f"{names.prefix}.updates.datasets",
+        "STREAMAPP_TENANT_UPDATES_TOPIC": f"{names.prefix}.updates.tenants",
+        "STREAMAPP_UPDATES_AUDIT_TOPIC": f"{names.prefix}.updates.audit",
+        "STREAMAPP_INVOCATIONS_TOPIC": f"{names.prefix}.invocations",
+        "STREAMAPP_TENANT_TOPIC_PATTERN": names.tenant("{tenant}"),
+        "STREAMAPP_ADMIN_PUBLIC_KEYS": str(public),
+        "STREAMAPP_SECRETS_DIR": str(secrets),
+        "STREAMAPP_TOPIC_PARTITIONS": str(PARTITIONS),
+    }
+
+
+class Workers:
+    """``count`` real workers (the console script's defaults), seeded, policies loaded."""
+
+    def __init__(self, names: Names, tenants: int, count: int, work: Path) -> None:
+        self.names, self.tenants, self.count, self.work = names, tenants, count, work
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+
+    async def start(self, private: Path, env: dict[str, str]) -> None:
+        ds, ts = seed_updates(DATASETS, self.tenants, private)
+        await produce(f"{self.names.prefix}.updates.datasets", ds)
+        await produce(f"{self.names.prefix}.updates.tenants", ts)
+        for n in range(self.count):
+            port = free_port()
+            log = (self.work / f"worker-{n}.log").open("wb")
+            self.processes.append(
+                subprocess.Popen(  # noqa: ASYNC220 - started once, waited for below
+                    [
+                        sys.executable,
+                        "-m",
+                        "streamapp",
+                        "worker",
+                        "-l",
+                        "info",
+                        "--web-port",
+                        str(port),
+                    ],
+                    env={**env, "STREAMAPP_DATA_DIR": str(self.work / f"data-{n}")},
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            self.ports.append(port)
+        for port in self.ports:
+            await wait_for_policies(port, DATASETS, 600)
+        await asyncio.sleep(5 if self.count > 1 else 1)  # the group settles
+
+    def cpu_s(self) -> float:
+        return sum(process_cpu_s(p.pid) for p in self.processes)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def throughput_once(records: int, tenants: int, workers: int) -> dict[str, Any]:
+    names_base = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
+    names_app = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
+    index = build_index(DATASETS, tenants)
+    values = raw_records(records, DATASETS)
+    receivers = receiving_tenants(index, values)
+    expected = records * tenants
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        private, public = generate_admin_keypair(work / "keys")
+        secrets = work / "secrets"
+        secrets.mkdir()
+        (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
+        issuer = TokenIssuer(SecretFiles(secrets), "bench", "bench", "", 3600)
+
+        # (a) the plain loop: every topic exists and the input is on the broker first
+        await create_topics([(names_base.raw, {}), *output_topics(names_base, receivers)])
+        await produce(names_base.raw, values)
+        machine = MachineCpu()
+        base_cpu = await baseline(names_base, tenants, issuer, records)
+        base_others = machine.used() - base_cpu
+        base_span, base_count = await output_span(
+            [names_base.tenant(t) for t in receivers], expected, 120
+        )
+        base_load = machine.load_start
+
+        # (b) the workers: same topics made first; the input goes in once policies are loaded
+        await create_topics([(names_app.raw, {}), *output_topics(names_app, receivers)])
+        app = Workers(names_app, tenants, workers, work)
+        try:
+            await app.start(private, worker_env(names_app, work, public, secrets))
+            machine = MachineCpu()
+            cpu_before = app.cpu_s()
+            started = time.monotonic()
+            filler = time.process_time()
+            await produce(names_app.raw, values)
+            filler_cpu = time.process_time() - filler
+            span, count = await output_span(
+                [names_app.tenant(t) for t in receivers], expected, 1800
+            )
+            app_cpu = app.cpu_s() - cpu_before
+            wall = time.monotonic() - started
+            app_others = machine.used() - app_cpu
+            app_load = machine.load_start
+        finally:
+            app.stop()
+    base_rate = records / base_span if base_count >= expected else float("nan")
+    rate = records / span if count >= expected else float("nan")
+    return {
+        "records": records,
+        "tenants": tenants,
+        "workers": workers,
+        "baseline_rec_s": round(base_rate),
+        "worker_rec_s": round(rate),
+        "ratio": round(rate / base_rate, 3),
+        "baseline_cpu_us": round(base_cpu / records * 1e6),
+        "worker_cpu_us": round(app_cpu / records * 1e6),
+        "baseline_others_cpu_pct": round(100 * base_others / max(base_span, 1e-9)),
+        "worker_others_cpu_pct": round(100 * (app_others - filler_cpu) / max(wall, 1e-9)),
+        "load_1m": [round(base_load, 2), round(app_load, 2)],
+        "outputs": [base_count, count],
+    }
+
+
+async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
+    names = Names(f"bench-lat-{uuid.uuid4().hex[:8]}")
+    index = build_index(DATASETS, 1)
+    total = rate * seconds
+    values = raw_records(total, DATASETS)
+    receivers = receiving_tenants(index, values)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        private, public = generate_admin_keypair(work / "keys")
+        secrets = work / "secrets"
+        secrets.mkdir()
+        (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
+        append_time = {"message.timestamp.type": "LogAppendTime"}
+        await create_topics(
+            [
+                (names.raw, {}),
+                (names.canonical, {}),
+                (names.deliveries, {}),
+                (names.deadletter, {}),
+                *((names.tenant(t), append_time) for t in receivers),
+            ]
+        )
+        app = Workers(names, 1, 1, work)
+        try:
+            await app.start(private, worker_env(names, work, public, secrets))
+            sent_at = await paced(names.raw, values, rate)
+            appended = await append_times([names.tenant(t) for t in receivers], total, 120)
+        finally:
+            app.stop()
+    latencies = sorted(appended[k] - sent_at[k] for k in appended if k in sent_at)
+    if not latencies:
+        return {"rate": rate, "records": total, "received": 0}
+
+    def pct(q: float) -> float:
+        return float(latencies[min(len(latencies) - 1, int(q * len(latencies)))])
+
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "records": total,
+        "received": len(latencies),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": float(latencies[-1]),
+        "mean_ms": round(statistics.fmean(latencies), 1),
+    }
+
+
+async def paced(topic: str, values: list[bytes], rate: int) -> dict[str, int]:
+    """Send ``values`` at ``rate`` per second (in 10 ms slices); pnfsid -> send time (ms)."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0, acks=1)
+    await producer.start()
+    sent: dict[str, int] = {}
+    per_slice = max(1, rate // 100)
+    start = time.monotonic()
+    try:
+        for n in range(0, len(values), per_slice):
+            due = start + (n / rate)
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for value in values[n : n + per_slice]:
+                now_ms = int(time.time() * 1000)
+                sent[orjson.loads(value)["pnfsid"]] = now_ms
+                await producer.send(topic, value, timestamp_ms=now_ms)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def append_times(topics: list[str], expected: int, timeout_s: float) -> dict[str, int]:
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    out: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                for record in batch:
+                    out[orjson.loads(record.value)["data"]["pnfsid"]] = record.timestamp
+    finally:
+        await consumer.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    thr = sub.add_parser("throughput")
+    thr.add_argument("--records", type=int, default=100_000)
+    thr.add_argument("--tenants", type=int, nargs="+", default=[1, 10])
+    thr.add_argument("--workers", type=int, nargs="+", default=[1])
+    thr.add_argument("--repeat", type=int, default=3)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
+    lat.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    if args.mode == "latency":
+        for rate in args.rates:
+            print(json.dumps(asyncio.run(latency_once(rate, args.seconds))), flush=True)
+        return
+    for workers in args.workers:
+        for tenants in args.tenants:
+            runs = []
+            for _ in range(args.repeat):
+                runs.append(asyncio.run(throughput_once(args.records, tenants, workers)))
+                print(json.dumps(runs[-1]), flush=True)
+            ratios = [r["ratio"] for r in runs]
+            cpu = [r["worker_cpu_us"] for r in runs]
+            print(
+                json.dumps(
+                    {
+                        "summary": f"workers={workers} tenants={tenants}",
+                        "median_ratio": statistics.median(ratios),
+                        "median_worker_rec_s": statistics.median(r["worker_rec_s"] for r in runs),
+                        "median_baseline_rec_s": statistics.median(
+                            r["baseline_rec_s"] for r in runs
+                        ),
+                        "median_worker_cpu_us": statistics.median(cpu),
+                        "median_baseline_cpu_us": statistics.median(
+                            r["baseline_cpu_us"] for r in runs
+                        ),
+                    }
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
