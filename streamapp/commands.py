@@ -383,15 +383,16 @@ async def tenants(  # noqa: PLR0917 - faust passes CLI options positionally
                 settings.bootstrap_servers, TABLES["tenant"].changelog_topic.get_topic_name()
             )
             applied = tenant_credentials.applied_tenants(held)
-            name = user or default_principal(tenant, applied).removeprefix("User:")
+            name = user or default_principal(tenant, applied.policies).removeprefix("User:")
             admin = KafkaAdmin(confluent_config(settings))
             issued = await tenant_credentials.run(
                 admin,
                 action,
                 tenant,
                 name,
-                tenants=applied,
+                tenants=applied.policies,
                 reserved=settings.kafka_reserved_principals,
+                removed=applied.removed,
             )
             if issued is None:
                 print(f"deleted the credential of User:{name}", file=sys.stderr)

@@ -83,14 +83,27 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _tenant_pattern(pattern: str) -> str:
-    if "{tenant}" not in pattern:
-        raise SettingsError(f"{ENV_PREFIX}TENANT_TOPIC_PATTERN={pattern!r} lacks {{tenant}}")
+    if pattern.count("{tenant}") != 1:
+        raise SettingsError(
+            f"{ENV_PREFIX}TENANT_TOPIC_PATTERN={pattern!r} must hold {{tenant}} exactly once"
+        )
+    if pattern == "{tenant}":
+        # every topic name would look like a tenant's: the ACL agent could not tell them apart
+        raise SettingsError(
+            f"{ENV_PREFIX}TENANT_TOPIC_PATTERN needs a fixed part besides {{tenant}}"
+        )
     return pattern
 
 
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(ENV_PREFIX + name)
     return default if raw is None or raw == "" else raw
+
+
+def _at_least(value: float, minimum: float, name: str) -> float:
+    if not value >= minimum:  # NaN too
+        raise SettingsError(f"{ENV_PREFIX}{name}={value} is below {minimum}")
+    return value
 
 
 def _principals(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -271,7 +284,11 @@ class Settings:
             if env.get(ENV_PREFIX + "KAFKA_SSL_CAFILE")
             else None,
             kafka_acls_enabled=_str(env, "KAFKA_ACLS", "false").lower() in ("1", "true", "yes"),
-            kafka_acl_interval_s=_float(env, "KAFKA_ACL_INTERVAL", defaults.kafka_acl_interval_s),
+            kafka_acl_interval_s=_at_least(
+                _float(env, "KAFKA_ACL_INTERVAL", defaults.kafka_acl_interval_s),
+                1.0,
+                "KAFKA_ACL_INTERVAL",
+            ),
             kafka_acl_unmanaged_principals=_principals(env, "KAFKA_ACL_UNMANAGED_PRINCIPALS"),
         )
 

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from streamapp.clients.kafka_admin import KafkaAdmin, KafkaAdminError, new_scram_password
 from streamapp.domain.kafka_acls import credential_refusal
@@ -57,10 +57,25 @@ def check_names(tenant: str, user: str) -> None:
         raise CredentialError(f"{user!r} is not a usable Kafka user name")
 
 
+class SecretFile:
+    """A new file, 0600 from its creation on (an existing file is never overwritten), created
+    before anything changes on the broker. ``write`` makes the secret durable at once; from
+    then on the file is kept whatever happens, since it may hold the only copy of a password
+    the broker already has."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd, self.written = path, fd, False
+
+    def write(self, text: str) -> None:
+        os.write(self._fd, text.encode())
+        os.fsync(self._fd)
+        self.written = True
+
+
 @contextlib.contextmanager
-def secret_file(path: Path | None) -> Iterator[IO[str] | None]:
-    """A new file, 0600 from its creation on (an existing file is never overwritten), opened
-    before anything changes on the broker; removed again when the command fails."""
+def secret_file(path: Path | None) -> Iterator[SecretFile | None]:
+    """The ``--output`` file (None: print instead); removed again if the command fails before
+    writing to it."""
     if path is None:
         yield None
         return
@@ -70,28 +85,46 @@ def secret_file(path: Path | None) -> Iterator[IO[str] | None]:
         raise CredentialError(f"{path} exists: choose a new file") from None
     except OSError as exc:
         raise CredentialError(f"cannot create {path}: {exc.strerror}") from None
-    file = os.fdopen(fd, "w", encoding="utf-8")
+    file = SecretFile(path, fd)
     try:
         yield file
     except BaseException:
-        file.close()
-        path.unlink(missing_ok=True)
+        if not file.written:
+            path.unlink(missing_ok=True)
         raise
-    file.close()
+    finally:
+        os.close(fd)
 
 
-def applied_tenants(entries: Mapping[str, Any]) -> dict[str, TenantPolicy]:
-    """The tenant policies the workers applied (tenants changelog entries), deleted ones left
-    out. An entry that no longer parses counts as a policy naming no principal."""
+@dataclass(frozen=True, slots=True)
+class AppliedTenants:
+    """The tenants table as the workers applied it: live policies, and tenants deleted."""
+
+    policies: dict[str, TenantPolicy]
+    removed: frozenset[str]
+
+
+def applied_tenants(entries: Mapping[str, Any]) -> AppliedTenants:
+    """The tenant policies the workers applied (tenants changelog entries). An entry that does
+    not parse any more makes the command refuse to act (fail closed): the workers keep such a
+    tenant's previous policy, which the changelog no longer shows."""
     tenants: dict[str, TenantPolicy] = {}
+    removed: set[str] = set()
     for name, entry in entries.items():
-        if not isinstance(entry, dict) or entry.get("deleted") or entry.get("spec") is None:
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise CredentialError(f"tenant {name!r}: unreadable table entry")
+        if entry.get("deleted") or entry.get("spec") is None:
+            removed.add(name)
             continue
         try:
             tenants[name] = parse_tenant(entry["spec"])
-        except PolicyError:
-            tenants[name] = TenantPolicy(tenant=name)
-    return tenants
+        except PolicyError as exc:
+            raise CredentialError(
+                f"tenant {name!r}: its applied policy no longer parses ({exc}); fix it first"
+            ) from None
+    return AppliedTenants(tenants, frozenset(removed))
 
 
 async def run(
@@ -102,11 +135,12 @@ async def run(
     *,
     tenants: Mapping[str, TenantPolicy],
     reserved: frozenset[str],
+    removed: frozenset[str] = frozenset(),
 ) -> Issued | None:
     """Create, rotate or delete ``user``'s credential; the new credential, or None (delete).
     Refused before any broker call unless ``User:<user>`` is ``tenant``'s own principal."""
     check_names(tenant, user)
-    refusal = credential_refusal(action, tenant, f"User:{user}", tenants, reserved)
+    refusal = credential_refusal(action, tenant, f"User:{user}", tenants, reserved, removed=removed)
     if refusal is not None:
         raise CredentialError(refusal)
     try:

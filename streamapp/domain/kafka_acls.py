@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from streamapp.domain.policy import NAME_PATTERN, Dataset, TenantPolicy
+from streamapp.domain.policy import NAME_PATTERN, Dataset, TenantPolicy, principal_of_tenant
 
 GROUP_SEPARATOR: Final = ":"  # not in tenant names ([a-z0-9._-]): group prefixes never nest
 TOPIC: Final = "TOPIC"
@@ -134,14 +134,28 @@ UNKNOWN: Final = "UNKNOWN"  # what the admin client reports for a type it cannot
 
 def tenant_resource(acl: AclEntry, scope: AclScope, tenants: Iterable[str] = ()) -> bool:
     """True when ``acl``'s resource is, or may cover, a tenant's stream or consumer groups: a
-    tenant topic (literal, prefixed or ``*``) or a group under a tenant's ``<t>:`` prefix."""
+    tenant topic (literal, prefixed or ``*``) or a group under a tenant's ``<t>:`` prefix.
+
+    Never a protected (service) topic. With a topic pattern that starts with a fixed part
+    (``tenant.{tenant}.events``) every name of that shape counts, so the topic of a tenant
+    removed while no leader watched is still cleaned up; with a pattern that starts with the
+    tenant's name (``{tenant}.events``) only the topics of tenants in the table do, since
+    other services' topics share that shape. Groups: only those of tenants in the table."""
+    known = set(tenants)
     lead, _, trail = scope.tenant_topic("\0").partition("\0")
     name = acl.resource_name
     if name == "*":
         return acl.resource_type in (TOPIC, GROUP)
     if acl.resource_type == TOPIC:
+        topics = [scope.tenant_topic(t) for t in sorted(known)]
         if acl.pattern_type == PREFIXED:
-            return name.startswith(lead) or lead.startswith(name)
+            if any(topic.startswith(name) and not scope.protected(topic) for topic in topics):
+                return True
+            return bool(lead) and (name.startswith(lead) or lead.startswith(name))
+        if scope.protected(name):
+            return False
+        if not lead:
+            return name in topics
         middle = name[len(lead) : len(name) - len(trail)] if trail else name[len(lead) :]
         return (
             len(name) > len(lead) + len(trail)
@@ -151,10 +165,10 @@ def tenant_resource(acl: AclEntry, scope: AclScope, tenants: Iterable[str] = ())
         )
     if acl.resource_type == GROUP:
         head, separator, _ = name.partition(GROUP_SEPARATOR)
-        if separator and NAME_PATTERN.fullmatch(head):
+        if separator and head in known:
             return True
         if acl.pattern_type == PREFIXED:
-            return any(group_prefix(t).startswith(name) for t in tenants)
+            return any(group_prefix(t).startswith(name) for t in known)
     return False
 
 
@@ -223,14 +237,23 @@ def credential_refusal(
     principal: str,
     tenants: Mapping[str, TenantPolicy],
     reserved: frozenset[str],
+    *,
+    removed: frozenset[str] = frozenset(),
 ) -> str | None:
     """Why the operator command may not create, rotate or delete ``principal``'s SCRAM
-    credential for ``tenant`` (None: it may). A credential is the tenant's only when its policy
-    names the principal and no other tenant does; the platform's own principals (workers,
-    operator, broker, super users listed in the settings) are never a tenant's, whatever a
-    policy says, so the command can never replace or delete their passwords."""
+    credential for ``tenant`` (None: it may). A credential is the tenant's only when the
+    principal is in the tenant's namespace (``User:<t>`` or ``User:<t>@…``), its policy names
+    it and no other tenant's does; the platform's own principals are never a tenant's,
+    whatever a policy says, so the command can never replace or delete their passwords.
+    Deleting the credential of a tenant that was removed (``removed``: deleted in the table)
+    is allowed for its namespace."""
     if principal in reserved:
         return f"{principal} is reserved for the platform (workers, operator, broker)"
+    if not principal_of_tenant(principal, tenant):
+        return (
+            f"{principal} is not in tenant {tenant}'s namespace "
+            f"('User:{tenant}' or 'User:{tenant}@<suffix>')"
+        )
     others = sorted(
         name
         for name, policy in tenants.items()
@@ -241,8 +264,8 @@ def credential_refusal(
     policy = tenants.get(tenant)
     if policy is not None and principal in policy.kafka_principals:
         return None
-    if action == "delete" and policy is None:
-        return None  # the tenant is gone and nobody claims the principal: cleaning up is fine
+    if action == "delete" and policy is None and tenant in removed:
+        return None  # cleaning up after a removed tenant
     return (
         f"tenant {tenant}'s policy does not name {principal}: add it to kafka_principals "
         "(a signed update) first"

@@ -363,7 +363,15 @@ def _subscription(obj: Any, where: str, default_lifetime: int) -> Subscription:
     )
 
 
-def _kafka_principals(value: Any) -> tuple[str, ...]:
+def principal_of_tenant(principal: str, tenant: str) -> bool:
+    """A tenant's Kafka principals live in its own namespace: ``User:<tenant>`` or
+    ``User:<tenant>@<suffix>`` ('@' is in no tenant name, so no two tenants' namespaces
+    overlap, and no tenant can name a service's or another tenant's user)."""
+    name = principal.removeprefix("User:")
+    return name == tenant or (name.startswith(f"{tenant}@") and len(name) > len(tenant) + 1)
+
+
+def _kafka_principals(value: Any, tenant: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -376,6 +384,12 @@ def _kafka_principals(value: Any) -> tuple[str, ...]:
                 f"kafka_principals[{i}]",
                 f"{item!r} is not a Kafka principal 'User:<name>' (letters, digits, '.', '_', "
                 "'@', '-'; ≤ 128; no wildcard)",
+            )
+        if not principal_of_tenant(item, tenant):
+            raise PolicyError(
+                f"kafka_principals[{i}]",
+                f"{item!r} is not in tenant {tenant}'s namespace: 'User:{tenant}' or "
+                f"'User:{tenant}@<suffix>'",
             )
     return tuple(dict.fromkeys(value))
 
@@ -417,7 +431,7 @@ def parse_tenant(obj: Any) -> TenantPolicy:
         subscriptions=tuple(subscriptions),
         triggers=triggers,
         limits=limits,
-        kafka_principals=_kafka_principals(obj.get("kafka_principals")),
+        kafka_principals=_kafka_principals(obj.get("kafka_principals"), tenant),
         raw=dict(obj),
     )
 

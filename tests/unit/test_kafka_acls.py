@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,21 @@ def tables(draw: Any) -> tuple[dict[str, TenantPolicy], dict[str, Dataset]]:
     tenants: dict[str, TenantPolicy] = {}
     for name in tenant_names:
         subs = draw(st.lists(st.sampled_from(ids), unique=True, max_size=3))
-        principals = draw(st.lists(st.sampled_from(PRINCIPALS), unique=True, max_size=3))
-        tenants[name] = parse_tenant(
+        own = [f"User:{name}", f"User:{name}@monitor", f"User:{name}@flink"]
+        principals = draw(st.lists(st.sampled_from(own), unique=True, max_size=3))
+        policy = parse_tenant(
             {
                 "tenant": name,
                 "subscriptions": [{"dataset": d} for d in subs],
                 "kafka_principals": principals,
             }
         )
+        if draw(st.booleans()):
+            # a table written before principals were namespaced (or by a buggy tool): any
+            # names, shared and reserved ones included — the decision must still hold
+            foreign = draw(st.lists(st.sampled_from(PRINCIPALS), unique=True, max_size=3))
+            policy = dataclasses.replace(policy, kafka_principals=tuple(foreign))
+        tenants[name] = policy
     return tenants, datasets
 
 
@@ -235,7 +243,7 @@ def test_other_services_and_operator_denies_are_left_alone() -> None:
     sc = scope()
     service_topic = AclEntry("User:svc", TOPIC, "svc.in", LITERAL, READ)
     service_group = AclEntry("User:svc", GROUP, "svc-consumers", PREFIXED, READ)
-    deny = AclEntry("User:alice", TOPIC, "tenant.a.events", LITERAL, READ, DENY)
+    deny = AclEntry("User:a@alice", TOPIC, "tenant.a.events", LITERAL, READ, DENY)
     on_tenant = AclEntry("User:svc", TOPIC, "tenant.a.events", LITERAL, READ)
     wildcard = AclEntry("User:svc", TOPIC, "*", LITERAL, READ)
     prefixed = AclEntry("User:svc", TOPIC, "tenant.a", PREFIXED, READ)
@@ -245,7 +253,7 @@ def test_other_services_and_operator_denies_are_left_alone() -> None:
         {service_topic, service_group, deny, on_tenant, wildcard, prefixed, group_of_a},
         sc,
         None,
-        {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]})},
+        {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:a@alice"]})},
     )
     assert steps.delete == {on_tenant, wildcard, prefixed, group_of_a}
     assert steps.drift == steps.delete
@@ -253,13 +261,13 @@ def test_other_services_and_operator_denies_are_left_alone() -> None:
 
 def test_an_acl_the_client_cannot_name_is_stuck_not_sent() -> None:
     sc = scope()
-    token = AclEntry("User:alice", UNKNOWN, "alice", LITERAL, UNKNOWN)
+    token = AclEntry("User:a@alice", UNKNOWN, "alice", LITERAL, UNKNOWN)
     steps = plan(
         frozenset(),
         {token},
         sc,
         None,
-        {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]})},
+        {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:a@alice"]})},
     )
     assert steps.stuck == {token}
     assert not steps.delete
@@ -268,19 +276,22 @@ def test_an_acl_the_client_cannot_name_is_stuck_not_sent() -> None:
 @pytest.mark.parametrize(
     ("action", "tenant", "principal", "refused"),
     [
-        ("create", "a", "User:alice", None),
-        ("rotate", "a", "User:alice", None),
-        ("delete", "a", "User:alice", None),
+        ("create", "a", "User:a@reader", None),
+        ("rotate", "a", "User:a@reader", None),
+        ("delete", "a", "User:a@reader", None),
         ("create", "a", "User:operator", "reserved"),
         ("rotate", "a", "User:streamapp", "reserved"),
         ("delete", "a", "User:broker", "reserved"),
         ("create", "gone", "User:controller", "reserved"),
-        ("create", "a", "User:bob", "tenant b's policy"),
-        ("delete", "gone", "User:bob", "tenant b's policy"),
+        ("create", "a", "User:b", "namespace"),
+        ("delete", "gone", "User:b", "namespace"),
+        ("delete", "gone", "User:s3-gateway", "namespace"),
         ("create", "a", "User:a", "does not name"),
         ("create", "gone", "User:gone", "does not name"),
         ("rotate", "gone", "User:gone", "does not name"),
-        ("delete", "gone", "User:gone", None),  # tenant removed, nobody claims it: cleanup
+        ("delete", "gone", "User:gone", None),  # a removed tenant's namespace: cleanup
+        ("delete", "gone", "User:gone@x", None),
+        ("delete", "never", "User:never", "does not name"),  # never a tenant: not ours
         ("delete", "a", "User:a", "does not name"),
     ],
 )
@@ -288,11 +299,13 @@ def test_credentials_only_for_a_tenants_own_principal(
     action: str, tenant: str, principal: str, refused: str | None
 ) -> None:
     tenants = {
-        "a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]}),
-        "b": parse_tenant({"tenant": "b", "kafka_principals": ["User:bob"]}),
+        "a": parse_tenant({"tenant": "a", "kafka_principals": ["User:a@reader"]}),
+        "b": parse_tenant({"tenant": "b", "kafka_principals": ["User:b"]}),
     }
     reserved = Settings.from_env({}).kafka_reserved_principals
-    reason = credential_refusal(action, tenant, principal, tenants, reserved)
+    reason = credential_refusal(
+        action, tenant, principal, tenants, reserved, removed=frozenset({"gone"})
+    )
     if refused is None:
         assert reason is None
     else:
@@ -301,9 +314,9 @@ def test_credentials_only_for_a_tenants_own_principal(
 
 
 def test_default_principal_is_the_policys_only_one() -> None:
-    one = {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]})}
-    two = {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:x", "User:y"]})}
-    assert default_principal("a", one) == "User:alice"
+    one = {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:a@reader"]})}
+    two = {"a": parse_tenant({"tenant": "a", "kafka_principals": ["User:a@x", "User:a@y"]})}
+    assert default_principal("a", one) == "User:a@reader"
     assert default_principal("a", two) == "User:a"
     assert default_principal("gone", one) == "User:gone"
 
@@ -377,7 +390,7 @@ def test_service_topic_pattern_is_never_granted() -> None:
             {
                 "tenant": "storage",
                 "subscriptions": [{"dataset": "d"}],
-                "kafka_principals": ["User:x"],
+                "kafka_principals": ["User:storage"],
             }
         )
     }
@@ -397,6 +410,11 @@ def test_service_topic_pattern_is_never_granted() -> None:
         "User:a,b",
         "User:" + "x" * 200,
         7,
+        "User:other",  # another name: not in tenant t's namespace
+        "User:t-2",  # tenant t-2's user
+        "User:t.b",  # tenant t.b's user
+        "User:tx",
+        "User:t@",
     ],
 )
 def test_policy_refuses_unusable_principals(value: object) -> None:
@@ -405,9 +423,9 @@ def test_policy_refuses_unusable_principals(value: object) -> None:
 
 
 def test_policy_keeps_principals_in_canonical_form() -> None:
-    policy = parse_tenant({"tenant": "t", "kafka_principals": ["User:t", "User:t", "User:t-2"]})
-    assert policy.kafka_principals == ("User:t", "User:t-2")
-    assert policy.canonical()["kafka_principals"] == ["User:t", "User:t-2"]
+    policy = parse_tenant({"tenant": "t", "kafka_principals": ["User:t", "User:t", "User:t@2"]})
+    assert policy.kafka_principals == ("User:t", "User:t@2")
+    assert policy.canonical()["kafka_principals"] == ["User:t", "User:t@2"]
     with pytest.raises(PolicyError, match=r"^kafka_principals:"):
         parse_tenant({"tenant": "t", "kafka_principals": "User:t"})
 
@@ -448,3 +466,54 @@ def test_client_options_read_the_password_file(tmp_path: Path) -> None:
     with pytest.raises(KafkaAuthError) as info:
         aiokafka_options(configured)
     assert "pw-from-file" not in str(info.value)
+
+
+def settings_scope(pattern: str) -> AclScope:
+    configured = Settings.from_env({"STREAMAPP_TENANT_TOPIC_PATTERN": pattern})
+    protected = {
+        *configured.raw_topics,
+        configured.normalized_topic,
+        configured.deadletter_topic,
+        configured.dcache_events_topic,
+    }
+    return AclScope(
+        tenant_topic=configured.tenant_topic,
+        reserved_principals=configured.kafka_reserved_principals,
+        protected_topics=frozenset(protected),
+        protected_prefixes=("__", f"{configured.app_id}-"),
+    )
+
+
+@pytest.mark.parametrize("pattern", ["tenant.{tenant}.events", "{tenant}.events", "t-{tenant}"])
+def test_other_services_acls_survive_any_topic_pattern(pattern: str) -> None:
+    """Found by review: with ``{tenant}.events`` the raw topics dcache.events and s3.events
+    looked like tenant topics, and every prefixed ACL and every ``x:`` group counted as the
+    agent's, so a first pass deleted the storage systems' WRITE ACLs."""
+    tenants = {"petra3": parse_tenant({"tenant": "petra3", "kafka_principals": ["User:petra3"]})}
+    services = {
+        AclEntry("User:s3-gateway", TOPIC, "s3.events", LITERAL, "WRITE"),
+        AclEntry("User:dcache-door", TOPIC, "dcache.events", LITERAL, "WRITE"),
+        AclEntry("User:billing", TOPIC, "billing-", PREFIXED, "WRITE"),
+        AclEntry("User:billing", TOPIC, "billing.orders", LITERAL, READ),
+        AclEntry("User:billing", GROUP, "billing:workers", LITERAL, READ),
+    }
+    sc = settings_scope(pattern)
+    exposing = {
+        AclEntry("User:svc", TOPIC, sc.tenant_topic("petra3"), LITERAL, READ),
+        AclEntry("User:svc", GROUP, "petra3:", PREFIXED, READ),
+        AclEntry("User:svc", TOPIC, sc.tenant_topic("petra3")[:4], PREFIXED, READ),
+    }
+    steps = plan(frozenset(), services | exposing, sc, None, tenants)
+    assert steps.delete == exposing
+
+
+@pytest.mark.parametrize("pattern", ["{tenant}", "{tenant}.{tenant}", "tenant.events"])
+def test_a_topic_pattern_must_hold_the_tenant_once_with_a_fixed_part(pattern: str) -> None:
+    with pytest.raises(SettingsError, match="TENANT_TOPIC_PATTERN"):
+        Settings.from_env({"STREAMAPP_TENANT_TOPIC_PATTERN": pattern})
+
+
+@pytest.mark.parametrize("interval", ["0", "0.2", "-1", "nan"])
+def test_the_acl_interval_has_a_floor(interval: str) -> None:
+    with pytest.raises(SettingsError, match="KAFKA_ACL_INTERVAL"):
+        Settings.from_env({"STREAMAPP_KAFKA_ACL_INTERVAL": interval})

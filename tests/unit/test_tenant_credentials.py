@@ -19,8 +19,8 @@ from streamapp.tenant_credentials import CredentialError, applied_tenants, run, 
 
 RESERVED = Settings.from_env({}).kafka_reserved_principals
 TENANTS = {
-    "a": parse_tenant({"tenant": "a", "kafka_principals": ["User:alice"]}),
-    "b": parse_tenant({"tenant": "b", "kafka_principals": ["User:bob"]}),
+    "a": parse_tenant({"tenant": "a", "kafka_principals": ["User:a@alice"]}),
+    "b": parse_tenant({"tenant": "b", "kafka_principals": ["User:b"]}),
 }
 
 
@@ -49,10 +49,10 @@ def admin(users: set[str]) -> tuple[RecordingAdmin, KafkaAdmin]:
 
 @pytest.mark.parametrize(
     ("action", "user"),
-    [("rotate", "operator"), ("delete", "streamapp"), ("create", "controller"), ("rotate", "bob")],
+    [("rotate", "operator"), ("delete", "streamapp"), ("create", "controller"), ("rotate", "b")],
 )
 async def test_platform_and_other_tenants_users_are_never_touched(action: str, user: str) -> None:
-    recording, client = admin({"operator", "streamapp", "controller", "bob"})
+    recording, client = admin({"operator", "streamapp", "controller", "b"})
     with pytest.raises(CredentialError):
         await run(client, action, "a", user, tenants=TENANTS, reserved=RESERVED)
     assert recording.calls == []  # refused before the broker was asked anything
@@ -60,14 +60,14 @@ async def test_platform_and_other_tenants_users_are_never_touched(action: str, u
 
 async def test_own_principal_is_created_rotated_deleted() -> None:
     recording, client = admin(set())
-    issued = await run(client, "create", "a", "alice", tenants=TENANTS, reserved=RESERVED)
+    issued = await run(client, "create", "a", "a@alice", tenants=TENANTS, reserved=RESERVED)
     assert issued is not None
-    assert issued.user == "alice"
+    assert issued.user == "a@alice"
     assert len(issued.password) >= 40
-    rotated = await run(client, "rotate", "a", "alice", tenants=TENANTS, reserved=RESERVED)
+    rotated = await run(client, "rotate", "a", "a@alice", tenants=TENANTS, reserved=RESERVED)
     assert rotated is not None
     assert rotated.password != issued.password
-    assert await run(client, "delete", "a", "alice", tenants=TENANTS, reserved=RESERVED) is None
+    assert await run(client, "delete", "a", "a@alice", tenants=TENANTS, reserved=RESERVED) is None
     assert [c[0] for c in recording.calls] == [
         "exists",
         "upsert",
@@ -79,10 +79,10 @@ async def test_own_principal_is_created_rotated_deleted() -> None:
 
 
 async def test_create_refuses_an_existing_credential() -> None:
-    recording, client = admin({"alice"})
+    recording, client = admin({"a@alice"})
     with pytest.raises(CredentialError, match="use rotate"):
-        await run(client, "create", "a", "alice", tenants=TENANTS, reserved=RESERVED)
-    assert ("upsert", "alice") not in recording.calls
+        await run(client, "create", "a", "a@alice", tenants=TENANTS, reserved=RESERVED)
+    assert ("upsert", "a@alice") not in recording.calls
 
 
 def test_output_file_is_claimed_first_and_removed_on_failure(tmp_path: Path) -> None:
@@ -107,23 +107,41 @@ def test_output_file_is_claimed_first_and_removed_on_failure(tmp_path: Path) -> 
 
     with secret_file(fresh) as file:
         assert file is not None
-        file.write("username=alice\n")
-    assert fresh.read_text() == "username=alice\n"
+        file.write("username=a@alice\n")
+    assert fresh.read_text() == "username=a@alice\n"
     assert fresh.stat().st_mode & 0o777 == 0o600
 
 
-def test_applied_tenants_skip_deleted_and_keep_unparseable_as_principal_less() -> None:
+def test_a_written_secret_is_kept_whatever_fails_after(tmp_path: Path) -> None:
+    """Once the broker holds the new password, the file may hold its only copy."""
+    path = tmp_path / "issued"
+
+    def fail_after_writing() -> None:
+        with secret_file(path) as file:
+            assert file is not None
+            file.write("password=only-copy\n")
+            raise BrokenPipeError("stderr went away")
+
+    with pytest.raises(BrokenPipeError):
+        fail_after_writing()
+    assert path.read_text() == "password=only-copy\n"
+
+
+def test_applied_tenants_skip_deleted_ones_and_refuse_an_unparseable_one() -> None:
     entries: dict[str, Any] = {
         "a": {
             "version": 1,
             "deleted": False,
-            "spec": {"tenant": "a", "kafka_principals": ["User:alice"]},
+            "spec": {"tenant": "a", "kafka_principals": ["User:a@alice"]},
         },
         "gone": {"version": 2, "deleted": True, "spec": None},
-        "odd": {"version": 3, "deleted": False, "spec": {"tenant": "odd", "bogus": 1}},
         "tomb": None,
     }
-    tenants = applied_tenants(entries)
-    assert set(tenants) == {"a", "odd"}
-    assert tenants["a"].kafka_principals == ("User:alice",)
-    assert tenants["odd"].kafka_principals == ()
+    applied = applied_tenants(entries)
+    assert set(applied.policies) == {"a"}
+    assert applied.policies["a"].kafka_principals == ("User:a@alice",)
+    assert applied.removed == {"gone"}
+    # the workers keep such a tenant's previous policy, which the changelog no longer shows
+    odd = {**entries, "odd": {"version": 3, "deleted": False, "spec": {"tenant": "odd", "x": 1}}}
+    with pytest.raises(CredentialError, match="odd"):
+        applied_tenants(odd)
