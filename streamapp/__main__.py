@@ -1,29 +1,44 @@
 """Console script ``streamapp``: faust's CLI with streamapp's commands.
 
-The event loop defaults to uvloop (faust's own default is asyncio's): ``-L``/``--loop`` on the
-command line, or ``STREAMAPP_LOOP=aio``, choose another.
+The event loop is uvloop unless ``-L aio`` / ``--loop aio`` or ``STREAMAPP_LOOP=aio`` say
+otherwise. faust-streaming 0.15 accepts ``-L`` but never acts on it (its CLI only records the
+choice), so the loop policy is installed here, before faust creates its loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-
-from streamapp.app import app
+from collections.abc import Mapping
 
 DEFAULT_LOOP = "uvloop"
 
 
-def with_default_loop(argv: list[str], env: dict[str, str] | os._Environ[str]) -> list[str]:
-    """``argv`` with ``-L <loop>`` added before the command unless a loop is chosen already."""
-    if any(arg in ("-L", "--loop") or arg.startswith("--loop=") for arg in argv[1:]):
-        return argv
-    loop = env.get("STREAMAPP_LOOP", "") or DEFAULT_LOOP
-    return [argv[0], "-L", loop, *argv[1:]]
+def chosen_loop(argv: list[str], env: Mapping[str, str]) -> str:
+    """The loop named by ``-L X`` / ``--loop X`` / ``--loop=X`` before the command, else
+    ``STREAMAPP_LOOP``, else uvloop."""
+    for index, arg in enumerate(argv[1:], start=1):
+        if arg in ("-L", "--loop") and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--loop="):
+            return arg.split("=", 1)[1]
+        if not arg.startswith("-"):
+            break  # the command: options after it are the command's
+    return env.get("STREAMAPP_LOOP", "") or DEFAULT_LOOP
+
+
+def install_loop(name: str) -> None:
+    if name == "uvloop":
+        import uvloop  # noqa: PLC0415 - only when chosen
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def main() -> None:
-    sys.argv = with_default_loop(sys.argv, os.environ)
+    install_loop(chosen_loop(sys.argv, os.environ))
+    from streamapp.app import app  # noqa: PLC0415 - after the loop policy is in place
+
     app.main()
 
 
