@@ -14,18 +14,27 @@ queue) -> the rest of the coroutine, continued where it stopped, goes through mo
 ``wait_first`` exactly as before, so suspension, stop, crash and cancellation behave as they
 did. Exceptions are raised as before.
 
+Second, aiokafka's key -> partition hash: its ``murmur2`` (the Java client's MurmurHash2,
+so a key lands on the partition a Java producer would choose) mixes one byte at a time with a
+mask after every operation, ~5 % of a worker's CPU. ``murmur2`` here reads 4-byte words with
+``struct`` and masks only where a value can exceed 32 bits (2x faster): the same function,
+property-tested against aiokafka's for every length and byte; and recent keys are remembered,
+since an event's canonical record and every tenant copy share the key.
+
 ``apply`` refuses another faust minor version; tests/unit/test_faust_speedups.py checks the
-source of the replaced member and of the call site, and the behaviour of both paths.
+source of each replaced member and of the call site, and the behaviour of both paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import struct
 import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+from aiokafka import partitioner as aiokafka_partitioner
 from faust.transport import consumer as faust_consumer
 from mode.services import WaitResults
 
@@ -61,6 +70,55 @@ def apply() -> None:
         return await original(self, *coros, timeout=timeout)
 
     consumer.wait_first = wait_first  # type: ignore[method-assign]
+
+    REPLACED["aiokafka.partitioner.murmur2"] = aiokafka_partitioner.murmur2
+    aiokafka_partitioner.murmur2 = recent_murmur2  # DefaultPartitioner looks it up there
+
+
+_RECENT: dict[bytes, int] = {}
+_RECENT_MAX = 4096
+
+
+def recent_murmur2(data: bytes) -> int:
+    """``murmur2`` remembering recent keys: an event's canonical record and each tenant's copy
+    share its key (the object's path), so with N tenants a key is hashed N + 1 times."""
+    value = _RECENT.get(data)
+    if value is None:
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.clear()
+        value = _RECENT[data] = murmur2(data)
+    return value
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS: dict[int, struct.Struct] = {}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as aiokafka computes it."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    words = length >> 2
+    if words:
+        unpack = _WORDS.get(words)
+        if unpack is None:
+            unpack = _WORDS.setdefault(words, struct.Struct(f"<{words}I"))
+        for word in unpack.unpack_from(data):
+            k = (word * _M) & _MASK
+            k ^= k >> 24
+            h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        base = length & ~3
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
 
 
 def _may_step(service: Any, first: Any) -> bool:

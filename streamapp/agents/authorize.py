@@ -33,7 +33,7 @@ from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent, EventFormatError, parse_canonical
-from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS
+from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS, child
 from streamapp.tables import policy_index
 from streamapp.topics import dead_letters, tenant_events
 
@@ -88,12 +88,12 @@ async def deliver_event(event: CanonicalEvent, origin: Origin) -> None:
         await _dead_letter(origin, f"authorization failed: {_describe(exc)}")
         return
     if decision.ownership is None:
-        AUTHORIZED_EVENTS.labels("unowned").inc()
+        child(AUTHORIZED_EVENTS, "unowned").inc()
         return
     if not decision.deliveries:
-        AUTHORIZED_EVENTS.labels("denied").inc()
+        child(AUTHORIZED_EVENTS, "denied").inc()
         return
-    AUTHORIZED_EVENTS.labels("delivered").inc()
+    child(AUTHORIZED_EVENTS, "delivered").inc()
     now = datetime.now(UTC)
     key = event["subject"].encode()
     for delivery in decision.deliveries:
@@ -175,8 +175,8 @@ def _describe(exc: BaseException) -> str:
 
 def _count_tokens(read: bool, write: bool, problems: Sequence[str]) -> None:
     if read:
-        TOKENS.labels("read", "minted").inc()
+        child(TOKENS, "read", "minted").inc()
     if write:
-        TOKENS.labels("write", "minted").inc()
+        child(TOKENS, "write", "minted").inc()
     if problems:
-        TOKENS.labels("any", "not_minted").inc(len(problems))
+        child(TOKENS, "any", "not_minted").inc(len(problems))

@@ -36,7 +36,7 @@ from streamapp.app import app, settings
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE
 from streamapp.domain.normalize import Normalized, Rejected, normalize
-from streamapp.metrics import INGEST_EVENTS, INGEST_RECORDS
+from streamapp.metrics import INGEST_EVENTS, INGEST_RECORDS, child
 from streamapp.topics import dead_letters, raw_storage_records, storage_events
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ async def ingest_record(record: RawRecord) -> None:
             "ingest: record %s/%s/%s failed", record.topic, record.partition, record.offset
         )
         await _dead_letter(record, f"internal error ingesting record: {described(exc)}")
-        INGEST_RECORDS.labels(record.topic, "rejected").inc()
+        child(INGEST_RECORDS, record.topic, "rejected").inc()
 
 
 async def _ingest(record: RawRecord) -> None:
@@ -104,14 +104,14 @@ async def _ingest(record: RawRecord) -> None:
                 )
                 continue
             exit_if_undelivered("ingest", sent)
-            INGEST_EVENTS.labels(outcome.event["type"]).inc()
+            child(INGEST_EVENTS, outcome.event["type"]).inc()
             produced = True
             origin = Origin(record.topic, record.partition, record.offset, key, value)
             await deliver_event(outcome.event, origin)
     if rejections:
         await _dead_letter(record, "; ".join(rejections))
     outcome_label = "rejected" if rejections else ("event" if produced else "skipped")
-    INGEST_RECORDS.labels(record.topic, outcome_label).inc()
+    child(INGEST_RECORDS, record.topic, outcome_label).inc()
 
 
 async def _dead_letter(record: RawRecord, reason: str) -> None:

@@ -12,17 +12,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from faust.transport.consumer import Consumer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mode.utils.locks import Event
 
 from streamapp import faust_speedups
 
-# sha256 of mode-streaming's Service.wait_first (what the slow path still runs) and of
+# sha256 of mode-streaming's Service.wait_first (what the slow path still runs), of
 # faust-streaming 0.15.3's Consumer._drain_messages (the call site the fast path assumes:
-# ``wait_first(callback(message), self.suspend_flow.wait())``, no timeout).
+# ``wait_first(callback(message), self.suspend_flow.wait())``, no timeout) and of aiokafka's
+# murmur2 (the function replaced).
 SOURCES = {
     "Consumer.wait_first": "feade6a31f8a67897cf687c54c66f5f4535288050bbaac07249ce2063d36ae2e",
     "Consumer._drain_messages": "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
+    "murmur2": "62179ca184949379a640dfece86b25050b0f1bc8299b7cf6ebb7fe821db78326",
 }
 
 
@@ -166,3 +171,35 @@ async def test_a_bare_yield_is_one_turn_of_the_loop(consumer: SimpleNamespace) -
 
     result = await wait_first(consumer, callback(), consumer.suspend_flow.wait())
     assert result.results == [3]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300))
+def test_murmur2_is_aiokafkas_for_any_key(key: bytes) -> None:
+    original = faust_speedups.REPLACED["aiokafka.partitioner.murmur2"]
+    assert faust_speedups.murmur2(key) == original(key)
+    assert faust_speedups.recent_murmur2(key) == original(key)
+    assert faust_speedups.recent_murmur2(key) == original(key)  # remembered: same
+
+
+def test_keys_land_on_the_partitions_the_java_client_chooses() -> None:
+    """Kafka's own murmur2 test vectors (clients/src/test/.../UtilsTest.java, testMurmur2)
+    and the partitioner using the patched function."""
+    vectors = {
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
+    }
+    for key, java in vectors.items():
+        assert faust_speedups.murmur2(key) == java & 0xFFFFFFFF, key
+    partitioner = DefaultPartitioner()
+    for key, java in vectors.items():
+        expected = (java & 0x7FFFFFFF) % 12
+        assert partitioner(key, list(range(12)), list(range(12))) == expected
+
+
+def test_the_replaced_murmur2_is_unchanged() -> None:
+    assert digest(faust_speedups.REPLACED["aiokafka.partitioner.murmur2"]) == SOURCES["murmur2"]
