@@ -63,7 +63,7 @@ BOOTSTRAP = "127.0.0.1:19092"
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 DATASETS = 10
-LINGER_MS = int(Settings().producer_linger_s * 1000)  # the worker's shipped default
+LINGER_MS = int(Settings.from_env().producer_linger_s * 1000)  # as the workers (environment)
 CONTENT = [("content-type", b"application/cloudevents+json")]
 
 
