@@ -465,8 +465,16 @@ async def test_a_tenant_topic_kafka_refuses_costs_that_tenant_only(
         120,
         "policies",
     )
-    # the command reads the applied tables: the same seed again changes nothing, and a seed
-    # with a tenant whose topic collides with a held tenant's is refused before publishing
+
+    # the command reads the applied tables (the workers' changelogs, written moments after the
+    # index counts an entry): the same seed again changes nothing, and a seed with a tenant
+    # whose topic collides with a held tenant's is refused before publishing
+    def nothing_to_send() -> bool:
+        diff = stack.streamapp("tables", "diff", str(seed))
+        assert diff.returncode == 0, diff.stderr.decode()
+        return b"0 to send, 3 unchanged" in diff.stderr
+
+    wait_for(nothing_to_send, 60, "the applied tables in the changelogs")
     again = stack.streamapp("tables", "apply", str(seed), "--key", str(stack.admin_key))
     assert again.returncode == 0, again.stderr.decode()
     assert b"0 to send, 3 unchanged" in again.stderr, again.stderr.decode()
