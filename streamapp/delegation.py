@@ -7,6 +7,13 @@ topic, never logged):
 2. ``macaroons/datasets/<dataset>.macaroon`` — a base macaroon for the dataset; attenuated.
 3. ``macaroon-root.key`` — the storage's root key, for storages that share it (and tests).
 With none of them the event is delivered without tokens and the reason is attached.
+
+Write tokens are reused: a write token names the dataset's output area, not the event, so the
+one minted for (tenant, dataset, output area, activities, lifetime, authority) serves every
+following event while at least half of its lifetime remains — the same grant, never a wider
+one, and a token a consumer receives always has at least half its lifetime left. A changed
+grant (activities, area, lifetime) or a rotated base macaroon or root key is a different key:
+a new token. Read tokens name one file each: minted per event.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ TOKEN_EVENT_TYPES = frozenset(
     {EventType.CREATED, EventType.READ, EventType.STAGED, EventType.ARCHIVED}
 )
 _CACHE_SECONDS = 5.0
+_WRITE_TOKENS_KEPT = 4096  # distinct write grants remembered; cleared when full
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,9 @@ class TokenIssuer:
     location: str
     identity: str
     max_lifetime_s: int
+    _write_tokens: dict[tuple[object, ...], tuple[MintedToken, datetime]] = field(
+        default_factory=dict, repr=False
+    )
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
         subscription = delivery.subscription
@@ -89,8 +100,47 @@ class TokenIssuer:
         if delivery.write_refused is not None:
             problems.append(f"no write token: {delivery.write_refused}")
         elif delivery.write and output is not None:  # granted by domain/authorize.write_grant
-            write = self._mint(delivery, Grant(output, delivery.write, expires), now, problems)
+            write = self._write_token(
+                delivery, Grant(output, delivery.write, expires), now, problems
+            )
         return DelegatedTokens(read, write, tuple(problems))
+
+    def _write_token(
+        self, delivery: Delivery, grant: Grant, now: datetime, problems: list[str]
+    ) -> MintedToken | None:
+        """A write token minted for the same grant and authority, while at least half of its
+        lifetime remains; else a new one."""
+        key = (
+            delivery.tenant,
+            delivery.dataset.id,
+            grant.path,
+            grant.activities,
+            grant.expires - now,
+            self._authority(delivery),
+        )
+        kept = self._write_tokens.get(key)
+        if kept is not None:
+            earlier, minted_at = kept
+            if earlier.expires - now >= (earlier.expires - minted_at) / 2:
+                return earlier
+        token = self._mint(delivery, grant, now, problems)
+        if token is not None:
+            if len(self._write_tokens) >= _WRITE_TOKENS_KEPT:
+                self._write_tokens.clear()
+            self._write_tokens[key] = (token, now)
+        return token
+
+    def _authority(self, delivery: Delivery) -> tuple[str, bytes] | None:
+        """Which secret a token for ``delivery`` is made from, and its content."""
+        for relative in (
+            f"macaroons/tenants/{delivery.tenant}.macaroon",
+            f"macaroons/datasets/{delivery.dataset.id}.macaroon",
+            "macaroon-root.key",
+        ):
+            content = self.secrets.read(relative)
+            if content is not None:
+                return relative, content
+        return None
 
     def _mint(
         self, delivery: Delivery, grant: Grant, now: datetime, problems: list[str]

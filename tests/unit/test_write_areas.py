@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -484,3 +485,58 @@ def test_a_shared_tenant_sees_its_own_access_not_the_other_tenants() -> None:
     assert "carol" not in str(bob)
     assert bob["access"] == "read"
     assert dataset.seen_by("carol")["access"] == "read-write"
+
+
+def test_a_write_token_is_reused_while_half_its_lifetime_remains(tmp_path: Path) -> None:
+    """Issue 13: a write token names the output area, not the event: the same one serves the
+    following events of the same grant while at least half of its lifetime remains."""
+    mint = issuer(tmp_path)
+    got = deliveries(index_of(SHARED, tenants=("owner", "reader", "partner")))["owner"]
+    first = mint.issue(got, event(), NOW).write
+    assert first is not None
+    lifetime = first.expires - NOW
+    for elapsed in (timedelta(seconds=1), lifetime / 2):
+        again = mint.issue(got, event(), NOW + elapsed).write
+        assert again is first  # the same token: never wider, at least half its life left
+        assert tokens.verify(
+            again.token, key=KEY, path="/data/exp/out/r.h5", activity="UPLOAD", at=NOW + elapsed
+        ).valid
+    later = mint.issue(got, event(), NOW + lifetime / 2 + timedelta(seconds=1)).write
+    assert later is not None
+    assert later.token != first.token
+    assert later.expires > first.expires
+    # another tenant's grant, or the same grant from a rotated root key: another token
+    partner = mint.issue(
+        deliveries(index_of(SHARED, tenants=("owner", "reader", "partner")))["partner"],
+        event(),
+        NOW,
+    ).write
+    assert partner is not None
+    assert partner is not first
+    (tmp_path / "macaroon-root.key").write_bytes(b"rotated-root-key\n")
+    rotated = TokenIssuer(
+        secrets=SecretFiles(tmp_path),
+        identifier="streamapp-test",
+        location="dcache.desy.example",
+        identity="",
+        max_lifetime_s=3600,
+    )
+    rotated._write_tokens.update(mint._write_tokens)  # what the old key minted is remembered
+    fresh = rotated.issue(got, event(), NOW + timedelta(seconds=1)).write
+    assert fresh is not None
+    assert fresh.token != first.token
+    assert not tokens.verify(
+        fresh.token, key=KEY, path="/data/exp/out/r.h5", activity="UPLOAD", at=NOW
+    ).valid
+
+
+def test_a_narrower_write_grant_is_never_served_an_earlier_wider_token(tmp_path: Path) -> None:
+    mint = issuer(tmp_path)
+    got = deliveries(index_of(SHARED, tenants=("owner", "reader", "partner")))["owner"]
+    wide = mint.issue(got, event(), NOW).write
+    narrower = dataclasses.replace(got, write=got.write[:1])
+    narrow = mint.issue(narrower, event(), NOW + timedelta(seconds=1)).write
+    assert wide is not None
+    assert narrow is not None
+    assert narrow.activities == got.write[:1]
+    assert narrow.token != wide.token
