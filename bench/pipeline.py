@@ -51,7 +51,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.authorize import SOURCE, build_index
-from bench.authorize_live import free_port, produce, raw_records, seed_updates, wait_for_policies
+from bench.authorize_live import (
+    free_port,
+    output_span,
+    produce,
+    raw_records,
+    seed_updates,
+    wait_for_policies,
+)
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
 from streamapp.domain.index import PolicyIndex
@@ -157,28 +164,6 @@ async def wait_outputs(topics: list[str], expected: int, timeout_s: float) -> No
             await asyncio.sleep(0.5)
     finally:
         await consumer.stop()
-
-
-async def output_span(topics: list[str], expected: int, timeout_s: float) -> tuple[float, int]:
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=BOOTSTRAP,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metadata_max_age_ms=1000,
-    )
-    await consumer.start()
-    stamps: list[int] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(stamps) < expected and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                stamps.extend(r.timestamp for r in batch)
-    finally:
-        await consumer.stop()
-    if len(stamps) < 2:
-        return float("nan"), len(stamps)
-    return (max(stamps) - min(stamps)) / 1000, len(stamps)
 
 
 async def baseline(names: Names, tenants: int, issuer: TokenIssuer, records: int) -> float:
