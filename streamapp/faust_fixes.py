@@ -1,7 +1,8 @@
-"""Corrections to faust-streaming 0.15 that at-least-once delivery depends on.
+"""Corrections to faust-streaming 0.15 (and the aiokafka under it) that at-least-once
+delivery depends on.
 
-Both were found by streamapp's live two-worker tests, where records produced while a worker
-was joining the group went missing without any error:
+The first ones were found by streamapp's live two-worker tests, where records produced while
+a worker was joining the group went missing without any error:
 
 1. faust drops records it fetched while its flow is stopped (around a rebalance): mid-batch
    (``if not self.flow_active: break``), or while handing one to a stream when the flow is
@@ -37,9 +38,20 @@ was joining the group went missing without any error:
    (docs/reliability.md). Nothing is lost (offsets are committed only after outputs), but a
    worker dies for nothing. Fix: skip such a partition in that check (there is nothing to
    judge yet; it is checked again 7 s later). No upstream issue found.
+6. aiokafka's producer strands a batch when a metadata refresh leaves its topic out. The
+   client asks for the topics it tracks, or for every topic while it tracks none; a send only
+   starts tracking its topic when the topic is missing from the metadata. So a send to a topic
+   learnt from an all-topics refresh is never tracked: the next refresh for a newly tracked
+   topic (say, one just being auto-created) drops it, the sender finds no leader for the
+   lingering batch, and its refreshes never name the topic again. The batch waits until it
+   expires (faust's producer request timeout: 20 minutes) and fails. Seen as a table write
+   missing from its changelog (faust does not await changelog sends) in a worker's first
+   second; a tenant copy would have held its raw record's offset just as long. Fix: every
+   topic sent to is tracked. No upstream issue found.
 
-Each patch replaces a member of faust-streaming 0.15.x; ``apply`` refuses another minor
-version, and tests/unit/test_faust_fixes.py fails if a replaced member's source changes.
+Each patch replaces a member of faust-streaming 0.15.x (6: of aiokafka 0.14.x); ``apply``
+refuses another minor version, and tests/unit/test_faust_fixes.py fails if a replaced
+member's source changes.
 Upstream: 1 and 3 are faust-streaming issue #606's family (records lost around rebalances),
 4 is the off-by-one discussed in faust-streaming PR #342's review of ``_new_offset``.
 """
@@ -53,7 +65,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiokafka
 import faust
+from aiokafka.client import AIOKafkaClient
 from aiokafka.structs import TopicPartition
 from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
@@ -61,6 +75,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
 
 SUPPORTED_FAUST = "0.15."
+SUPPORTED_AIOKAFKA = "0.14."
 
 log = logging.getLogger(__name__)
 _applied = False
@@ -217,20 +232,34 @@ async def _look_up_log_start(consumer: Any, tp: Any, hole: _Hole) -> None:
         log.warning("log start of %s could not be read: %r", tp, exc)
 
 
-def _check_version() -> None:
-    if not faust.__version__.startswith(SUPPORTED_FAUST):
-        raise RuntimeError(
-            f"streamapp's faust fixes (streamapp/faust_fixes.py) were written against "
-            f"faust-streaming {SUPPORTED_FAUST}x, but {faust.__version__} is installed: check "
-            f"each patched member against the new release before widening the pin"
-        )
+def check_version() -> None:
+    """Refuse to patch a faust-streaming or aiokafka minor version the patches were not
+    written against (an upgrade could otherwise silently disable a fix)."""
+    for name, supported, installed in (
+        ("faust-streaming", SUPPORTED_FAUST, faust.__version__),
+        ("aiokafka", SUPPORTED_AIOKAFKA, aiokafka.__version__),
+    ):
+        if not installed.startswith(supported):
+            raise RuntimeError(
+                f"streamapp's faust fixes (streamapp/faust_fixes.py) were written against "
+                f"{name} {supported}x, but {installed} is installed: check each patched "
+                f"member against the new release before widening the pin"
+            )
+
+
+async def _track_and_wait_on_metadata(self: Any, topic: str) -> Any:
+    """aiokafka's ``AIOKafkaClient._wait_on_metadata``, tracking every topic sent to (fix 6)."""
+    if topic not in self._topics and self.cluster.partitions_for_topic(topic) is not None:
+        # known from an all-topics refresh: track it, or a later refresh may drop it
+        self._topics.add(topic)
+    return await REPLACED["AIOKafkaClient._wait_on_metadata"](self, topic)
 
 
 def apply() -> None:
     global _applied  # noqa: PLW0603 - patch once per process
     if _applied:
         return
-    _check_version()
+    check_version()
     _applied = True
     REPLACED.update(
         {
@@ -286,6 +315,10 @@ def apply() -> None:
         return original_verify_event_path(self, now, tp)
 
     thread.verify_event_path = verify_event_path  # type: ignore[method-assign]
+
+    # 6: aiokafka's producer tracks every topic it sends to
+    REPLACED["AIOKafkaClient._wait_on_metadata"] = AIOKafkaClient._wait_on_metadata
+    AIOKafkaClient._wait_on_metadata = _track_and_wait_on_metadata
 
 
 def _has_position(thread: Any, tp: Any) -> bool:

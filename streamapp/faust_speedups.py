@@ -38,7 +38,7 @@ from aiokafka import partitioner as aiokafka_partitioner
 from faust.transport import consumer as faust_consumer
 from mode.services import WaitResults
 
-from streamapp.faust_fixes import _check_version
+from streamapp.faust_fixes import check_version
 
 # What apply() replaced, by "Class.member": the tests check it is still the code we patched.
 REPLACED: dict[str, Any] = {}
@@ -49,7 +49,7 @@ def apply() -> None:
     global _applied  # noqa: PLW0603 - patch once per process
     if _applied:
         return
-    _check_version()
+    check_version()
     _applied = True
     consumer = faust_consumer.Consumer
     original = consumer.wait_first

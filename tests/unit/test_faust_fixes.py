@@ -14,6 +14,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import aiokafka
 import faust
 import pytest
 from aiokafka.consumer.subscription_state import TopicPartitionState
@@ -41,6 +42,10 @@ PATCHED_SOURCES = {
     ),
     "AIOKafkaConsumerThread.verify_event_path": (
         "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
+    ),
+    # aiokafka 0.14.0 (fix 6; reproduced live in tests/integration/test_producer_metadata_live.py)
+    "AIOKafkaClient._wait_on_metadata": (
+        "52b0a5ee78ef3aa0c21c82b69baa20eb6983d9e5871e9e66784198cb2f1bf256"
     ),
 }
 
@@ -75,7 +80,13 @@ def test_the_patched_signatures_match_the_originals() -> None:
 def test_another_faust_minor_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faust, "__version__", "0.16.0")
     with pytest.raises(RuntimeError, match=r"0\.15\.x, but 0\.16\.0 is installed"):
-        faust_fixes._check_version()
+        faust_fixes.check_version()
+
+
+def test_another_aiokafka_minor_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiokafka, "__version__", "0.15.0")
+    with pytest.raises(RuntimeError, match=r"aiokafka 0\.14\.x, but 0\.15\.0 is installed"):
+        faust_fixes.check_version()
 
 
 # --- the commit guard (fix 4) ---------------------------------------------------------------
