@@ -3,9 +3,13 @@
 Against the OpenWhisk test server (``streamapp.testing.openwhisk_server`` — a stand-in for
 OpenWhisk, which cannot run here), on the broker of ``scripts/kafka``:
 
-(a) baseline: a plain aiokafka loop reading the raw records and POSTing one invoke call per
+(a) floor: a plain aiokafka loop reading the raw records and POSTing one invoke call per
     record straight to the server (aiohttp, the same concurrency as the tenant's lane, offsets
     committed after the answers) — the least any sink must do;
+(a') same work: a plain loop doing the pipeline's work in one process with the same pure code:
+    normalize, write the canonical event, authorize against the same policies, mint the read
+    and write macaroons, write the tenant copy, match the trigger, POST the same invoke body,
+    write an invocations record, commit after every output and answer;
 (b) streamapp: a real ``streamapp worker`` with one tenant whose trigger fires on every record,
     the whole pipeline: ingest -> normalize -> authorize (+ macaroons) -> tenant topic -> sink ->
     invoke -> invocations record.
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.authorize_live import BOOTSTRAP, ROOT, create_topics, free_port, wait_for_policies
+from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.domain.authorize import authorize, authorized_event
+from streamapp.domain.index import PolicyIndex
+from streamapp.domain.normalize import Normalized, normalize
+from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.triggers import invocation_params, matching_triggers
 from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
 from streamapp.testing.openwhisk_server import Namespace, OpenWhiskTestServer
 
@@ -129,6 +140,114 @@ async def baseline(topic: str, count: int, server: OpenWhiskTestServer, concurre
             await consumer.stop()
 
 
+def policies(server_url: str, concurrency: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one dataset and the one tenant (trigger on every record) both sides use."""
+    dataset = {
+        "id": "bench",
+        "owner": "bench",
+        "source": SOURCE,
+        "prefixes": ["/data/bench"],
+        "output": "/data/bench/processed",
+    }
+    tenant = {
+        "tenant": "bench",
+        "subscriptions": [{"dataset": "bench", "write": True}],
+        "limits": {"concurrency": concurrency},
+        "triggers": [
+            {
+                "name": "reduce",
+                "action": "/bench/reduce",
+                "api_host": server_url,
+                "credentials": "bench-ow",
+            }
+        ],
+    }
+    return dataset, tenant
+
+
+async def same_work(
+    prefix: str, count: int, server: OpenWhiskTestServer, concurrency: int, secrets: Path
+) -> None:
+    """The pipeline's work in one plain loop (see the module docstring, a')."""
+    dataset, tenant = policies(server.url, concurrency)
+    index = PolicyIndex()
+    index.put_dataset(parse_dataset(dataset))
+    index.put_tenant(parse_tenant(tenant))
+    triggers = index.tenants["bench"].triggers
+    issuer = TokenIssuer(SecretFiles(secrets), "bench", "bench", "", 3600)
+    consumer = AIOKafkaConsumer(
+        f"{prefix}.raw",
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"{prefix}-same-work",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=50, acks="all")
+    await consumer.start()
+    await producer.start()
+    auth = "Basic " + base64.b64encode(KEY.encode()).decode()
+    url = f"{server.url}/api/v1/namespaces/bench/actions/reduce?blocking=false"
+    gate = asyncio.Semaphore(concurrency)
+    headers = [("content-type", b"application/cloudevents+json")]
+    done = 0
+    async with aiohttp.ClientSession() as session:
+
+        async def invoke(copy: dict[str, Any], event: Any, key: bytes) -> None:
+            nonlocal done
+            recheck = authorize(event, index)  # the sink re-checks the entitlement
+            relative = recheck.ownership.relative if recheck.ownership else None
+            for trigger in matching_triggers(triggers, copy, relative):
+                body = invocation_params(copy, trigger, "bench")
+                async with gate, session.post(url, json=body, headers={"Authorization": auth}) as r:
+                    answer = await r.read()
+                record = {"tenant": "bench", "trigger": trigger.name, "id": copy["id"]}
+                record["activation"] = orjson.loads(answer).get("activationId")
+                await (await producer.send(f"{prefix}.invocations", orjson.dumps(record), key=key))
+            done += 1
+
+        try:
+            while done < count:
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                now = datetime.now(UTC)
+                outputs: list[Any] = []
+                calls: list[Any] = []
+                for msgs in batches.values():
+                    for message in msgs:
+                        for outcome in normalize(message.value, SOURCE):
+                            if not isinstance(outcome, Normalized):
+                                continue
+                            event = outcome.event
+                            key = event["subject"].encode()
+                            outputs.append(
+                                await producer.send(
+                                    f"{prefix}.storage.events",
+                                    orjson.dumps(event),
+                                    key=key,
+                                    headers=headers,
+                                )
+                            )
+                            for delivery in authorize(event, index).deliveries:
+                                tokens = issuer.issue(delivery, event, now)
+                                copy = authorized_event(
+                                    event, delivery, tokens.read, tokens.write, tokens.problems
+                                )
+                                outputs.append(
+                                    await producer.send(
+                                        f"{prefix}.tenant.bench.events",
+                                        orjson.dumps(copy),
+                                        key=key,
+                                        headers=headers,
+                                    )
+                                )
+                                calls.append(invoke(copy, event, key))
+                if calls or outputs:
+                    await asyncio.gather(*outputs, *calls)
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+
 def worker_env(prefix: str, work: Path, public: Path, secrets: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -172,6 +291,31 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
         base_lat = latencies(server, sent)
         server.activations.clear()
 
+        # (a') the same work in a plain loop: throughput, then paced latency
+        same = f"{prefix}-sw"
+        await create_topics(
+            [
+                f"{same}.raw",
+                f"{same}.storage.events",
+                f"{same}.tenant.bench.events",
+                f"{same}.invocations",
+            ],
+            4,
+        )
+        with tempfile.TemporaryDirectory() as scratch:
+            secrets = Path(scratch)
+            (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
+            await produce_paced(f"{same}.raw", 0, records, None)
+            started = time.time()
+            await same_work(same, records, server, concurrency, secrets)
+            result["same_work_inv_s"] = records / (server.activations[-1].wall - started)
+            server.activations.clear()
+            task = asyncio.create_task(same_work(same, paced, server, concurrency, secrets))
+            sent = await produce_paced(f"{same}.raw", records, paced, rate)
+            await asyncio.wait_for(task, 120)
+            same_lat = latencies(server, sent)
+            server.activations.clear()
+
         # (b) the streamapp worker
         with tempfile.TemporaryDirectory() as scratch:
             work = Path(scratch)
@@ -181,26 +325,7 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
             (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
             version = int(time.time() * 1000)
             key = load_private_key(private)
-            dataset = {
-                "id": "bench",
-                "owner": "bench",
-                "source": SOURCE,
-                "prefixes": ["/data/bench"],
-                "output": "/data/bench/processed",
-            }
-            tenant = {
-                "tenant": "bench",
-                "subscriptions": [{"dataset": "bench", "write": True}],
-                "limits": {"concurrency": concurrency},
-                "triggers": [
-                    {
-                        "name": "reduce",
-                        "action": "/bench/reduce",
-                        "api_host": server.url,
-                        "credentials": "bench-ow",
-                    }
-                ],
-            }
+            dataset, tenant = policies(server.url, concurrency)
             producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
             await producer.start()
             await producer.send_and_wait(
@@ -269,7 +394,8 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
     finally:
         await server.close()
     result["ratio"] = result["streamapp_inv_s"] / result["baseline_inv_s"]
-    for name, values in (("baseline", base_lat), ("streamapp", lat)):
+    result["same_work_ratio"] = result["streamapp_inv_s"] / result["same_work_inv_s"]
+    for name, values in (("baseline", base_lat), ("same_work", same_lat), ("streamapp", lat)):
         result[f"{name}_p50_ms"] = 1000 * values[len(values) // 2]
         result[f"{name}_p99_ms"] = 1000 * values[int(len(values) * 0.99)]
     result["added_p50_ms"] = result["streamapp_p50_ms"] - result["baseline_p50_ms"]
@@ -284,10 +410,13 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args.records, args.rate, args.concurrency))
     print(
-        f"invocations/s: baseline {result['baseline_inv_s']:.0f}, streamapp "
-        f"{result['streamapp_inv_s']:.0f} (ratio {result['ratio']:.2f}); latency at "
-        f"{args.rate:.0f}/s: baseline p50 {result['baseline_p50_ms']:.1f} ms p99 "
-        f"{result['baseline_p99_ms']:.1f} ms, streamapp p50 {result['streamapp_p50_ms']:.1f} ms "
+        f"invocations/s: floor {result['baseline_inv_s']:.0f}, same work "
+        f"{result['same_work_inv_s']:.0f}, streamapp {result['streamapp_inv_s']:.0f} (ratio to "
+        f"the floor {result['ratio']:.2f}, to the same work {result['same_work_ratio']:.2f}); "
+        f"latency at {args.rate:.0f}/s: floor p50 {result['baseline_p50_ms']:.1f} ms p99 "
+        f"{result['baseline_p99_ms']:.1f} ms, same work p50 {result['same_work_p50_ms']:.1f} ms "
+        f"p99 {result['same_work_p99_ms']:.1f} ms, streamapp p50 "
+        f"{result['streamapp_p50_ms']:.1f} ms "
         f"p99 {result['streamapp_p99_ms']:.1f} ms (added p50 {result['added_p50_ms']:.1f} ms)"
     )
     print(orjson.dumps(result).decode())

@@ -16,9 +16,11 @@ filler that produces their input). The outputs are read only after each side has
 (the workers' completion is watched through end offsets), so reading them takes no CPU from
 either side.
 
-Latency (``latency``): one worker, raw records paced at each rate for ``--seconds``; each
-record's CreateTime is its send time, the tenant topic uses LogAppendTime, so raw -> tenant
-topic latency = append time of the copy - send time of the raw record (one clock).
+Latency (``latency``): raw records paced at each rate for ``--seconds``, first into the plain
+loop (a child process), then into one worker, each side on its own topics; each record's send
+time is taken when it is handed to the producer (linger 0), the tenant topics use
+LogAppendTime, so raw -> tenant topic latency = append time of the copy - send time of the raw
+record (one clock).
 
     .venv/bin/python -m bench.pipeline throughput [--records 100000] [--tenants 1 10]
         [--repeat 3] [--workers 1]
@@ -366,51 +368,80 @@ async def throughput_once(records: int, tenants: int, workers: int) -> dict[str,
 
 
 async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
-    names = Names(f"bench-lat-{uuid.uuid4().hex[:8]}")
-    index = build_index(DATASETS, 1)
+    """Both sides paced at ``rate``: the plain loop (a child process running ``baseline``) and
+    one worker, each on its own topics, one after the other."""
     total = rate * seconds
     values = raw_records(total, DATASETS)
-    receivers = receiving_tenants(index, values)
-    with tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        private, public = generate_admin_keypair(work / "keys")
-        secrets = work / "secrets"
-        secrets.mkdir()
-        (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
-        append_time = {"message.timestamp.type": "LogAppendTime"}
-        await create_topics(
-            [
-                (names.raw, {}),
-                (names.canonical, {}),
-                (names.deliveries, {}),
-                (names.deadletter, {}),
-                *((names.tenant(t), append_time) for t in receivers),
-            ]
-        )
-        app = Workers(names, 1, 1, work)
-        try:
-            await app.start(private, worker_env(names, work, public, secrets))
-            sent_at = await paced(names.raw, values, rate)
-            appended = await append_times([names.tenant(t) for t in receivers], total, 120)
-        finally:
-            app.stop()
+    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "records": total}
+    for side in ("baseline", "worker"):
+        names = Names(f"bench-lat-{uuid.uuid4().hex[:8]}")
+        receivers = receiving_tenants(build_index(DATASETS, 1), values)
+        with tempfile.TemporaryDirectory() as scratch:
+            work = Path(scratch)
+            private, public = generate_admin_keypair(work / "keys")
+            secrets = work / "secrets"
+            secrets.mkdir()
+            (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
+            append_time = {"message.timestamp.type": "LogAppendTime"}
+            await create_topics(
+                [
+                    (names.raw, {}),
+                    (names.canonical, {}),
+                    (names.deliveries, {}),
+                    (names.deadletter, {}),
+                    *((names.tenant(t), append_time) for t in receivers),
+                ]
+            )
+            stop: Any
+            if side == "worker":
+                app = Workers(names, 1, 1, work)
+                await app.start(private, worker_env(names, work, public, secrets))
+                stop = app.stop
+            else:
+                loop = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped below
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.pipeline",
+                        "serve-baseline",
+                        names.prefix,
+                        str(total),
+                        str(secrets),
+                    ],
+                    cwd=ROOT,
+                )
+                await asyncio.sleep(3)  # joined its group (auto_offset_reset=earliest anyway)
+                stop = loop.terminate
+            try:
+                sent_at = await paced(names.raw, values, rate)
+                appended = await append_times([names.tenant(t) for t in receivers], total, 120)
+            finally:
+                stop()
+        result[side] = latency_figures(sent_at, appended)
+    return result
+
+
+def latency_figures(sent_at: dict[str, int], appended: dict[str, int]) -> dict[str, Any]:
     latencies = sorted(appended[k] - sent_at[k] for k in appended if k in sent_at)
     if not latencies:
-        return {"rate": rate, "records": total, "received": 0}
+        return {"received": 0}
 
     def pct(q: float) -> float:
         return float(latencies[min(len(latencies) - 1, int(q * len(latencies)))])
 
     return {
-        "rate": rate,
-        "seconds": seconds,
-        "records": total,
         "received": len(latencies),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": float(latencies[-1]),
         "mean_ms": round(statistics.fmean(latencies), 1),
     }
+
+
+def serve_baseline(prefix: str, records: int, secrets: str) -> None:
+    """The plain loop as its own process (latency: paced input, its own CPU)."""
+    issuer = TokenIssuer(SecretFiles(Path(secrets)), "bench", "bench", "", 3600)
+    asyncio.run(baseline(Names(prefix), 1, issuer, records))
 
 
 async def paced(topic: str, values: list[bytes], rate: int) -> dict[str, int]:
@@ -464,7 +495,14 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
     lat.add_argument("--seconds", type=int, default=30)
+    serve = sub.add_parser("serve-baseline", help="(internal) the plain loop for latency")
+    serve.add_argument("prefix")
+    serve.add_argument("records", type=int)
+    serve.add_argument("secrets")
     args = parser.parse_args()
+    if args.mode == "serve-baseline":
+        serve_baseline(args.prefix, args.records, args.secrets)
+        return
     if args.mode == "latency":
         for rate in args.rates:
             print(json.dumps(asyncio.run(latency_once(rate, args.seconds))), flush=True)
