@@ -20,7 +20,8 @@ Latency (``latency``): raw records paced at each rate for ``--seconds``, first i
 loop (a child process), then into one worker, each side on its own topics; each record's send
 time is taken when it is handed to the producer (linger 0), the tenant topics use
 LogAppendTime, so raw -> tenant topic latency = append time of the copy - send time of the raw
-record (one clock).
+record (one clock). Each side first gets 5 s of records at the same rate, not measured (a
+worker's first seconds: group assignment, first metadata and token caches).
 
     .venv/bin/python -m bench.pipeline throughput [--records 100000] [--tenants 1 10]
         [--repeat 3] [--workers 1]
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -371,11 +373,18 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
     """Both sides paced at ``rate``: the plain loop (a child process running ``baseline``) and
     one worker, each on its own topics, one after the other."""
     total = rate * seconds
-    values = raw_records(total, DATASETS)
-    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "records": total}
+    warm = 5 * rate  # 5 s at the same rate first, on both sides: not measured
+    everything = raw_records(warm + total, DATASETS)
+    warm_up, values = everything[:warm], everything[warm:]
+    result: dict[str, Any] = {
+        "rate": rate,
+        "seconds": seconds,
+        "records": total,
+        "warm_up_records": warm,
+    }
     for side in ("baseline", "worker"):
         names = Names(f"bench-lat-{uuid.uuid4().hex[:8]}")
-        receivers = receiving_tenants(build_index(DATASETS, 1), values)
+        receivers = receiving_tenants(build_index(DATASETS, 1), everything)
         with tempfile.TemporaryDirectory() as scratch:
             work = Path(scratch)
             private, public = generate_admin_keypair(work / "keys")
@@ -405,7 +414,7 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
                         "bench.pipeline",
                         "serve-baseline",
                         names.prefix,
-                        str(total),
+                        str(warm + total),
                         str(secrets),
                     ],
                     cwd=ROOT,
@@ -413,11 +422,20 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
                 await asyncio.sleep(3)  # joined its group (auto_offset_reset=earliest anyway)
                 stop = loop.terminate
             try:
+                await paced(names.raw, warm_up, rate)
                 sent_at = await paced(names.raw, values, rate)
-                appended = await append_times([names.tenant(t) for t in receivers], total, 120)
+                appended = await append_times(
+                    [names.tenant(t) for t in receivers], warm + total, 120
+                )
             finally:
                 stop()
+                if (dump := os.environ.get("BENCH_LATENCY_DUMP")) and side == "worker":
+                    shutil.copy(work / "worker-0.log", f"{dump}-worker-{rate}.log")
         result[side] = latency_figures(sent_at, appended)
+        if dump := os.environ.get("BENCH_LATENCY_DUMP"):  # per-record times, for finding a tail
+            Path(f"{dump}-{side}-{rate}.json").write_bytes(  # noqa: ASYNC240 - once, after the run
+                orjson.dumps({"sent": sent_at, "appended": appended})
+            )
     return result
 
 
