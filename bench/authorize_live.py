@@ -32,10 +32,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.authorize import SOURCE, build_index
+from streamapp.admin_keys import generate_admin_keypair, load_private_key, sign_update
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
 from streamapp.domain.normalize import Normalized, normalize
-from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
 
 BOOTSTRAP = "127.0.0.1:19092"
 ROOT = Path(__file__).resolve().parents[1]

@@ -57,10 +57,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from streamapp.admin_keys import generate_admin_keypair
 from streamapp.domain.authorize import authorize
 from streamapp.domain.normalize import Normalized, Rejected, Skipped, normalize
 from streamapp.domain.triggers import matching_triggers
-from streamapp.domain.updates import generate_admin_keypair
 from streamapp.seed import build_index, load_seed
 from streamapp.testing.openwhisk_server import Fault, Namespace, OpenWhiskTestServer
 from streamapp.worker import DEFAULT_SHUTDOWN_GRACE_S

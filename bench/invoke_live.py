@@ -42,13 +42,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.authorize_live import BOOTSTRAP, ROOT, create_topics, free_port, wait_for_policies
+from streamapp.admin_keys import generate_admin_keypair, load_private_key, sign_update
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.normalize import Normalized, normalize
 from streamapp.domain.policy import parse_dataset, parse_tenant
 from streamapp.domain.triggers import invocation_params, matching_triggers
-from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
 from streamapp.testing.openwhisk_server import Namespace, OpenWhiskTestServer
 
 SOURCE = "dcache://dcache.bench.example"

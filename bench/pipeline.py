@@ -63,11 +63,11 @@ from bench.authorize_live import (
     seed_updates,
     wait_for_policies,
 )
+from streamapp.admin_keys import generate_admin_keypair
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.normalize import Normalized, normalize
-from streamapp.domain.updates import generate_admin_keypair
 from streamapp.settings import Settings
 
 BOOTSTRAP = "127.0.0.1:19092"

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from faust.cli import AppCommand, argument, option
 
 from streamapp import kafka_tools, seed, tenant_credentials
+from streamapp.admin_keys import generate_admin_keypair, load_private_key, sign_update
 from streamapp.app import app, settings
 from streamapp.bridge.config import BridgeConfigError, parse_bridge_config
 from streamapp.bridge.dcache_events import run_bridges
@@ -35,7 +36,6 @@ from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_cano
 from streamapp.domain.kafka_acls import default_principal
 from streamapp.domain.normalize import Normalized, Rejected, Skipped
 from streamapp.domain.topic_names import colliding_tenant, collision_reason
-from streamapp.domain.updates import generate_admin_keypair, load_private_key, sign_update
 from streamapp.kafka_auth import KafkaAuthError, aiokafka_options, confluent_config
 from streamapp.seed import SeedError, build_index, load_seed
 from streamapp.tables import TABLES

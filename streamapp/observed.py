@@ -1,5 +1,9 @@
 """What this worker has seen lately, for the dashboard: bounded in-memory rings and counts.
-No tokens, no credentials: only what an operator may look at."""
+No tokens, no credentials: only what an operator may look at.
+
+The read-only registry between the running parts and the web views: agents and the sink
+write here (or register a view of themselves), ``web/`` reads here and never imports
+``agents/`` or ``sink/``."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 RECENT: Final = 50
 
@@ -85,3 +89,30 @@ class AclAgentStatus:
 
 
 acl_agent_status = AclAgentStatus()
+
+
+class SinkView(Protocol):
+    """What the web may read of an invocation sink."""
+
+    def lag(self) -> int: ...
+
+    def recent_invocations(self, tenant: str) -> list[dict[str, Any]]: ...
+
+
+_sinks: list[SinkView] = []
+
+
+def register_sink(sink: SinkView) -> None:
+    _sinks.append(sink)
+
+
+def sink_lag() -> int:
+    return sum(sink.lag() for sink in _sinks)
+
+
+def recent_invocations(tenant: str) -> list[dict[str, Any]]:
+    """This worker's view of the tenant's latest invocation records (every worker reads them
+    all), newest first."""
+    for sink in _sinks:
+        return sink.recent_invocations(tenant)
+    return []

@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from streamapp import observed
 from streamapp.agents.outputs import EXIT_OUTPUT_LOST, exit_if_undelivered
 from streamapp.app import app, settings
 from streamapp.clients.openwhisk import (
@@ -161,7 +162,7 @@ class InvocationSink(faust.Service):
             log.exception("invocation sink: following the policies failed")
         self._loop_task = asyncio.create_task(self._consume(), name="invocation-sink")
         self._loop_task.add_done_callback(_exit_if_crashed)
-        _sinks.append(self)
+        observed.register_sink(self)
         log.info("invocation sink started as consumer group %s", settings.sink_group_id)
 
     async def on_stop(self) -> None:
@@ -173,6 +174,10 @@ class InvocationSink(faust.Service):
             await self._consumer.stop()
         await self.client.close()
         await self.outcomes.stop()
+
+    def recent_invocations(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's latest invocation records this sink has read, newest first."""
+        return list(reversed(self.outcomes.recent.get(tenant, ())))
 
     def lag(self) -> int:
         """Records of this worker's tenant-topic partitions not yet finished (for /metrics)."""
@@ -731,21 +736,6 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 
 
 _RNG = random.Random()  # noqa: S311 - jitter, not secrets
-
-_sinks: list[InvocationSink] = []
-
-
-def sink_lag() -> int:
-    return sum(sink.lag() for sink in _sinks)
-
-
-def recent_invocations(tenant: str) -> list[dict[str, Any]]:
-    """This worker's view of the tenant's latest invocation records (every worker reads them
-    all), newest first."""
-    for sink in _sinks:
-        return list(reversed(sink.outcomes.recent.get(tenant, ())))
-    return []
-
 
 if settings.sink_enabled:
     app.service(InvocationSink)

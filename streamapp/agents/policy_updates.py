@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from streamapp.admin_keys import admin_keyring
 from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.domain.index import PrefixConflictError
@@ -29,19 +30,9 @@ from streamapp.topics import dataset_updates, tenant_updates, updates_audit
 
 log = logging.getLogger(__name__)
 
-_keyring: KeyRing | None = None
-
 
 def admin_keys() -> KeyRing:
-    """Loaded once per worker; a key rotation is a configuration change and a restart."""
-    global _keyring  # noqa: PLW0603 - one lazily loaded keyring per process
-    if _keyring is None:
-        try:
-            _keyring = KeyRing.from_paths(settings.admin_public_keys)
-        except (OSError, ValueError) as exc:
-            log.error("no admin public keys loaded (%s): every update will be refused", exc)
-            _keyring = KeyRing()
-    return _keyring
+    return admin_keyring(settings.admin_public_keys)
 
 
 def decide(message: bytes, topic: str) -> Update:

@@ -9,10 +9,8 @@ refused by the validators.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import jwt
@@ -89,51 +87,38 @@ class KeyRing:
     def get(self, kid: str) -> PublicKey | None:
         return self._keys.get(kid)
 
-    @classmethod
-    def from_paths(cls, paths: Iterable[Path]) -> KeyRing:
-        keys: list[PublicKey] = []
-        for path in paths:
-            files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
-            for file in files:
-                key = serialization.load_pem_public_key(file.read_bytes())
-                if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-                    raise ValueError(f"{file}: only Ed25519 or P-256 public keys are accepted")
-                if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(
-                    key.curve, ec.SECP256R1
-                ):
-                    raise ValueError(f"{file}: EC keys must be P-256 (ES256)")
-                keys.append(key)
-        return cls(keys)
+
+def public_key_from_pem(data: bytes, origin: str) -> PublicKey:
+    """An admin public key from PEM bytes (``origin`` names them in errors): Ed25519 or P-256."""
+    key = serialization.load_pem_public_key(data)
+    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise ValueError(f"{origin}: only Ed25519 or P-256 public keys are accepted")
+    if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(f"{origin}: EC keys must be P-256 (ES256)")
+    return key
 
 
-def generate_admin_keypair(directory: Path, name: str = "admin") -> tuple[Path, Path]:
-    """Write ``<name>.key`` (private, mode 0600) and ``<name>.pub.pem`` into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+def private_key_from_pem(data: bytes, origin: str) -> PrivateKey:
+    """An admin signing key from PEM bytes: Ed25519 or P-256."""
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{origin}: only Ed25519 or P-256 private keys can sign updates")
+    return key
+
+
+def new_private_key_pem() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 admin key pair as (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)."""
     private = ed25519.Ed25519PrivateKey.generate()
-    private_path = directory / f"{name}.key"
-    public_path = directory / f"{name}.pub.pem"
-    if private_path.exists():
-        raise FileExistsError(f"{private_path} exists: refusing to overwrite a key")
-    private_bytes = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    private_path.touch(mode=0o600)
-    private_path.write_bytes(private_bytes)
-    public_path.write_bytes(
+    return (
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
         private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        ),
     )
-    return private_path, public_path
-
-
-def load_private_key(path: Path) -> PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path}: only Ed25519 or P-256 private keys can sign updates")
-    return key
 
 
 # --- signing and verifying -------------------------------------------------------------------
@@ -147,12 +132,12 @@ def sign_update(
     version: int,
     spec: Mapping[str, Any] | None,
     private_key: PrivateKey,
-    issued_at: int | None = None,
+    issued_at: int,
 ) -> str:
     public = private_key.public_key()
     claims: dict[str, Any] = {
         "iss": ISSUER,
-        "iat": int(time.time()) if issued_at is None else issued_at,
+        "iat": issued_at,
         "kind": kind,
         "op": op,
         "name": name,

@@ -21,8 +21,8 @@ from faust import web
 from prometheus_client import REGISTRY
 
 from streamapp import observed
-from streamapp.agents.invoke import recent_invocations
 from streamapp.app import app
+from streamapp.observed import recent_invocations
 from streamapp.tables import policy_index
 from streamapp.web.auth import PRINCIPAL, problem
 

@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streamapp.agents.invoke import sink_lag
 from streamapp.app import app
+from streamapp.observed import sink_lag
 
 
 def agents_lag() -> int:

@@ -14,12 +14,11 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from faust import web
 
-from streamapp.agents.invoke import recent_invocations
-from streamapp.agents.policy_updates import admin_keys
+from streamapp.admin_keys import admin_keyring
 from streamapp.app import app, settings
 from streamapp.domain.updates import UpdateRefusedError, verify_update
 from streamapp.kafka_auth import aiokafka_options
-from streamapp.observed import acl_agent_status
+from streamapp.observed import acl_agent_status, recent_invocations
 from streamapp.tables import policy_index
 from streamapp.topics import dataset_updates, tenant_updates
 from streamapp.web.auth import PRINCIPAL, json_response, problem, require_tenant
@@ -140,7 +139,7 @@ class AdminUpdates(web.View):
             return problem(403, "Forbidden", "admin role required")
         body = await request.read()
         try:
-            update = verify_update(body, admin_keys())
+            update = verify_update(body, admin_keyring(settings.admin_public_keys))
         except UpdateRefusedError as exc:
             return problem(422, "Unprocessable Content", f"update refused: {exc}")
         except Exception as exc:  # whatever the body makes us raise: a 4xx, never a 500

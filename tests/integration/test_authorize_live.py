@@ -17,11 +17,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.domain import tokens
 from streamapp.domain.authorize import authorize
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.normalize import Normalized, normalize
-from streamapp.domain.updates import load_private_key, sign_update
 from streamapp.seed import build_index, load_seed
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (

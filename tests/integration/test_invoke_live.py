@@ -22,9 +22,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.domain import tokens
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
-from streamapp.domain.updates import load_private_key, sign_update
 from streamapp.testing.openwhisk_server import Action, Fault, Namespace, OpenWhiskTestServer
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (

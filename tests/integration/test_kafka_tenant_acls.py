@@ -27,9 +27,9 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.clients.kafka_admin import KafkaAdmin
 from streamapp.domain.kafka_acls import AclEntry
-from streamapp.domain.updates import load_private_key, sign_update
 
 from .conftest import KAFKA_SCRIPT, Stack, TopicNames, Worker
 

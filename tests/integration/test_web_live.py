@@ -29,8 +29,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.result import Ok
 
+from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.domain.access import PEER_HEADER, sign_peer_request
-from streamapp.domain.updates import load_private_key, sign_update
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (
     DCACHE_SOURCE,

@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamapp.admin_keys import sign_update
 from streamapp.agents import policy_updates
 from streamapp.app import settings
 from streamapp.domain.policy import NAME_PATTERN
 from streamapp.domain.topic_names import colliding_tenant, collision_key
-from streamapp.domain.updates import KeyRing, UpdateRefusedError, sign_update
+from streamapp.domain.updates import KeyRing, UpdateRefusedError
 from streamapp.seed import SeedError, load_seed
 
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
@@ -75,7 +76,8 @@ def test_seed_files_with_colliding_tenants_are_refused(tmp_path: Path) -> None:
 @pytest.fixture
 def signer(monkeypatch: pytest.MonkeyPatch) -> ed25519.Ed25519PrivateKey:
     key = ed25519.Ed25519PrivateKey.generate()
-    monkeypatch.setattr(policy_updates, "_keyring", KeyRing([key.public_key()]))
+    ring = KeyRing([key.public_key()])
+    monkeypatch.setattr(policy_updates, "admin_keys", lambda: ring)
     return key
 
 

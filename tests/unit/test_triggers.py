@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamapp.admin_keys import sign_update
 from streamapp.clients.openwhisk import Credentials, CredentialsMissingError
 from streamapp.domain.ledger import PartitionLedger
 from streamapp.domain.policy import PolicyError, parse_tenant
@@ -41,7 +42,7 @@ from streamapp.domain.triggers import (
     strip_tokens,
     tokens_expire_during_call,
 )
-from streamapp.domain.updates import KeyRing, UpdateRefusedError, sign_update, verify_update
+from streamapp.domain.updates import KeyRing, UpdateRefusedError, verify_update
 from streamapp.seed import SeedError, load_seed
 from streamapp.settings import Settings, SettingsError
 from streamapp.sink.lanes import TenantLane

@@ -16,6 +16,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from streamapp.admin_keys import (
+    generate_admin_keypair,
+    keyring_from_paths,
+    load_private_key,
+    sign_update,
+)
 from streamapp.domain.updates import (
     ISSUER,
     MAX_UPDATE_BYTES,
@@ -25,10 +31,7 @@ from streamapp.domain.updates import (
     UpdateRefusedError,
     algorithm_for,
     check_newer,
-    generate_admin_keypair,
     key_id,
-    load_private_key,
-    sign_update,
     verify_update,
 )
 
@@ -364,7 +367,7 @@ def test_key_ring_loads_a_directory_of_pem_files(tmp_path: Path) -> None:
     write_pem(tmp_path / "ed.pem", ED_KEY)
     write_pem(tmp_path / "es.pem", ES_KEY)
     (tmp_path / "README.txt").write_text("not a key")
-    ring = KeyRing.from_paths([tmp_path])
+    ring = keyring_from_paths([tmp_path])
     assert len(ring) == 2
     assert ring.get(ED_KID) is not None
     assert ring.get(ES_KID) is not None
@@ -373,7 +376,7 @@ def test_key_ring_loads_a_directory_of_pem_files(tmp_path: Path) -> None:
 
 
 def test_key_ring_loads_a_single_file(tmp_path: Path) -> None:
-    ring = KeyRing.from_paths([write_pem(tmp_path / "admin.pub", ED_KEY)])
+    ring = keyring_from_paths([write_pem(tmp_path / "admin.pub", ED_KEY)])
     assert len(ring) == 1
     assert ring.get(ED_KID) is not None
 
@@ -393,7 +396,7 @@ def test_key_ring_refuses_other_key_types(tmp_path: Path, key: Any, why: str) ->
     write_pem(tmp_path / "ok.pem", ED_KEY)
     bad = write_pem(tmp_path / "weak.pem", key)
     with pytest.raises(ValueError, match=why) as caught:
-        KeyRing.from_paths([tmp_path])
+        keyring_from_paths([tmp_path])
     assert str(bad) in str(caught.value)
 
 
@@ -406,7 +409,7 @@ def test_generated_admin_key_pair_is_private_and_signs_verifiable_updates(tmp_pa
     private_path, public_path = generate_admin_keypair(tmp_path / "keys")
     assert (private_path.name, public_path.name) == ("admin.key", "admin.pub.pem")
     assert stat.S_IMODE(private_path.stat().st_mode) == 0o600
-    ring = KeyRing.from_paths([public_path])
+    ring = keyring_from_paths([public_path])
     key = load_private_key(private_path)
     update = verify_update(signed(key=key), ring)
     assert update.kid == key_id(key.public_key())
