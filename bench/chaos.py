@@ -62,8 +62,8 @@ from streamapp.domain.authorize import authorize
 from streamapp.domain.normalize import Normalized, Rejected, Skipped, normalize
 from streamapp.domain.triggers import matching_triggers
 from streamapp.seed import build_index, load_seed
+from streamapp.settings import Settings
 from streamapp.testing.openwhisk_server import Fault, Namespace, OpenWhiskTestServer
-from streamapp.worker import DEFAULT_SHUTDOWN_GRACE_S
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA = ROOT / "scripts" / "kafka"
@@ -621,7 +621,7 @@ class Run:
         self.server.action("/p02/reduction/nexus-summary")
         self.env: dict[str, str] = {}
         self.bootstrap = ""
-        self.grace_s = DEFAULT_SHUTDOWN_GRACE_S
+        self.grace_s = Settings().shutdown_grace_s
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- set-up --
@@ -636,7 +636,7 @@ class Run:
         (secrets / "macaroon-root.key").write_bytes(os.urandom(32).hex().encode() + b"\n")
         tables = prepare_tables(self.workdir, self.server.url)
         self.env = worker_env(self.bootstrap, self.names, self.workdir, public, self.server.port)
-        self.grace_s = float(self.env.get("STREAMAPP_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE_S))
+        self.grace_s = Settings.from_env(self.env).shutdown_grace_s
         tenants = [e.name for e in load_seed(tables) if e.kind == "tenant"]
         n = self.names
         await create_topics(

@@ -8,16 +8,14 @@ choice), so the loop policy is installed here, before faust creates its loop.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-from collections.abc import Mapping
 
-DEFAULT_LOOP = "uvloop"
+from streamapp.settings import current  # no faust: safe before the loop policy is set
 
 
-def chosen_loop(argv: list[str], env: Mapping[str, str]) -> str:
-    """The loop named by ``-L X`` / ``--loop X`` / ``--loop=X`` before the command, else
-    ``STREAMAPP_LOOP``, else uvloop."""
+def chosen_loop(argv: list[str], configured: str) -> str:
+    """The loop named by ``-L X`` / ``--loop X`` / ``--loop=X`` before the command, else the
+    configured one (``STREAMAPP_LOOP``, uvloop by default)."""
     for index, arg in enumerate(argv[1:], start=1):
         if arg in ("-L", "--loop") and index + 1 < len(argv):
             return argv[index + 1]
@@ -25,7 +23,7 @@ def chosen_loop(argv: list[str], env: Mapping[str, str]) -> str:
             return arg.split("=", 1)[1]
         if not arg.startswith("-"):
             break  # the command: options after it are the command's
-    return env.get("STREAMAPP_LOOP", "") or DEFAULT_LOOP
+    return configured
 
 
 def install_loop(name: str) -> None:
@@ -36,7 +34,7 @@ def install_loop(name: str) -> None:
 
 
 def main() -> None:
-    install_loop(chosen_loop(sys.argv, os.environ))
+    install_loop(chosen_loop(sys.argv, current().event_loop))
     from streamapp.app import app  # noqa: PLC0415 - after the loop policy is in place
 
     app.main()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import faust
 
 from streamapp import faust_fixes, faust_speedups, kafka_auth
-from streamapp.settings import Settings
+from streamapp.settings import current
 from streamapp.web.auth import access_middleware
 
 faust_fixes.apply()
 faust_speedups.apply()
 
-settings = Settings.from_env()
+settings = current()
 
 app = faust.App(
     settings.app_id,

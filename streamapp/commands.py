@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 import tomllib
@@ -331,7 +330,7 @@ async def token(  # noqa: PLR0917 - faust passes CLI options positionally
 async def dcache_events(self: AppCommand, config_file: str | None, metrics_port: int) -> None:
     """Bridge dCache storage events (inotify over SSE) to the raw topic: recursive watches,
     resumable, resynchronised by listing after any gap (docs/dcache-events.md)."""
-    path = config_file or os.environ.get("STREAMAPP_DCACHE_CONFIG")
+    path = config_file or (str(settings.dcache_config) if settings.dcache_config else None)
     if not path:
         _fail("dcache-events", "--config or STREAMAPP_DCACHE_CONFIG is required")
     try:

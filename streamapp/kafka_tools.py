@@ -12,12 +12,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
 from streamapp.kafka_auth import aiokafka_options
-from streamapp.settings import Settings
+from streamapp.private_access import refresh_metadata
+from streamapp.settings import current
 
 
 def _auth() -> dict[str, Any]:
     """SASL options of the configured credentials (``streamapp.kafka_auth``), if any."""
-    return aiokafka_options(Settings.from_env())
+    return aiokafka_options(current())
 
 
 async def feed_lines(bootstrap: str, topic: str, lines: Iterable[tuple[int, bytes]]) -> int:
@@ -122,7 +123,7 @@ async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) ->
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
-            await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             return state

@@ -6,12 +6,14 @@ frozen, so a setting is looked up in one place and a test can build its own ``Se
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from streamapp.domain.policy import KAFKA_PRINCIPAL_PATTERN
 from streamapp.domain.triggers import AllowedHosts
@@ -29,6 +31,9 @@ PLATFORM_PRINCIPALS = (
     "User:operator",
     "User:streamapp",
 )
+
+
+OPENWHISK_ENV_PREFIX: Final = "STREAMAPP_OPENWHISK_"
 
 
 class SettingsError(ValueError):
@@ -98,6 +103,10 @@ def _tenant_pattern(pattern: str) -> str:
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(ENV_PREFIX + name)
     return default if raw is None or raw == "" else raw
+
+
+def _positive_or(value: float, default: float) -> float:
+    return value if value > 0 else default
 
 
 def _at_least(value: float, minimum: float, name: str) -> float:
@@ -209,6 +218,14 @@ class Settings:
     # worker's own principal and PLATFORM_PRINCIPALS); other services that read tenant topics
     # with ACLs of their own belong here
     kafka_acl_unmanaged_principals: tuple[str, ...] = ()
+    event_loop: str = "uvloop"  # or "aio" (asyncio's own); __main__.py installs it
+    # a worker exits this long after SIGTERM even if faust has not stopped (worker.py)
+    shutdown_grace_s: float = 30.0
+    dcache_config: Path | None = None  # the bridge's TOML (streamapp dcache-events)
+    # OpenWhisk credentials given as STREAMAPP_OPENWHISK_<TENANT>__<NAME> (clients/openwhisk.py)
+    openwhisk_env_credentials: Mapping[str, str] = field(
+        default_factory=dict, repr=False, hash=False, compare=False
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -290,6 +307,16 @@ class Settings:
                 "KAFKA_ACL_INTERVAL",
             ),
             kafka_acl_unmanaged_principals=_principals(env, "KAFKA_ACL_UNMANAGED_PRINCIPALS"),
+            event_loop=_str(env, "LOOP", defaults.event_loop) or defaults.event_loop,
+            shutdown_grace_s=_positive_or(
+                _float(env, "SHUTDOWN_GRACE", defaults.shutdown_grace_s), defaults.shutdown_grace_s
+            ),
+            dcache_config=Path(env[ENV_PREFIX + "DCACHE_CONFIG"])
+            if env.get(ENV_PREFIX + "DCACHE_CONFIG")
+            else None,
+            openwhisk_env_credentials={
+                name: value for name, value in env.items() if name.startswith(OPENWHISK_ENV_PREFIX)
+            },
         )
 
     @property
@@ -335,3 +362,10 @@ class Settings:
     def bootstrap_servers(self) -> str:
         """The broker list without faust's ``kafka://`` scheme, for plain aiokafka clients."""
         return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";") if part.strip())
+
+
+@functools.cache
+def current() -> Settings:
+    """This process's settings: the environment is read once, here; everything else receives
+    this object (or takes it from ``streamapp.app``)."""
+    return Settings.from_env()

@@ -29,20 +29,16 @@ import time
 import faust
 
 from streamapp import logfilter
+from streamapp.settings import current
 
 EXIT_SHUTDOWN_DEADLINE = 75  # EX_TEMPFAIL: stopped by the deadline, not by faust
-DEFAULT_SHUTDOWN_GRACE_S = 30.0
 
 log = logging.getLogger(__name__)
 
 
 def shutdown_grace_s() -> float:
-    raw = os.environ.get("STREAMAPP_SHUTDOWN_GRACE", "")
-    try:
-        value = float(raw) if raw else DEFAULT_SHUTDOWN_GRACE_S
-    except ValueError:
-        value = DEFAULT_SHUTDOWN_GRACE_S
-    return value if value > 0 else DEFAULT_SHUTDOWN_GRACE_S
+    """``STREAMAPP_SHUTDOWN_GRACE`` (settings.py; 30 s by default, non-positive means that)."""
+    return current().shutdown_grace_s
 
 
 class Worker(faust.Worker):

@@ -66,6 +66,14 @@ from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.domain.ledger import PartitionLedger
+from streamapp.domain.sink_rules import (
+    Attempts,
+    DeadLetter,
+    Retry,
+    RetryPolicy,
+    next_step,
+    should_pause,
+)
 from streamapp.domain.tokens import format_instant
 from streamapp.domain.triggers import (
     Limits,
@@ -124,7 +132,8 @@ class InvocationSink(faust.Service):
             client_options=aiokafka_options(settings),
         )
         self.client = OpenWhiskClient(
-            Credentials(settings.secrets_dir), settings.openwhisk_allowed_hosts
+            Credentials(settings.secrets_dir, env=settings.openwhisk_env_credentials),
+            settings.openwhisk_allowed_hosts,
         )
         self.issuer = TokenIssuer(
             secrets=SecretFiles(settings.secrets_dir),
@@ -317,12 +326,14 @@ class InvocationSink(faust.Service):
             lane = self._lanes.get(match["tenant"]) if match else None
             if lane is None:
                 continue
-            if lane.jobs >= high and tp not in self._paused:
-                self._consumer.pause(tp)
-                self._paused.add(tp)
-            elif lane.jobs <= high // 2 and tp in self._paused:
-                self._consumer.resume(tp)
-                self._paused.discard(tp)
+            paused = tp in self._paused
+            if should_pause(lane.jobs, high, paused) != paused:
+                if paused:
+                    self._consumer.resume(tp)
+                    self._paused.discard(tp)
+                else:
+                    self._consumer.pause(tp)
+                    self._paused.add(tp)
         SINK_PAUSED.set(len(self._paused))
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
@@ -488,7 +499,9 @@ class InvocationSink(faust.Service):
     ) -> bool:
         tenant = lane.tenant
         key = idempotency_key(tenant, event["id"], trigger.name)
-        attempt = failures = action_failures = 0
+        attempt = 0
+        attempts = Attempts()
+        policy = RetryPolicy(settings.sink_max_attempts, trigger.retry_failed)
         while True:
             if abandon.is_set():
                 return False
@@ -529,14 +542,8 @@ class InvocationSink(faust.Service):
                 label = "rejected"
             INVOCATION_ATTEMPTS.labels(label).inc()
             outcome = verdict.outcome
-            retry = outcome is Outcome.THROTTLED
-            if outcome is Outcome.ACTION_FAILED:
-                action_failures += 1
-                retry = action_failures <= trigger.retry_failed
-            elif outcome is Outcome.RETRYABLE:
-                failures += 1
-                retry = failures < settings.sink_max_attempts
-            dead = not retry and outcome in (Outcome.RETRYABLE, Outcome.REJECTED)
+            step, attempts = next_step(outcome, attempts, policy)
+            retry, dead = isinstance(step, Retry), isinstance(step, DeadLetter)
             if dead:  # the dead letter first: a final record must never stand for a lost one
                 await self._dead_letter(
                     record, verdict.reason, trigger.name, attempt, secrets=_tokens_of(event)
@@ -559,10 +566,9 @@ class InvocationSink(faust.Service):
                 await lane.succeeded()
                 INVOCATIONS.labels("success").inc()
                 return True
-            if retry:
-                if outcome is not Outcome.THROTTLED:  # (a throttled lane's slot waits it out)
-                    tries = action_failures if outcome is Outcome.ACTION_FAILED else failures
-                    await _sleep_unless(abandon, self._backoff(tries))
+            if isinstance(step, Retry):
+                if step.backoff_tries is not None:  # (a throttled lane's slot waits it out)
+                    await _sleep_unless(abandon, self._backoff(step.backoff_tries))
                 continue
             INVOCATIONS.labels("dead_lettered" if dead else "action_failed").inc()
             return True

@@ -13,15 +13,11 @@ from streamapp.admin_keys import admin_keyring
 from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.domain.index import PrefixConflictError
-from streamapp.domain.policy import parse_dataset, parse_tenant
-from streamapp.domain.topic_names import colliding_tenant, collision_reason
-from streamapp.domain.triggers import disallowed_hosts
+from streamapp.domain.update_rules import UpdateRules, check_update
 from streamapp.domain.updates import (
     KeyRing,
     Update,
     UpdateRefusedError,
-    check_dataset_areas,
-    check_newer,
     verify_update,
 )
 from streamapp.metrics import POLICY_UPDATES
@@ -36,55 +32,21 @@ def admin_keys() -> KeyRing:
 
 
 def decide(message: bytes, topic: str) -> Update:
+    """The verified update if it may be applied; raises ``UpdateRefusedError`` otherwise."""
     kind = "dataset" if topic == settings.dataset_updates_topic else "tenant"
     update = verify_update(message, admin_keys(), expected_kind=kind)
-    check_newer(update, TABLES[update.kind].get(update.name))
-    if update.kind == "dataset" and update.op == "upsert":
-        assert update.spec is not None
-        dataset = parse_dataset(update.spec)
-        conflicts = policy_index.conflicts(dataset)
-        if conflicts:
-            prefix, other = conflicts[0]
-            raise UpdateRefusedError(f"prefix {prefix} is already owned by dataset {other}")
-        check_dataset_areas(dataset, policy_index.datasets.values())
-    if update.kind == "tenant" and update.op == "upsert":
-        assert update.spec is not None
-        # the workers' allow-list (checked again before every call); credentials need no check
-        # here: a policy can only name its own tenant's (plain names, resolved per tenant)
-        allowed = settings.openwhisk_allowed_hosts
-        policy = parse_tenant(update.spec)
-        # a Kafka principal reads one tenant's stream: never the workers', never another's
-        for index, principal in enumerate(policy.kafka_principals):
-            owner = principal_owner(principal, policy.tenant)
-            if owner is not None:
-                raise UpdateRefusedError(
-                    f"invalid tenant spec: kafka_principals[{index}]: {principal} {owner}"
-                )
-        # two tenants whose topics Kafka cannot tell apart ('.' is '_' to it): the second
-        # one's topic could never be created (tombstoned tenants' topics remain too)
-        collision = colliding_tenant(
-            policy.tenant, list(TABLES["tenant"].keys()), settings.tenant_topic
-        )
-        if collision is not None:
-            raise UpdateRefusedError(
-                collision_reason(policy.tenant, collision, settings.tenant_topic)
-            )
-        for index, host in disallowed_hosts(policy.triggers, allowed):
-            raise UpdateRefusedError(
-                f"invalid tenant spec: triggers[{index}].api_host: {host} is not among the "
-                f"allowed OpenWhisk hosts ({allowed})"
-            )
+    check_update(
+        update,
+        TABLES[update.kind].get(update.name),
+        policy_index,
+        TABLES["tenant"].keys(),
+        UpdateRules(
+            settings.openwhisk_allowed_hosts,
+            settings.kafka_reserved_principals,
+            settings.tenant_topic,
+        ),
+    )
     return update
-
-
-def principal_owner(principal: str, tenant: str) -> str | None:
-    """Why ``tenant`` may not claim ``principal`` (reserved, or another tenant's), or None."""
-    if principal in settings.kafka_reserved_principals:
-        return "is reserved for the workers or the operator"
-    for other in policy_index.tenants.values():
-        if other.tenant != tenant and principal in other.kafka_principals:
-            return f"is already tenant {other.tenant}'s"
-    return None
 
 
 @app.agent(dataset_updates, concurrency=1)

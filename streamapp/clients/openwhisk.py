@@ -15,7 +15,6 @@ followed.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -79,9 +78,10 @@ class Credentials:
     name is looked up in that tenant's namespace and nowhere else. Files are re-read when they
     change, so a rotated key takes effect without a restart."""
 
-    def __init__(self, secrets_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, secrets_dir: Path, env: Mapping[str, str]) -> None:
+        """``env``: the ``STREAMAPP_OPENWHISK_*`` variables (Settings.openwhisk_env_credentials)."""
         self._dir = secrets_dir / "openwhisk"
-        self._env = os.environ if env is None else env
+        self._env = env
         self._cache: dict[tuple[str, str], tuple[float, str]] = {}
 
     @staticmethod

@@ -23,6 +23,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import AccessType, Options, Rdict
 
+from streamapp.private_access import refresh_metadata
+
 log = logging.getLogger(__name__)
 
 RECENT = 200
@@ -151,6 +153,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return sorted(partitions)
-        await consumer._client.force_metadata_update()  # the topic may be brand new
+        await refresh_metadata(consumer)  # the topic may be brand new
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no partitions (does it exist?)")

@@ -45,7 +45,7 @@ from streamapp.domain.access import (
     verify_peer_request,
 )
 from streamapp.domain.policy import NAME_PATTERN
-from streamapp.settings import Settings
+from streamapp.settings import Settings, current
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     if route in PUBLIC_ROUTES:
         return await handler(request)
     if _access is None:
-        _access = Access(Settings.from_env())
+        _access = Access(current())
     # one place turns every refusal into a problem response: the token check here, and a
     # view's own check (``require_tenant``) raised from inside the handler
     try:

@@ -14,17 +14,18 @@ from prometheus_client.registry import Collector
 
 from streamapp.app import app
 from streamapp.observed import sink_lag
+from streamapp.private_access import read_offset, started_consumer
 
 
 def agents_lag() -> int:
     """Records in this worker's assigned partitions past what its agents have read."""
-    consumer: Any = app._consumer  # not app.consumer: a scrape must not create one
+    consumer: Any = started_consumer(app)
     if consumer is None:
         return 0
     total = 0
     with contextlib.suppress(Exception):  # not started or mid-rebalance: nothing to report
         for tp in consumer.assignment():
-            read = consumer._read_offset.get(tp)  # faust's last offset handed to a stream
+            read = read_offset(consumer, tp)
             end = consumer.highwater(tp) if read is not None else None
             if end is not None:
                 total += max(0, end - read - 1)

@@ -38,6 +38,7 @@ from streamapp.app import app, settings
 from streamapp.domain.access import PEER_HEADER, sign_peer_request
 from streamapp.domain.globs import PathGlob, client_globs
 from streamapp.kafka_auth import aiokafka_options
+from streamapp.private_access import producer_partitions_for, refresh_metadata, windowed_value
 from streamapp.tables import STATS_WINDOW_S, policy_index, tenant_stats
 from streamapp.topics import tenant_events
 from streamapp.web.auth import FORWARDED, json_response, peer_secret, problem, require_tenant
@@ -98,8 +99,7 @@ class TenantStats(web.View):
         for back in range(minutes):
             moment = now - STATS_WINDOW_S * back
             start = moment - moment % STATS_WINDOW_S
-            # faust reads arbitrary windows only through this (public ones are event-relative)
-            count = table._windowed_timestamp(tenant, moment)
+            count = windowed_value(table, tenant, moment)
             per_minute.append({"minute": _utc(start), "deliveries": int(count or 0)})
         return json_response(
             {
@@ -124,7 +124,7 @@ async def _owner(table: Any, tenant: str) -> URL | None:
     # the router hashes the key with the producer's metadata of the changelog topic, which a
     # worker that never wrote to it lacks
     producer: Any = app.producer
-    await producer._ensure_producer().partitions_for(table.changelog_topic.get_topic_name())
+    await producer_partitions_for(producer, table.changelog_topic.get_topic_name())
     try:
         owner: URL = app.router.key_store(table.name, tenant)
     except KeyError:
@@ -353,6 +353,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
         found = consumer.partitions_for_topic(topic)
         if found:
             return sorted(found)
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no partitions")

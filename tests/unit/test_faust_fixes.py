@@ -66,15 +66,25 @@ def test_patched_faust_code_is_unchanged(member: str) -> None:
     assert digest == PATCHED_SOURCES[member], f"faust's {member} changed: re-check the patch"
 
 
-def test_the_patched_signatures_match_the_originals() -> None:
-    for member, replacement in (
-        ("Recovery.on_recovery_completed", Recovery.on_recovery_completed),
-        ("Consumer._new_offset", Consumer._new_offset),
-    ):
-        original = faust_fixes.REPLACED[member]
-        assert list(inspect.signature(replacement).parameters) == list(
+def test_every_replaced_member_is_patched_with_the_same_signature() -> None:
+    """Each member the fixes replace still exists (REPLACED holds faust's / aiokafka's own),
+    is replaced now, and keeps the original's parameters, so callers are unaffected."""
+    from aiokafka.client import AIOKafkaClient  # noqa: PLC0415 - only this test needs it
+
+    owners = {
+        "Recovery": Recovery,
+        "Consumer": Consumer,
+        "AIOKafkaConsumerThread": AIOKafkaConsumerThread,
+        "AIOKafkaClient": AIOKafkaClient,
+    }
+    assert set(faust_fixes.REPLACED) == set(PATCHED_SOURCES)
+    for member, original in faust_fixes.REPLACED.items():
+        owner, name = member.split(".")
+        current = getattr(owners[owner], name)
+        assert current is not original, f"{member} is not patched"
+        assert list(inspect.signature(current).parameters) == list(
             inspect.signature(original).parameters
-        )
+        ), member
 
 
 def test_another_faust_minor_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

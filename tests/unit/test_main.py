@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from streamapp.__main__ import chosen_loop
+from streamapp.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -22,14 +23,14 @@ from streamapp.__main__ import chosen_loop
     ],
 )
 def test_the_loop_chosen(argv: list[str], env: dict[str, str], loop: str) -> None:
-    assert chosen_loop(argv, env) == loop
+    assert chosen_loop(argv, Settings.from_env(env).event_loop) == loop
 
 
 def test_the_worker_process_runs_on_uvloop() -> None:
     """faust 0.15's ``-L`` is recorded but never used: the policy is installed by us."""
     probe = (
         "import asyncio, sys; from streamapp.__main__ import install_loop, chosen_loop;"
-        "install_loop(chosen_loop(['streamapp', 'worker'], {}));"
+        "install_loop(chosen_loop(['streamapp', 'worker'], 'uvloop'));"
         "from streamapp.app import app;"
         "from mode.utils.loops import get_event_loop;"
         "print(type(get_event_loop()).__module__)"

@@ -11,6 +11,7 @@ import mode
 import pytest
 
 from streamapp import worker
+from streamapp.settings import Settings, SettingsError
 
 
 def test_sigterm_and_sigint_go_through_schedule_shutdown() -> None:
@@ -21,13 +22,15 @@ def test_sigterm_and_sigint_go_through_schedule_shutdown() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", 30.0), ("12.5", 12.5), ("0", 30.0), ("-3", 30.0), ("soon", 30.0)],
+    [("", 30.0), ("12.5", 12.5), ("0", 30.0), ("-3", 30.0)],
 )
-def test_grace_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, value: str, expected: float
-) -> None:
-    monkeypatch.setenv("STREAMAPP_SHUTDOWN_GRACE", value)
-    assert worker.shutdown_grace_s() == expected
+def test_grace_from_the_environment(value: str, expected: float) -> None:
+    assert Settings.from_env({"STREAMAPP_SHUTDOWN_GRACE": value}).shutdown_grace_s == expected
+
+
+def test_a_grace_that_is_not_a_number_is_a_clear_error() -> None:
+    with pytest.raises(SettingsError, match="STREAMAPP_SHUTDOWN_GRACE='soon' is not a number"):
+        Settings.from_env({"STREAMAPP_SHUTDOWN_GRACE": "soon"})
 
 
 def test_the_signal_arms_one_deadline_that_exits_with_75(
@@ -41,7 +44,7 @@ def test_the_signal_arms_one_deadline_that_exits_with_75(
         exited.set()
 
     scheduled: list[signal.Signals] = []
-    monkeypatch.setenv("STREAMAPP_SHUTDOWN_GRACE", "0.2")
+    monkeypatch.setattr("streamapp.worker.current", lambda: Settings(shutdown_grace_s=0.2))
     monkeypatch.setattr("streamapp.worker.os._exit", fake_exit)
     monkeypatch.setattr("streamapp.worker.logging.shutdown", lambda: None)
     monkeypatch.setattr(
