@@ -23,17 +23,17 @@ from typing import Any
 import orjson
 
 from streamapp import observed
-from streamapp.agents.outputs import (
-    described,
-    exit_if_undelivered,
-    send_dead_letter,
-)
 from streamapp.app import app, settings
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS, child
+from streamapp.outputs import (
+    described,
+    exit_if_undelivered,
+    send_dead_letter,
+)
 from streamapp.tables import policy_index
 from streamapp.topics import dead_letters, tenant_events
 

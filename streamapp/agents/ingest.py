@@ -26,17 +26,17 @@ from typing import Any
 import orjson
 
 from streamapp.agents.authorize import Origin, deliver_event
-from streamapp.agents.outputs import (
-    described,
-    exit_if_undelivered,
-    finish_even_if_cancelled,
-    send_dead_letter,
-)
 from streamapp.app import app, settings
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE
 from streamapp.domain.normalize import Normalized, Rejected, normalize
 from streamapp.metrics import INGEST_EVENTS, INGEST_RECORDS, child
+from streamapp.outputs import (
+    described,
+    exit_if_undelivered,
+    finish_even_if_cancelled,
+    send_dead_letter,
+)
 from streamapp.topics import dead_letters, raw_storage_records, storage_events
 
 log = logging.getLogger(__name__)

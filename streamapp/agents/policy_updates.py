@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from streamapp.admin_keys import admin_keyring
-from streamapp.agents.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.app import app, settings
 from streamapp.domain.index import PrefixConflictError
 from streamapp.domain.update_rules import UpdateRules, check_update
@@ -21,6 +20,7 @@ from streamapp.domain.updates import (
     verify_update,
 )
 from streamapp.metrics import POLICY_UPDATES
+from streamapp.outputs import exit_if_undelivered, finish_even_if_cancelled
 from streamapp.tables import TABLES, apply_entry, policy_index
 from streamapp.topics import dataset_updates, tenant_updates, updates_audit
 

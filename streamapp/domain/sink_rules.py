@@ -1,10 +1,12 @@
 """The sink's decisions, pure: what follows an invocation's outcome, and when a tenant's
-partitions pause for back-pressure. The sink (agents/invoke.py) only carries them out."""
+partitions pause for back-pressure. The sink (sink/service.py) only carries them out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from streamapp.domain.authorize import Delivery
 from streamapp.domain.triggers import Outcome
 
 
@@ -71,3 +73,12 @@ def should_pause(unfinished: int, limit: int, paused: bool) -> bool:
     if unfinished <= limit // 2:
         return False
     return paused
+
+
+def outgrown(event: dict[str, Any], delivery: Delivery) -> bool:
+    """Whether ``event`` carries a token that ``delivery`` (the grant as it is now) withholds."""
+    if "writetoken" in event and (not delivery.write or delivery.write_refused is not None):
+        return True
+    return "readtoken" in event and (
+        not delivery.subscription.read or delivery.read_refused is not None
+    )

@@ -1,2 +1,5 @@
-"""Parts of the invocation sink (``streamapp.agents.invoke``): tenant lanes and the store of
-success records that makes a replay skip what already ran."""
+"""The invocation sink: ``service.py`` (the faust Service: subscription, dispatch, attempts,
+records, commits), ``parts.py`` (its injected collaborators), ``wiring.py`` (a worker's parts;
+the only module here that imports the app), ``lanes.py`` (per-tenant limits and 429 back-off),
+``outcomes.py`` (the store of final records that makes a replay skip what already ran). Its
+decisions are pure functions in ``domain/sink_rules.py`` and ``domain/triggers.py``."""

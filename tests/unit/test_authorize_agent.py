@@ -290,7 +290,7 @@ async def test_a_copy_the_producer_refuses_is_a_dead_letter_and_the_stream_goes_
 async def test_a_dead_letter_the_producer_refuses_leaves_a_stand_in(
     captured: Captured, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Shared with ingest (``agents.outputs.send_dead_letter``): the original value too large
+    """Shared with ingest (``streamapp.outputs.send_dead_letter``): the original value too large
     for a dead letter -> an empty-valued one saying where the original stays."""
     captured.refused.add("alice")
 

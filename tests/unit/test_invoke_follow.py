@@ -7,18 +7,16 @@ buffer" (alive, never restarted), following no tenant at all."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
-import pytest
-
-from streamapp.agents import invoke
-from streamapp.app import settings
+from streamapp.domain.index import PolicyIndex
 from streamapp.domain.policy import parse_tenant
 from streamapp.metrics import SINK_TOPIC_ERRORS
-from streamapp.tables import policy_index
+from streamapp.settings import Settings
+from streamapp.sink.parts import SinkParts
+from streamapp.sink.service import InvocationSink
+
+SETTINGS = Settings()
 
 
 def with_trigger(tenant: str) -> Any:
@@ -29,13 +27,6 @@ def with_trigger(tenant: str) -> Any:
         "credentials": "ow",
     }
     return parse_tenant({"tenant": tenant, "triggers": [trigger]})
-
-
-@pytest.fixture
-def tenants() -> Iterator[None]:
-    policy_index.replace_all([], [with_trigger("alpha"), with_trigger("co_ll")])
-    yield
-    policy_index.replace_all([], [])
 
 
 class Consumer:
@@ -49,43 +40,53 @@ class Consumer:
         self.subscriptions.append([])
 
 
-def sink() -> Any:
-    async def release(_: Any) -> None:
-        return None
+def unused(*_: Any) -> Any:
+    raise AssertionError("not used by this test")
 
-    return SimpleNamespace(
-        _consumer=Consumer(),
-        _subscribed=[],
-        _tenant_of_topic=re.compile(settings.tenant_topic_regex()),
-        _release=release,
+
+def sink(ensure_tenant_topic: Any) -> InvocationSink:
+    index = PolicyIndex()
+    index.replace_all([], [with_trigger("alpha"), with_trigger("co_ll")])
+    parts = SinkParts(
+        settings=SETTINGS,
+        index=index,
+        client=None,
+        issuer=None,
+        outcomes=None,
+        consumer_factory=unused,
+        send_invocation=unused,
+        send_dead_letter=unused,
+        ensure_tenant_topic=ensure_tenant_topic,
+        declare_topics=unused,
     )
+    built = InvocationSink(parts)
+    built._consumer = Consumer()
+    return built
 
 
-async def test_a_tenant_topic_that_cannot_be_created_is_skipped_and_counted(
-    tenants: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_tenant_topic_that_cannot_be_created_is_skipped_and_counted() -> None:
     broken = {"co_ll"}
 
     async def tenant_events(tenant: str) -> None:
         if tenant in broken:
             raise RuntimeError("InvalidTopicError: collides with existing topics")
 
-    monkeypatch.setattr(invoke, "tenant_events", tenant_events)
     before = SINK_TOPIC_ERRORS.labels("co_ll")._value.get()
-    fake = sink()
+    fake = sink(tenant_events)
+    consumer: Any = fake._consumer
 
-    await invoke.InvocationSink._follow_policies(fake)  # must not raise
+    await fake._follow_policies()  # must not raise
 
-    alpha, co_ll = settings.tenant_topic("alpha"), settings.tenant_topic("co_ll")
-    assert fake._consumer.subscriptions == [[alpha]]
+    alpha, co_ll = SETTINGS.tenant_topic("alpha"), SETTINGS.tenant_topic("co_ll")
+    assert consumer.subscriptions == [[alpha]]
     assert fake._subscribed == [alpha]
     assert SINK_TOPIC_ERRORS.labels("co_ll")._value.get() == before + 1
 
     # tried again at the next discovery; nothing changes while it still fails
-    await invoke.InvocationSink._follow_policies(fake)
-    assert fake._consumer.subscriptions == [[alpha]]
+    await fake._follow_policies()
+    assert consumer.subscriptions == [[alpha]]
     assert SINK_TOPIC_ERRORS.labels("co_ll")._value.get() == before + 2
 
     broken.clear()  # the operator fixed it: followed from the next discovery on
-    await invoke.InvocationSink._follow_policies(fake)
-    assert fake._consumer.subscriptions[-1] == sorted([alpha, co_ll])
+    await fake._follow_policies()
+    assert consumer.subscriptions[-1] == sorted([alpha, co_ll])

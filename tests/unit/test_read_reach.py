@@ -8,13 +8,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streamapp.agents.invoke import outgrown
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain import tokens
 from streamapp.domain.authorize import authorize
 from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.sink_rules import outgrown
 
 SOURCE = "s3://unit"
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
