@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ from streamapp.clients.dcache import (
     SseFrame,
     TokenFile,
 )
+from streamapp.domain.backoff import equal_jitter_delay
 from streamapp.domain.inotify import (
     WATCH_FLAGS,
     FileState,
@@ -82,6 +84,7 @@ from streamapp.metrics import (
 )
 
 log = logging.getLogger(__name__)
+_RNG = random.Random()  # noqa: S311 - jitter, not secrets
 
 CHECKPOINT_EVERY: Final = 200  # frames; also whenever the stream goes quiet
 _END: Final = object()
@@ -174,7 +177,7 @@ class FrontendBridge:
             await self.client.close()
 
     def _backoff(self, failures: int) -> float:
-        return float(min(self.retry_cap_s, self.retry_base_s * 2 ** min(failures, 16)))
+        return equal_jitter_delay(failures + 1, self.retry_base_s, self.retry_cap_s, _RNG)
 
     def _lost(self, reason: str) -> None:
         """The channel is gone: the next session makes a new one and resynchronises."""

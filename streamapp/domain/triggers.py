@@ -12,7 +12,6 @@ and dead-letter headers only as an ``excerpt`` (bounded, control characters and 
 from __future__ import annotations
 
 import ipaddress
-import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -553,9 +552,3 @@ def parse_throttle(message: str) -> Throttle:
         return Throttle("unknown")
     kind = "rate" if match["kind"].startswith("requests") else "concurrency"
     return Throttle(kind, int(match["allowed"]))
-
-
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Exponential backoff with full jitter ("decorrelates" replicas retrying together)."""
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
-    return rng.uniform(ceiling / 2, ceiling)

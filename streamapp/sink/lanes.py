@@ -15,7 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from streamapp.domain.triggers import Limits, Throttle, backoff_delay
+from streamapp.domain.backoff import equal_jitter_delay
+from streamapp.domain.triggers import Limits, Throttle
 
 
 class TenantLane:
@@ -79,7 +80,7 @@ class TenantLane:
         """A 429: pause the whole lane and lower its concurrency; returns the pause."""
         async with self._changed:
             self.consecutive_throttles += 1
-            pause = backoff_delay(
+            pause = equal_jitter_delay(
                 self.consecutive_throttles, self._throttle_base_s, self._throttle_cap_s, self._rng
             )
             self.throttled_until = max(self.throttled_until, time.monotonic() + pause)

@@ -62,6 +62,7 @@ from streamapp.clients.openwhisk import (
     PayloadTooLargeError,
 )
 from streamapp.domain.authorize import Delivery, authorize, authorized_event
+from streamapp.domain.backoff import equal_jitter_delay
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
 from streamapp.domain.ledger import PartitionLedger
@@ -80,7 +81,6 @@ from streamapp.domain.triggers import (
     Outcome,
     Trigger,
     Verdict,
-    backoff_delay,
     excerpt,
     idempotency_key,
     invocation_params,
@@ -549,7 +549,9 @@ class InvocationSink(faust.Service):
 
     def _backoff(self, failures: int) -> float:
         settings = self._settings
-        return backoff_delay(failures, settings.sink_retry_base_s, settings.sink_retry_cap_s, _RNG)
+        return equal_jitter_delay(
+            failures, settings.sink_retry_base_s, settings.sink_retry_cap_s, _RNG
+        )
 
     def _limits_of(self, tenant: str) -> Limits:
         policy = self._index.tenants.get(tenant)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from streamapp.admin_keys import sign_update
 from streamapp.clients.openwhisk import Credentials, CredentialsMissingError
+from streamapp.domain.backoff import equal_jitter_delay
 from streamapp.domain.ledger import PartitionLedger
 from streamapp.domain.policy import PolicyError, parse_tenant
 from streamapp.domain.triggers import (
@@ -31,7 +32,6 @@ from streamapp.domain.triggers import (
     Limits,
     Outcome,
     Throttle,
-    backoff_delay,
     disallowed_hosts,
     excerpt,
     idempotency_key,
@@ -256,7 +256,8 @@ def test_throttle_messages_name_the_limit() -> None:
 
 @given(st.integers(min_value=1, max_value=60), st.integers(min_value=0, max_value=2**32))
 def test_backoff_grows_and_stays_under_the_cap(attempt: int, seed: int) -> None:
-    delay = backoff_delay(attempt, 0.5, 30.0, random.Random(seed))
+    """domain/backoff.py: the one back-off of the sink and the dCache bridge."""
+    delay = equal_jitter_delay(attempt, 0.5, 30.0, random.Random(seed))
     ceiling = min(30.0, 0.5 * 2 ** (attempt - 1))
     assert ceiling / 2 <= delay <= ceiling
 
