@@ -273,7 +273,12 @@ class Settings:
             sink_retry_cap_s=_float(env, "SINK_RETRY_CAP", defaults.sink_retry_cap_s),
             sink_throttle_base_s=_float(env, "SINK_THROTTLE_BASE", defaults.sink_throttle_base_s),
             sink_throttle_cap_s=_float(env, "SINK_THROTTLE_CAP", defaults.sink_throttle_cap_s),
-            sink_max_pending=_int(env, "SINK_MAX_PENDING", defaults.sink_max_pending),
+            # 0 would pause every tenant partition for good (resume is at half of it)
+            sink_max_pending=int(
+                _at_least(
+                    _int(env, "SINK_MAX_PENDING", defaults.sink_max_pending), 1, "SINK_MAX_PENDING"
+                )
+            ),
             sink_discovery_interval_s=_float(
                 env, "SINK_DISCOVERY_INTERVAL", defaults.sink_discovery_interval_s
             ),

@@ -18,6 +18,7 @@ from streamapp.domain.sink_rules import (
     should_pause,
 )
 from streamapp.domain.triggers import Outcome
+from streamapp.settings import Settings, SettingsError
 
 POLICY = RetryPolicy(max_attempts=3, retry_failed=1)
 
@@ -119,3 +120,14 @@ def test_back_pressure_pauses_at_the_limit_and_resumes_at_half(
         if paused and not now:
             assert unfinished <= limit // 2  # only half of it ends one
         paused = now
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_pending_limit_below_one_is_refused(value: str) -> None:
+    """With a limit of 0 every tenant partition would pause and never resume."""
+    with pytest.raises(SettingsError, match="STREAMAPP_SINK_MAX_PENDING"):
+        Settings.from_env({"STREAMAPP_SINK_MAX_PENDING": value})
+
+
+def test_a_pending_limit_of_one_is_accepted() -> None:
+    assert Settings.from_env({"STREAMAPP_SINK_MAX_PENDING": "1"}).sink_max_pending == 1
