@@ -454,7 +454,13 @@ class InvocationSink(faust.Service):
                     INVOCATIONS.labels("duplicate").inc()
                     return True
                 return await self._attempts(
-                    record, event, delivery=delivery, trigger=trigger, lane=lane, abandon=abandon
+                    record,
+                    event,
+                    key=key,
+                    delivery=delivery,
+                    trigger=trigger,
+                    lane=lane,
+                    abandon=abandon,
                 )
         finally:
             claim.holders -= 1
@@ -466,13 +472,13 @@ class InvocationSink(faust.Service):
         record: ConsumerRecord[Any, Any],
         event: dict[str, Any],
         *,
+        key: str,
         delivery: Delivery,
         trigger: Trigger,
         lane: TenantLane,
         abandon: asyncio.Event,
     ) -> bool:
         tenant = lane.tenant
-        key = idempotency_key(tenant, event["id"], trigger.name)
         attempt = 0
         attempts = Attempts()
         policy = RetryPolicy(self._settings.sink_max_attempts, trigger.retry_failed)
