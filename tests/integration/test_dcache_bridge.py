@@ -25,7 +25,7 @@ from streamapp.bridge.config import BridgeConfig, FrontendConfig
 from streamapp.bridge.dcache_events import run_bridges
 from streamapp.clients.dcache import ChannelGoneError, DCacheClient, TokenFile
 from streamapp.domain.normalize import Normalized, Rejected, normalize
-from streamapp.testing.dcache_server import DCacheTestServer
+from streamapp.testing.dcache_server import API, DCacheTestServer
 from tests.integration.conftest import ROOT, TopicNames
 
 pytestmark = pytest.mark.integration
@@ -103,6 +103,21 @@ def watched(server: DCacheTestServer) -> set[str]:
     return server.watched_paths()
 
 
+async def until_started(server: DCacheTestServer, timeout: float = 30) -> None:  # noqa: ASYNC109
+    """The bridge watches the root and has listed it: its start-up listing records what exists
+    without reporting it, so a file made before that listing would count as pre-existing (the
+    test server answers a listing in the step that records its request)."""
+    listing = f"{API}/namespace{ROOT_DIR}"
+
+    def listed() -> bool:
+        return any(
+            r.method == "GET" and r.path == listing and "children=true" in r.query
+            for r in server.requests
+        )
+
+    await until(lambda: ROOT_DIR in watched(server) and listed(), "the start-up listing", timeout)
+
+
 async def events(
     bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], settle: float = 1.5
 ) -> list[dict[str, Any]]:
@@ -154,7 +169,7 @@ async def test_a_tree_built_while_watched_yields_each_file_once(
     """Nested directories made and filled at once (files land before the bridge can watch
     their directory: the listing catches those), then moves and deletions."""
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     expected = set()
     for run in range(3):
         frontend.mkdir(f"{ROOT_DIR}/run{run}")
@@ -222,7 +237,7 @@ async def test_a_disconnect_mid_stream_resumes_without_gap_or_duplicate(
     frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
 ) -> None:
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     paths = [f"{ROOT_DIR}/f{n:03d}.h5" for n in range(40)]
     for n, path in enumerate(paths):
         frontend.upload(path, size=n)
@@ -245,7 +260,7 @@ async def test_events_lost_from_the_buffer_are_found_by_listing(
     far past the 64-event ring buffer. On its return dCache says EVENT_LOSS; the listing finds
     every file written meanwhile, and one deleted meanwhile is reported deleted."""
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     frontend.upload(f"{ROOT_DIR}/before.h5", size=1)
     frontend.upload(f"{ROOT_DIR}/doomed.h5", size=2)
     await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 2)
@@ -273,7 +288,7 @@ async def test_an_overflow_and_a_vanished_channel_resynchronise(
     frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
 ) -> None:
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     frontend.upload(f"{ROOT_DIR}/seen.h5", size=1)
     frontend.upload(f"{ROOT_DIR}/quiet-1.h5", size=5, silent=True)  # its events were dropped
     frontend.overflow()
@@ -300,7 +315,7 @@ async def test_a_competing_client_is_reported_not_fought(
     import aiohttp  # noqa: PLC0415 - only this test plays the other client
 
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     frontend.upload(f"{ROOT_DIR}/before.h5", size=1)
     await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 1, settle=0.2)
     channel_url = next(iter(frontend.channels.values())).url
@@ -363,7 +378,7 @@ roots = ["{ROOT_DIR}"]
 
     process = start()
     try:
-        await until(lambda: ROOT_DIR in watched(frontend), "the root watch", timeout=60)
+        await until_started(frontend, timeout=60)
         first = [f"{ROOT_DIR}/a{n:02d}.h5" for n in range(20)]
         for path in first:
             frontend.upload(path, size=1)
@@ -417,7 +432,7 @@ async def test_a_rotated_token_is_read_from_its_file(
     """dCache accepts only a new token from now on; the operator's token refresher rewrites
     the file. The bridge picks it up without a restart and nothing is lost meanwhile."""
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     frontend.set_tokens({"bridge-token-2": "bridge"})
     frontend.disconnect_readers()
     frontend.upload(f"{ROOT_DIR}/while-refused.h5", size=1)
@@ -442,7 +457,7 @@ async def test_the_watch_limit_is_a_clear_error_not_a_crash(
     limited = replace(config, frontends=(replace(config.frontends[0], max_watches=3),))
     running = Bridge(limited, bootstrap).start()
     try:
-        await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+        await until_started(frontend)
         for name in ("one", "two", "three"):
             frontend.mkdir(f"{ROOT_DIR}/{name}")
             await asyncio.sleep(0.3)
@@ -483,7 +498,7 @@ async def test_a_root_deleted_and_made_again_is_watched_again(
     frontend: DCacheTestServer, bridge: Bridge, config: BridgeConfig, bootstrap: str
 ) -> None:
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     frontend.upload(f"{ROOT_DIR}/x.h5", size=1)
     await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 1, settle=0.2)
     frontend.delete(f"{ROOT_DIR}/x.h5")
@@ -507,7 +522,7 @@ async def test_hostile_frames_cost_one_frame_never_the_bridge(
     uploaded after them is reported, and one uploaded while an unreadable frame hid its event
     is found by the listing that frame causes."""
     bridge.start()
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watch")
+    await until_started(frontend)
     [channel] = frontend.channels.values()
     await until(lambda: channel.reader is not None, "the stream")
     assert channel.reader is not None
