@@ -2,7 +2,7 @@
 (Kafka refused to create it: its name collides with another's, '.' vs '_') is skipped and
 counted, and the other tenants' topics are followed as usual.
 
-Before: ``_follow_policies`` raised from ``on_start`` and the worker hung at "Flush producer
+Before: ``follow_policies`` raised from ``on_start`` and the worker hung at "Flush producer
 buffer" (alive, never restarted), following no tenant at all."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def unused(*_: Any) -> Any:
     raise AssertionError("not used by this test")
 
 
-def sink(ensure_tenant_topic: Any) -> InvocationSink:
+def sink(ensure_tenant_topic: Any) -> tuple[InvocationSink, Consumer]:
     index = PolicyIndex()
     index.replace_all([], [with_trigger("alpha"), with_trigger("co_ll")])
     parts = SinkParts(
@@ -60,8 +60,9 @@ def sink(ensure_tenant_topic: Any) -> InvocationSink:
         declare_topics=unused,
     )
     built = InvocationSink(parts)
-    built._consumer = Consumer()
-    return built
+    consumer = Consumer()
+    built.consumer.attach(consumer)
+    return built, consumer
 
 
 async def test_a_tenant_topic_that_cannot_be_created_is_skipped_and_counted() -> None:
@@ -72,21 +73,20 @@ async def test_a_tenant_topic_that_cannot_be_created_is_skipped_and_counted() ->
             raise RuntimeError("InvalidTopicError: collides with existing topics")
 
     before = SINK_TOPIC_ERRORS.labels("co_ll")._value.get()
-    fake = sink(tenant_events)
-    consumer: Any = fake._consumer
+    fake, consumer = sink(tenant_events)
 
-    await fake._follow_policies()  # must not raise
+    await fake.consumer.follow_policies()  # must not raise
 
     alpha, co_ll = SETTINGS.tenant_topic("alpha"), SETTINGS.tenant_topic("co_ll")
     assert consumer.subscriptions == [[alpha]]
-    assert fake._subscribed == [alpha]
+    assert fake.consumer.subscribed == [alpha]
     assert SINK_TOPIC_ERRORS.labels("co_ll")._value.get() == before + 1
 
     # tried again at the next discovery; nothing changes while it still fails
-    await fake._follow_policies()
+    await fake.consumer.follow_policies()
     assert consumer.subscriptions == [[alpha]]
     assert SINK_TOPIC_ERRORS.labels("co_ll")._value.get() == before + 2
 
     broken.clear()  # the operator fixed it: followed from the next discovery on
-    await fake._follow_policies()
+    await fake.consumer.follow_policies()
     assert consumer.subscriptions[-1] == sorted([alpha, co_ll])

@@ -194,7 +194,7 @@ class Harness:
     def dispatch(self, *records: Record) -> None:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
-            self.sink._dispatch(tp, self.sink._take(tp), record)
+            self.sink.consumer.dispatch(tp, self.sink.consumer.take(tp), record)
 
 
 @pytest.fixture
@@ -223,7 +223,7 @@ def make(tmp_path: Path) -> Callable[[Script], Harness]:
             declare_topics=nothing,
         )
         sink = InvocationSink(parts)
-        sink._consumer = consumer
+        sink.consumer.attach(consumer)
         return Harness(sink, consumer, client, outcomes, outputs, issuer, index)
 
     return build
@@ -232,7 +232,9 @@ def make(tmp_path: Path) -> Callable[[Script], Harness]:
 async def settle(harness: Harness) -> None:
     """Until every dispatched record's task has finished."""
     for _ in range(200):
-        jobs = [job for jobs in harness.sink._jobs.values() for job in jobs if not job.done()]
+        jobs = [
+            job for jobs in harness.sink.consumer.jobs.values() for job in jobs if not job.done()
+        ]
         if not jobs:
             return
         await asyncio.wait(jobs, timeout=1)
@@ -240,7 +242,9 @@ async def settle(harness: Harness) -> None:
 
 
 async def assigned(harness: Harness, *tenants: str) -> None:
-    await harness.sink.on_assigned({TopicPartition(SETTINGS.tenant_topic(t), 0) for t in tenants})
+    await harness.sink.consumer.on_assigned(
+        {TopicPartition(SETTINGS.tenant_topic(t), 0) for t in tenants}
+    )
 
 
 async def test_commit_never_passes_an_unfinished_record(make: Callable[[Script], Harness]) -> None:
@@ -256,13 +260,13 @@ async def test_commit_never_passes_an_unfinished_record(make: Callable[[Script],
     harness.dispatch(*(harness.record("alpha", n) for n in range(3)))
     for _ in range(50):  # records 1 and 2 finish, record 0 is still in its call
         await asyncio.sleep(0)
-    await harness.sink._commit()
+    await harness.sink.consumer.commit()
     tp = TopicPartition(SETTINGS.tenant_topic("alpha"), 0)
     assert all(commit.get(tp, 0) <= 0 for commit in harness.consumer.commits)
     assert len(harness.outputs.invocations) == 2
     release.set()
     await settle(harness)
-    await harness.sink._commit()
+    await harness.sink.consumer.commit()
     assert harness.consumer.commits[-1][tp] == 3
     assert len(harness.outputs.invocations) == 3
 
@@ -306,10 +310,10 @@ async def test_revoked_during_a_call_leaves_the_record_uncommitted(
         await asyncio.sleep(0)
     assert harness.client.calls  # the call is in flight
     tp = TopicPartition(SETTINGS.tenant_topic("alpha"), 0)
-    await harness.sink._release({tp})
+    await harness.sink.consumer.release({tp})
     assert all(tp not in commit or commit[tp] == 0 for commit in harness.consumer.commits)
     assert not harness.outputs.invocations  # no record claims an outcome it does not have
-    assert tp not in harness.sink._ledgers
+    assert tp not in harness.sink.consumer.ledgers
 
 
 async def test_records_wait_for_the_outcome_catch_up_and_skip_what_already_ran(
@@ -343,11 +347,11 @@ async def test_a_busy_tenant_is_paused_at_the_limit_and_resumed_at_half(
     alpha = TopicPartition(SETTINGS.tenant_topic("alpha"), 0)
     harness.dispatch(*(harness.record("alpha", n) for n in range(SETTINGS.sink_max_pending)))
     harness.dispatch(harness.record("beta", 0))
-    harness.sink._apply_backpressure()
+    harness.sink.consumer.apply_backpressure()
     assert harness.consumer.paused == {alpha}  # beta, under its limit, keeps flowing
     release.set()
     await settle(harness)
-    harness.sink._apply_backpressure()
+    harness.sink.consumer.apply_backpressure()
     assert harness.consumer.paused == set()
 
 
