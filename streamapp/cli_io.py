@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import orjson
 
@@ -56,3 +56,9 @@ def _bounded_lines(stream: BinaryIO, limit: int) -> Iterator[bytes]:
 
 def write_json_line(obj: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
+
+
+def fail(command: str, message: str, code: int = 2) -> NoReturn:
+    """End a command with ``streamapp COMMAND: MESSAGE`` on stderr and exit status ``code``."""
+    print(f"streamapp {command}: {message}", file=sys.stderr)
+    raise SystemExit(code)

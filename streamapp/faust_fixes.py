@@ -261,12 +261,17 @@ def apply() -> None:
         return
     check_version()
     _applied = True
+    _patch_recovery_and_commit_guard()
+    _patch_reseek_after_flow_stop()
+    _patch_livelock_check()
+    _patch_metadata_tracking()
+
+
+def _patch_recovery_and_commit_guard() -> None:
     REPLACED.update(
         {
             "Recovery.on_recovery_completed": faust_recovery.Recovery.on_recovery_completed,
             "Consumer._new_offset": faust_consumer.Consumer._new_offset,
-            "Consumer.stop_flow": faust_consumer.Consumer.stop_flow,
-            "Consumer._wait_next_records": faust_consumer.Consumer._wait_next_records,
             "AIOKafkaConsumerThread.seek_to_committed": (
                 faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed
             ),
@@ -281,9 +286,11 @@ def apply() -> None:
         _seek_to_committed_or_beginning
     )
 
+
+def _patch_reseek_after_flow_stop() -> None:
     base = faust_consumer.Consumer
-    original_stop_flow = base.stop_flow
-    original_wait_next_records = base._wait_next_records
+    REPLACED["Consumer.stop_flow"] = original_stop_flow = base.stop_flow
+    REPLACED["Consumer._wait_next_records"] = original_wait_next_records = base._wait_next_records
 
     def stop_flow(self: Any) -> None:
         self._streamapp_reseek = True
@@ -304,7 +311,9 @@ def apply() -> None:
     base.stop_flow = stop_flow  # type: ignore[method-assign]
     base._wait_next_records = wait_next_records  # type: ignore[method-assign]
 
-    # 5: the livelock check skips partitions not positioned yet
+
+def _patch_livelock_check() -> None:
+    """5: the livelock check skips partitions not positioned yet."""
     thread = faust_aiokafka.AIOKafkaConsumerThread
     REPLACED["AIOKafkaConsumerThread.verify_event_path"] = thread.verify_event_path
     original_verify_event_path = thread.verify_event_path
@@ -316,7 +325,9 @@ def apply() -> None:
 
     thread.verify_event_path = verify_event_path  # type: ignore[method-assign]
 
-    # 6: aiokafka's producer tracks every topic it sends to
+
+def _patch_metadata_tracking() -> None:
+    """6: aiokafka's producer tracks every topic it sends to."""
     REPLACED["AIOKafkaClient._wait_on_metadata"] = AIOKafkaClient._wait_on_metadata
     AIOKafkaClient._wait_on_metadata = _track_and_wait_on_metadata
 

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from streamapp.domain.policy import KAFKA_PRINCIPAL_PATTERN
 from streamapp.domain.triggers import AllowedHosts
@@ -231,97 +231,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         defaults = cls()
-        raw = env.get(ENV_PREFIX + "RAW_TOPICS")
         return cls(
-            app_id=_str(env, "APP_ID", defaults.app_id),
-            broker=_str(env, "BROKER", defaults.broker),
-            raw_topics=parse_topic_sources(raw) if raw else defaults.raw_topics,
-            normalized_topic=_str(env, "NORMALIZED_TOPIC", defaults.normalized_topic),
-            deadletter_topic=_str(env, "DEADLETTER_TOPIC", defaults.deadletter_topic),
-            topic_partitions=_int(env, "TOPIC_PARTITIONS", defaults.topic_partitions),
-            data_dir=Path(_str(env, "DATA_DIR", str(defaults.data_dir))),
-            store=_str(env, "STORE", defaults.store),
-            web_port=_int(env, "WEB_PORT", defaults.web_port),
-            web_host=_str(env, "WEB_HOST", defaults.web_host),
-            canonical_url=_str(env, "CANONICAL_URL", defaults.canonical_url),
-            producer_linger_s=_float(env, "PRODUCER_LINGER", defaults.producer_linger_s),
-            session_timeout_s=_float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
-            heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),
-            max_record_bytes=_int(env, "MAX_RECORD_BYTES", defaults.max_record_bytes),
-            dataset_updates_topic=_str(
-                env, "DATASET_UPDATES_TOPIC", defaults.dataset_updates_topic
-            ),
-            tenant_updates_topic=_str(env, "TENANT_UPDATES_TOPIC", defaults.tenant_updates_topic),
-            updates_audit_topic=_str(env, "UPDATES_AUDIT_TOPIC", defaults.updates_audit_topic),
-            tenant_topic_pattern=_tenant_pattern(
-                _str(env, "TENANT_TOPIC_PATTERN", defaults.tenant_topic_pattern)
-            ),
-            admin_public_keys=tuple(
-                Path(p) for p in _str(env, "ADMIN_PUBLIC_KEYS", "").split(os.pathsep) if p.strip()
-            )
-            or defaults.admin_public_keys,
-            secrets_dir=Path(_str(env, "SECRETS_DIR", str(defaults.secrets_dir))),
-            macaroon_identifier=_str(env, "MACAROON_IDENTIFIER", defaults.macaroon_identifier),
-            macaroon_location=_str(env, "MACAROON_LOCATION", defaults.macaroon_location),
-            macaroon_identity=_str(env, "MACAROON_IDENTITY", defaults.macaroon_identity),
-            token_max_lifetime_s=_int(env, "TOKEN_MAX_LIFETIME", defaults.token_max_lifetime_s),
-            sink_enabled=_str(env, "SINK_ENABLED", "true").lower() not in ("0", "false", "no"),
-            invocations_topic=_str(env, "INVOCATIONS_TOPIC", defaults.invocations_topic),
-            sink_group=_str(env, "SINK_GROUP", defaults.sink_group),
-            sink_max_attempts=_int(env, "SINK_MAX_ATTEMPTS", defaults.sink_max_attempts),
-            sink_retry_base_s=_float(env, "SINK_RETRY_BASE", defaults.sink_retry_base_s),
-            sink_retry_cap_s=_float(env, "SINK_RETRY_CAP", defaults.sink_retry_cap_s),
-            sink_throttle_base_s=_float(env, "SINK_THROTTLE_BASE", defaults.sink_throttle_base_s),
-            sink_throttle_cap_s=_float(env, "SINK_THROTTLE_CAP", defaults.sink_throttle_cap_s),
-            # 0 would pause every tenant partition for good (resume is at half of it)
-            sink_max_pending=int(
-                _at_least(
-                    _int(env, "SINK_MAX_PENDING", defaults.sink_max_pending), 1, "SINK_MAX_PENDING"
-                )
-            ),
-            sink_discovery_interval_s=_float(
-                env, "SINK_DISCOVERY_INTERVAL", defaults.sink_discovery_interval_s
-            ),
-            sink_commit_interval_s=_float(
-                env, "SINK_COMMIT_INTERVAL", defaults.sink_commit_interval_s
-            ),
-            sink_revoke_grace_s=_float(env, "SINK_REVOKE_GRACE", defaults.sink_revoke_grace_s),
-            sink_outcome_ttl_s=_int(env, "SINK_OUTCOME_TTL", defaults.sink_outcome_ttl_s),
-            openwhisk_allowed_hosts=_allowed_hosts(env),
-            access_config=Path(env[ENV_PREFIX + "ACCESS_CONFIG"])
-            if env.get(ENV_PREFIX + "ACCESS_CONFIG")
-            else None,
-            sse_heartbeat_s=_float(env, "SSE_HEARTBEAT", defaults.sse_heartbeat_s),
-            dcache_events_topic=_str(env, "DCACHE_EVENTS_TOPIC", defaults.dcache_events_topic),
-            sse_write_timeout_s=_float(env, "SSE_WRITE_TIMEOUT", defaults.sse_write_timeout_s),
-            sse_max_streams=_int(env, "SSE_MAX_STREAMS", defaults.sse_max_streams),
-            kafka_sasl_username=_str(env, "KAFKA_SASL_USERNAME", ""),
-            kafka_sasl_password=env.get(ENV_PREFIX + "KAFKA_SASL_PASSWORD", ""),
-            kafka_sasl_password_file=Path(env[ENV_PREFIX + "KAFKA_SASL_PASSWORD_FILE"])
-            if env.get(ENV_PREFIX + "KAFKA_SASL_PASSWORD_FILE")
-            else None,
-            kafka_sasl_mechanism=_str(env, "KAFKA_SASL_MECHANISM", defaults.kafka_sasl_mechanism),
-            kafka_security_protocol=_str(env, "KAFKA_SECURITY_PROTOCOL", "").upper(),
-            kafka_ssl_cafile=Path(env[ENV_PREFIX + "KAFKA_SSL_CAFILE"])
-            if env.get(ENV_PREFIX + "KAFKA_SSL_CAFILE")
-            else None,
-            kafka_acls_enabled=_str(env, "KAFKA_ACLS", "false").lower() in ("1", "true", "yes"),
-            kafka_acl_interval_s=_at_least(
-                _float(env, "KAFKA_ACL_INTERVAL", defaults.kafka_acl_interval_s),
-                1.0,
-                "KAFKA_ACL_INTERVAL",
-            ),
-            kafka_acl_unmanaged_principals=_principals(env, "KAFKA_ACL_UNMANAGED_PRINCIPALS"),
-            event_loop=_str(env, "LOOP", defaults.event_loop) or defaults.event_loop,
-            shutdown_grace_s=_positive_or(
-                _float(env, "SHUTDOWN_GRACE", defaults.shutdown_grace_s), defaults.shutdown_grace_s
-            ),
-            dcache_config=Path(env[ENV_PREFIX + "DCACHE_CONFIG"])
-            if env.get(ENV_PREFIX + "DCACHE_CONFIG")
-            else None,
-            openwhisk_env_credentials={
-                name: value for name, value in env.items() if name.startswith(OPENWHISK_ENV_PREFIX)
-            },
+            **_broker_and_topics(env, defaults),
+            **_web_and_tokens(env, defaults),
+            **_sink(env, defaults),
+            **_kafka_security(env, defaults),
         )
 
     @property
@@ -367,6 +281,118 @@ class Settings:
     def bootstrap_servers(self) -> str:
         """The broker list without faust's ``kafka://`` scheme, for plain aiokafka clients."""
         return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";") if part.strip())
+
+
+def _broker_and_topics(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """``STREAMAPP_*`` of the broker, topics, state and process."""
+    raw = env.get(ENV_PREFIX + "RAW_TOPICS")
+    return {
+        "app_id": _str(env, "APP_ID", defaults.app_id),
+        "broker": _str(env, "BROKER", defaults.broker),
+        "raw_topics": parse_topic_sources(raw) if raw else defaults.raw_topics,
+        "normalized_topic": _str(env, "NORMALIZED_TOPIC", defaults.normalized_topic),
+        "deadletter_topic": _str(env, "DEADLETTER_TOPIC", defaults.deadletter_topic),
+        "topic_partitions": _int(env, "TOPIC_PARTITIONS", defaults.topic_partitions),
+        "data_dir": Path(_str(env, "DATA_DIR", str(defaults.data_dir))),
+        "store": _str(env, "STORE", defaults.store),
+        "producer_linger_s": _float(env, "PRODUCER_LINGER", defaults.producer_linger_s),
+        "session_timeout_s": _float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
+        "heartbeat_interval_s": _float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),
+        "max_record_bytes": _int(env, "MAX_RECORD_BYTES", defaults.max_record_bytes),
+        "dataset_updates_topic": _str(env, "DATASET_UPDATES_TOPIC", defaults.dataset_updates_topic),
+        "tenant_updates_topic": _str(env, "TENANT_UPDATES_TOPIC", defaults.tenant_updates_topic),
+        "updates_audit_topic": _str(env, "UPDATES_AUDIT_TOPIC", defaults.updates_audit_topic),
+        "tenant_topic_pattern": _tenant_pattern(
+            _str(env, "TENANT_TOPIC_PATTERN", defaults.tenant_topic_pattern)
+        ),
+        "dcache_events_topic": _str(env, "DCACHE_EVENTS_TOPIC", defaults.dcache_events_topic),
+        "dcache_config": Path(env[ENV_PREFIX + "DCACHE_CONFIG"])
+        if env.get(ENV_PREFIX + "DCACHE_CONFIG")
+        else None,
+        "event_loop": _str(env, "LOOP", defaults.event_loop) or defaults.event_loop,
+        "shutdown_grace_s": _positive_or(
+            _float(env, "SHUTDOWN_GRACE", defaults.shutdown_grace_s), defaults.shutdown_grace_s
+        ),
+    }
+
+
+def _web_and_tokens(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """``STREAMAPP_*`` of web views, access and delegated tokens."""
+    return {
+        "web_port": _int(env, "WEB_PORT", defaults.web_port),
+        "web_host": _str(env, "WEB_HOST", defaults.web_host),
+        "canonical_url": _str(env, "CANONICAL_URL", defaults.canonical_url),
+        "admin_public_keys": tuple(
+            Path(p) for p in _str(env, "ADMIN_PUBLIC_KEYS", "").split(os.pathsep) if p.strip()
+        )
+        or defaults.admin_public_keys,
+        "secrets_dir": Path(_str(env, "SECRETS_DIR", str(defaults.secrets_dir))),
+        "macaroon_identifier": _str(env, "MACAROON_IDENTIFIER", defaults.macaroon_identifier),
+        "macaroon_location": _str(env, "MACAROON_LOCATION", defaults.macaroon_location),
+        "macaroon_identity": _str(env, "MACAROON_IDENTITY", defaults.macaroon_identity),
+        "token_max_lifetime_s": _int(env, "TOKEN_MAX_LIFETIME", defaults.token_max_lifetime_s),
+        "access_config": Path(env[ENV_PREFIX + "ACCESS_CONFIG"])
+        if env.get(ENV_PREFIX + "ACCESS_CONFIG")
+        else None,
+        "sse_heartbeat_s": _float(env, "SSE_HEARTBEAT", defaults.sse_heartbeat_s),
+        "sse_write_timeout_s": _float(env, "SSE_WRITE_TIMEOUT", defaults.sse_write_timeout_s),
+        "sse_max_streams": _int(env, "SSE_MAX_STREAMS", defaults.sse_max_streams),
+    }
+
+
+def _sink(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """``STREAMAPP_*`` of the invocation sink and OpenWhisk."""
+    return {
+        "sink_enabled": _str(env, "SINK_ENABLED", "true").lower() not in ("0", "false", "no"),
+        "invocations_topic": _str(env, "INVOCATIONS_TOPIC", defaults.invocations_topic),
+        "sink_group": _str(env, "SINK_GROUP", defaults.sink_group),
+        "sink_max_attempts": _int(env, "SINK_MAX_ATTEMPTS", defaults.sink_max_attempts),
+        "sink_retry_base_s": _float(env, "SINK_RETRY_BASE", defaults.sink_retry_base_s),
+        "sink_retry_cap_s": _float(env, "SINK_RETRY_CAP", defaults.sink_retry_cap_s),
+        "sink_throttle_base_s": _float(env, "SINK_THROTTLE_BASE", defaults.sink_throttle_base_s),
+        "sink_throttle_cap_s": _float(env, "SINK_THROTTLE_CAP", defaults.sink_throttle_cap_s),
+        # 0 would pause every tenant partition for good (resume is at half of it)
+        "sink_max_pending": int(
+            _at_least(
+                _int(env, "SINK_MAX_PENDING", defaults.sink_max_pending), 1, "SINK_MAX_PENDING"
+            )
+        ),
+        "sink_discovery_interval_s": _float(
+            env, "SINK_DISCOVERY_INTERVAL", defaults.sink_discovery_interval_s
+        ),
+        "sink_commit_interval_s": _float(
+            env, "SINK_COMMIT_INTERVAL", defaults.sink_commit_interval_s
+        ),
+        "sink_revoke_grace_s": _float(env, "SINK_REVOKE_GRACE", defaults.sink_revoke_grace_s),
+        "sink_outcome_ttl_s": _int(env, "SINK_OUTCOME_TTL", defaults.sink_outcome_ttl_s),
+        "openwhisk_allowed_hosts": _allowed_hosts(env),
+        "openwhisk_env_credentials": {
+            name: value for name, value in env.items() if name.startswith(OPENWHISK_ENV_PREFIX)
+        },
+    }
+
+
+def _kafka_security(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """``STREAMAPP_*`` of the workers' own Kafka credentials and the ACL agent."""
+    return {
+        "kafka_sasl_username": _str(env, "KAFKA_SASL_USERNAME", ""),
+        "kafka_sasl_password": env.get(ENV_PREFIX + "KAFKA_SASL_PASSWORD", ""),
+        "kafka_sasl_password_file": Path(env[ENV_PREFIX + "KAFKA_SASL_PASSWORD_FILE"])
+        if env.get(ENV_PREFIX + "KAFKA_SASL_PASSWORD_FILE")
+        else None,
+        "kafka_sasl_mechanism": _str(env, "KAFKA_SASL_MECHANISM", defaults.kafka_sasl_mechanism),
+        "kafka_security_protocol": _str(env, "KAFKA_SECURITY_PROTOCOL", "").upper(),
+        "kafka_ssl_cafile": Path(env[ENV_PREFIX + "KAFKA_SSL_CAFILE"])
+        if env.get(ENV_PREFIX + "KAFKA_SSL_CAFILE")
+        else None,
+        "kafka_acls_enabled": _str(env, "KAFKA_ACLS", "false").lower() in ("1", "true", "yes"),
+        "kafka_acl_interval_s": _at_least(
+            _float(env, "KAFKA_ACL_INTERVAL", defaults.kafka_acl_interval_s),
+            1.0,
+            "KAFKA_ACL_INTERVAL",
+        ),
+        "kafka_acl_unmanaged_principals": _principals(env, "KAFKA_ACL_UNMANAGED_PRINCIPALS"),
+    }
 
 
 @functools.cache
