@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import PolicyIndex
-from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.policy import parse_tenant
 
 SOURCE = "dcache://bench"
 

@@ -45,10 +45,12 @@ from bench.authorize_live import BOOTSTRAP, ROOT, create_topics, free_port, wait
 from streamapp.admin_keys import generate_admin_keypair, load_private_key, sign_update
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.index import PolicyIndex
+from streamapp.domain.invocations import invocation_params
 from streamapp.domain.normalize import Normalized, normalize
-from streamapp.domain.policy import parse_dataset, parse_tenant
-from streamapp.domain.triggers import invocation_params, matching_triggers
+from streamapp.domain.policy import parse_tenant
+from streamapp.domain.triggers import matching_triggers
 from streamapp.testing.openwhisk_server import Namespace, OpenWhiskTestServer
 
 SOURCE = "dcache://dcache.bench.example"

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from streamapp.domain.authorize import Delivery
 from streamapp.domain.events import CanonicalEvent, EventType
-from streamapp.domain.tokens import (
+from streamapp.domain.token_minting import (
     Grant,
     MintedToken,
-    TokenError,
     attenuate,
     lifetime_until,
     mint_with_root_key,
 )
+from streamapp.domain.tokens import TokenError
 
 # A read token only makes sense while the object exists.
 TOKEN_EVENT_TYPES = frozenset(

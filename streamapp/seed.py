@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from streamapp.domain.areas import area_conflicts
+from streamapp.domain.datasets import Dataset, parse_dataset
 from streamapp.domain.index import PolicyIndex, PrefixConflictError
-from streamapp.domain.policy import (
-    Dataset,
-    PolicyError,
-    TenantPolicy,
-    parse_dataset,
-    parse_tenant,
-)
+from streamapp.domain.policy import TenantPolicy, parse_tenant
+from streamapp.domain.policy_fields import PolicyError
 from streamapp.domain.topic_names import colliding_tenant, collision_reason
 
 Kind = Literal["dataset", "tenant"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from streamapp.domain.allowed_hosts import AllowedHosts
 from streamapp.domain.policy import KAFKA_PRINCIPAL_PATTERN
-from streamapp.domain.triggers import AllowedHosts
 
 ENV_PREFIX = "STREAMAPP_"
 # The platform's own principals in the documented layout (scripts/kafka --secured, compose):

@@ -18,8 +18,10 @@ from datetime import timedelta
 from typing import Any
 
 from streamapp.app import app, settings
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.index import PolicyIndex, PrefixConflictError
-from streamapp.domain.policy import PolicyError, parse_dataset, parse_tenant
+from streamapp.domain.policy import parse_tenant
+from streamapp.domain.policy_fields import PolicyError
 from streamapp.metrics import POLICY_ENTRIES
 
 log = logging.getLogger(__name__)

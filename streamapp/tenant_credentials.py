@@ -22,13 +22,8 @@ from typing import Any, Final
 
 from streamapp.clients.kafka_admin import KafkaAdmin, KafkaAdminError, new_scram_password
 from streamapp.domain.kafka_acls import credential_refusal
-from streamapp.domain.policy import (
-    KAFKA_PRINCIPAL_PATTERN,
-    NAME_PATTERN,
-    PolicyError,
-    TenantPolicy,
-    parse_tenant,
-)
+from streamapp.domain.policy import KAFKA_PRINCIPAL_PATTERN, TenantPolicy, parse_tenant
+from streamapp.domain.policy_fields import NAME_PATTERN, PolicyError
 
 ACTIONS: Final = ("create", "rotate", "delete")
 

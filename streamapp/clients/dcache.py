@@ -14,21 +14,16 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from streamapp.domain.inotify import FileState
+from streamapp.sse import SseFrame, SseParser
 
 log = logging.getLogger(__name__)
-
-# A frame over this size (or not UTF-8) is not decoded but reported as UNREADABLE: the stream
-# stays bounded in memory whatever the frontend (or something in between) sends.
-MAX_FRAME_BYTES: Final = 1 << 20
-MAX_EVENT_ID_CHARS: Final = 200  # an id we would echo back as Last-Event-ID
-UNREADABLE: Final = "streamapp:unreadable"  # the event name of a frame that could not be read
 
 
 class DCacheError(Exception):
@@ -77,90 +72,6 @@ class TokenFile:
             self._mtime = mtime
             log.info("dCache token read from %s", self.path)
         return self._token
-
-
-@dataclass(frozen=True, slots=True)
-class SseFrame:
-    event: str  # UNREADABLE: over MAX_FRAME_BYTES or not UTF-8; data is then the reason
-    id: str | None
-    data: Any  # decoded JSON, or None if the data was not JSON
-
-
-class SseParser:
-    """Server-sent events, incrementally from byte chunks, with a bound on every frame.
-
-    No I/O: ``feed`` takes what the connection read and returns the frames it completed."""
-
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
-        self.max_frame_bytes = max_frame_bytes
-        self._partial = bytearray()  # an unfinished line
-        self._discarding = False  # the rest of an over-long line
-        self._reset()
-
-    def _reset(self) -> None:
-        self._event = "message"
-        self._id: str | None = None
-        self._data: list[str] = []
-        self._size = 0
-        self._problem: str | None = None
-
-    def feed(self, chunk: bytes) -> list[SseFrame]:
-        frames: list[SseFrame] = []
-        lines = chunk.split(b"\n")
-        for number, piece in enumerate(lines):
-            last = number == len(lines) - 1
-            if self._discarding:
-                self._discarding = last  # discarding ends with this line's newline
-                continue
-            self._partial += piece
-            if len(self._partial) > self.max_frame_bytes:
-                self._problem = f"a line over {self.max_frame_bytes} bytes"
-                self._partial.clear()
-                self._discarding = last
-                continue
-            if last:
-                break
-            line = bytes(self._partial).removesuffix(b"\r")
-            self._partial.clear()
-            if frame := self._line(line):
-                frames.append(frame)
-        return frames
-
-    def _line(self, raw: bytes) -> SseFrame | None:
-        if not raw:
-            return self._dispatch()
-        self._size += len(raw)
-        if self._size > self.max_frame_bytes:
-            self._problem = f"a frame over {self.max_frame_bytes} bytes"
-            self._data.clear()
-            return None
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            self._problem = "a line that is not UTF-8"
-            return None
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "id":
-            # too long to send back as Last-Event-ID, or with a NUL (SSE ignores that too)
-            if len(value) <= MAX_EVENT_ID_CHARS and "\x00" not in value:
-                self._id = value
-        elif name == "data":
-            self._data.append(value)
-        return None
-
-    def _dispatch(self) -> SseFrame | None:
-        frame: SseFrame | None = None
-        if self._problem is not None:
-            frame = SseFrame(UNREADABLE, self._id, self._problem)
-        elif self._data:
-            frame = SseFrame(self._event, self._id, _json("\n".join(self._data)))
-        self._reset()
-        return frame
 
 
 @dataclass(slots=True)
@@ -284,7 +195,7 @@ class DCacheClient:
                 _raise_for(response.status, f"GET {channel}")
                 connected = True
                 on_connect()
-                # our own bounded parser: aiohttp's line reader raises on a long line
+                # our bounded parser (streamapp.sse): aiohttp's line reader raises on a long line
                 parser = SseParser()
                 async for chunk in response.content.iter_chunked(1 << 16):
                     for frame in parser.feed(chunk):
@@ -330,13 +241,6 @@ def _state(entry: dict[str, Any]) -> FileState:
         size if isinstance(size, int) and not isinstance(size, bool) else None,
         mtime if isinstance(mtime, int) and not isinstance(mtime, bool) else None,
     )
-
-
-def _json(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # also JSON nested past orjson's depth limit
-        return None
 
 
 def _error_message(payload: Any) -> str:

@@ -1,7 +1,7 @@
 """The OpenWhisk REST client: one class around one ``aiohttp.ClientSession``.
 
 It makes exactly one invoke call per ``invoke()`` and reports what happened; deciding whether to
-retry is ``streamapp.domain.triggers.judge`` and the sink's business. Transport failures
+retry is ``streamapp.domain.invocations.judge`` and the sink's business. Transport failures
 (connection refused, reset, timeout) raise ``OpenWhiskUnreachableError`` — retryable; a body over
 OpenWhisk's 1 MB limit raises ``PayloadTooLargeError`` before anything is sent — poison.
 
@@ -25,7 +25,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from streamapp.domain.triggers import MAX_PARAMETER_BYTES, ActionRef, AllowedHosts
+from streamapp.domain.allowed_hosts import AllowedHosts
+from streamapp.domain.invocations import MAX_PARAMETER_BYTES
+from streamapp.domain.triggers import ActionRef
 
 ACTIVATION_HEADER = "x-openwhisk-activation-id"
 
@@ -165,28 +167,19 @@ class OpenWhiskClient:
         """POST the invoke call once with ``tenant``'s credential ``credentials``. A blocking
         call waits up to ``timeout_s`` for the action (OpenWhisk answers 202 itself after
         ~60 s); the HTTP timeout allows a margin on top."""
-        if not self._allowed.allows(api_host):
-            raise HostNotAllowedError(f"api_host not allowed: {api_host}")
-        body = orjson.dumps(params)
-        if len(body) > MAX_PARAMETER_BYTES:
-            raise PayloadTooLargeError(
-                f"{len(body)} bytes exceed OpenWhisk's {MAX_PARAMETER_BYTES}"
-            )
+        body = self._checked_body(api_host, params)
         authorization = self._credentials.authorization(tenant, credentials)
         headers = {
             "Authorization": authorization,
             "Content-Type": "application/json",
         }
-        query = {"blocking": "true" if blocking else "false"}
-        if blocking:
-            query["timeout"] = str(int(timeout_s * 1000))
         await self.start()
         assert self._session is not None
         started = time.monotonic()
         try:
             async with self._session.post(
                 api_host + action.path,
-                params=query,
+                params=_query(blocking, timeout_s),
                 data=body,
                 headers=headers,
                 allow_redirects=False,  # a 3xx is an answer (rejected), never followed
@@ -204,14 +197,44 @@ class OpenWhiskClient:
         except aiohttp.ClientError as exc:
             # the message names host and errno, never the Authorization header
             raise OpenWhiskUnreachableError(f"{type(exc).__name__}: {exc}") from exc
-        # an endpoint echoing the credential back gets it blanked before anyone reads the answer
-        for secret in (authorization[6:], base64.b64decode(authorization[6:]).decode()):
-            raw = raw.replace(secret.encode(), b"[redacted]")
-        try:
-            decoded: Any = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            decoded = None
-        if activation is None and isinstance(decoded, dict):
-            found = decoded.get("activationId")
-            activation = found if isinstance(found, str) else None
+        decoded, activation = _decode(_redacted(raw, authorization), activation)
         return Answer(status, decoded, activation, time.monotonic() - started)
+
+    def _checked_body(self, api_host: str, params: Mapping[str, Any]) -> bytes:
+        """The invoke call's body, if it may be sent at all (allowed host, size in bounds)."""
+        if not self._allowed.allows(api_host):
+            raise HostNotAllowedError(f"api_host not allowed: {api_host}")
+        body = orjson.dumps(params)
+        if len(body) > MAX_PARAMETER_BYTES:
+            raise PayloadTooLargeError(
+                f"{len(body)} bytes exceed OpenWhisk's {MAX_PARAMETER_BYTES}"
+            )
+        return body
+
+
+def _query(blocking: bool, timeout_s: float) -> dict[str, str]:
+    query = {"blocking": "true" if blocking else "false"}
+    if blocking:
+        query["timeout"] = str(int(timeout_s * 1000))
+    return query
+
+
+def _redacted(raw: bytes, authorization: str) -> bytes:
+    """An endpoint echoing the credential back gets it blanked before anyone reads the answer
+    (``authorization``: ``Basic <base64 of uuid:key>``; both forms are blanked)."""
+    for secret in (authorization[6:], base64.b64decode(authorization[6:]).decode()):
+        raw = raw.replace(secret.encode(), b"[redacted]")
+    return raw
+
+
+def _decode(raw: bytes, activation: str | None) -> tuple[Any, str | None]:
+    """The answer's JSON body (None if it is none), and the activation id: the header's, else
+    the body's ``activationId``."""
+    try:
+        decoded: Any = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        decoded = None
+    if activation is None and isinstance(decoded, dict):
+        found = decoded.get("activationId")
+        activation = found if isinstance(found, str) else None
+    return decoded, activation

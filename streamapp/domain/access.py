@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import jwt
+
+from streamapp.domain.jwt_claims import malformed_reason
 
 # Asymmetric algorithms only, unless a deployment explicitly adds HMAC for an issuer.
 ASYMMETRIC: Final = frozenset(
@@ -26,8 +27,8 @@ HMAC: Final = frozenset({"HS256", "HS384", "HS512"})
 ANY_AUDIENCE: Final = "https://wlcg.cern.ch/jwt/v1/any"
 REQUIRED_CLAIMS: Final = ("iss", "sub", "exp", "iat", "aud")
 _NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # always with fullmatch
-# A JWT's NumericDate claims: seconds since the epoch, a JSON number (never a bool or a string)
-_MAX_NUMERIC_DATE: Final = 2**53
+# The one public detail of a 401 for a bad token: why it failed goes to the log only
+_INVALID: Final = "the bearer token is not valid"
 
 
 class AccessConfigError(ValueError):
@@ -105,71 +106,15 @@ def parse_access_config(obj: Any) -> AccessConfig:
     audience = obj.get("audience")
     if not isinstance(audience, str) or not audience:
         raise AccessConfigError("audience: must be this service's audience string")
-    issuers = []
-    for i, item in enumerate(obj.get("issuers") or []):
-        where = f"issuers[{i}]"
-        if not isinstance(item, Mapping) or not isinstance(item.get("issuer"), str):
-            raise AccessConfigError(f"{where}.issuer: must be the issuer URL")
-        listed = item.get("algorithms") or ["RS256", "ES256", "EdDSA"]
-        if not isinstance(listed, list | tuple) or not all(isinstance(a, str) for a in listed):
-            raise AccessConfigError(f"{where}.algorithms: must be a list of algorithm names")
-        for name in ("jwks_file", "jwks_url", "hmac_secret"):
-            if item.get(name) is not None and not isinstance(item.get(name), str):
-                raise AccessConfigError(f"{where}.{name}: must be a string")
-        algorithms = frozenset(listed)
-        if "none" in {a.lower() for a in algorithms}:
-            raise AccessConfigError(f"{where}.algorithms: 'none' is never accepted")
-        unknown = algorithms - ASYMMETRIC - HMAC
-        if unknown:
-            raise AccessConfigError(f"{where}.algorithms: unknown {sorted(unknown)[0]!r}")
-        secret = item.get("hmac_secret")
-        if algorithms & HMAC and not secret:
-            raise AccessConfigError(f"{where}.hmac_secret: required for HMAC algorithms")
-        if secret and not algorithms & HMAC:
-            raise AccessConfigError(f"{where}.hmac_secret: only with an HS* algorithm")
-        if algorithms & ASYMMETRIC and not (item.get("jwks_file") or item.get("jwks_url")):
-            raise AccessConfigError(f"{where}: jwks_file or jwks_url is required")
-        issuers.append(
-            Issuer(
-                issuer=item["issuer"],
-                algorithms=algorithms,
-                jwks_file=item.get("jwks_file"),
-                jwks_url=item.get("jwks_url"),
-                hmac_secret=secret.encode() if isinstance(secret, str) else None,
-            )
-        )
+    issuers = [
+        _parse_issuer(item, f"issuers[{i}]") for i, item in enumerate(obj.get("issuers") or [])
+    ]
     if not issuers:
         raise AccessConfigError("issuers: at least one issuer is required")
-    mappings = []
-    for i, item in enumerate(obj.get("mappings") or []):
-        where = f"mappings[{i}]"
-        if not isinstance(item, Mapping):
-            raise AccessConfigError(f"{where}: must be a table")
-        tenants = tuple(item.get("tenants") or ())
-        if not all(isinstance(t, str) and _NAME.fullmatch(t) for t in tenants):
-            raise AccessConfigError(f"{where}.tenants: must be tenant names")
-        if (item.get("group") is None) == (item.get("claim") is None):
-            raise AccessConfigError(f"{where}: exactly one of group or claim")
-        for name in ("group", "claim"):
-            if item.get(name) is not None and not isinstance(item.get(name), str):
-                raise AccessConfigError(f"{where}.{name}: must be a string")
-        if item.get("claim") is not None and not isinstance(item.get("value"), str):
-            raise AccessConfigError(f"{where}.value: required with claim")
-        if not isinstance(item.get("admin", False), bool):
-            raise AccessConfigError(f"{where}.admin: must be true or false")
-        if not tenants and not item.get("admin"):
-            raise AccessConfigError(f"{where}: grants nothing (tenants or admin)")
-        issuer = _mapping_issuer(item, where, issuers)
-        mappings.append(
-            Grant(
-                tenants=tenants,
-                admin=bool(item.get("admin")),
-                group=item.get("group"),
-                claim=item.get("claim"),
-                value=item.get("value"),
-                issuer=issuer,
-            )
-        )
+    mappings = [
+        _parse_mapping(item, f"mappings[{i}]", issuers)
+        for i, item in enumerate(obj.get("mappings") or [])
+    ]
     return AccessConfig(
         audience=audience,
         issuers=tuple(issuers),
@@ -177,6 +122,68 @@ def parse_access_config(obj: Any) -> AccessConfig:
         leeway_s=_seconds(obj, "leeway", 30),
         jwks_cache_s=_seconds(obj, "jwks_cache_seconds", JWKS_CACHE_S),
         jwks_min_refresh_s=_seconds(obj, "jwks_min_refresh_seconds", JWKS_MIN_REFRESH_S),
+    )
+
+
+def _parse_issuer(item: Any, where: str) -> Issuer:
+    """One ``[[issuers]]`` entry: its algorithms and where its keys come from. HMAC needs an
+    explicit HS* algorithm and a secret; an asymmetric algorithm needs a key set."""
+    if not isinstance(item, Mapping) or not isinstance(item.get("issuer"), str):
+        raise AccessConfigError(f"{where}.issuer: must be the issuer URL")
+    listed = item.get("algorithms") or ["RS256", "ES256", "EdDSA"]
+    if not isinstance(listed, list | tuple) or not all(isinstance(a, str) for a in listed):
+        raise AccessConfigError(f"{where}.algorithms: must be a list of algorithm names")
+    for name in ("jwks_file", "jwks_url", "hmac_secret"):
+        if item.get(name) is not None and not isinstance(item.get(name), str):
+            raise AccessConfigError(f"{where}.{name}: must be a string")
+    algorithms = frozenset(listed)
+    if "none" in {a.lower() for a in algorithms}:
+        raise AccessConfigError(f"{where}.algorithms: 'none' is never accepted")
+    unknown = algorithms - ASYMMETRIC - HMAC
+    if unknown:
+        raise AccessConfigError(f"{where}.algorithms: unknown {sorted(unknown)[0]!r}")
+    secret = item.get("hmac_secret")
+    if algorithms & HMAC and not secret:
+        raise AccessConfigError(f"{where}.hmac_secret: required for HMAC algorithms")
+    if secret and not algorithms & HMAC:
+        raise AccessConfigError(f"{where}.hmac_secret: only with an HS* algorithm")
+    if algorithms & ASYMMETRIC and not (item.get("jwks_file") or item.get("jwks_url")):
+        raise AccessConfigError(f"{where}: jwks_file or jwks_url is required")
+    return Issuer(
+        issuer=item["issuer"],
+        algorithms=algorithms,
+        jwks_file=item.get("jwks_file"),
+        jwks_url=item.get("jwks_url"),
+        hmac_secret=secret.encode() if isinstance(secret, str) else None,
+    )
+
+
+def _parse_mapping(item: Any, where: str, issuers: Sequence[Issuer]) -> Grant:
+    """One ``[[mappings]]`` entry: exactly one of group or claim/value, granting tenants and/or
+    admin, bound to one issuer (``_mapping_issuer``)."""
+    if not isinstance(item, Mapping):
+        raise AccessConfigError(f"{where}: must be a table")
+    tenants = tuple(item.get("tenants") or ())
+    if not all(isinstance(t, str) and _NAME.fullmatch(t) for t in tenants):
+        raise AccessConfigError(f"{where}.tenants: must be tenant names")
+    if (item.get("group") is None) == (item.get("claim") is None):
+        raise AccessConfigError(f"{where}: exactly one of group or claim")
+    for name in ("group", "claim"):
+        if item.get(name) is not None and not isinstance(item.get(name), str):
+            raise AccessConfigError(f"{where}.{name}: must be a string")
+    if item.get("claim") is not None and not isinstance(item.get("value"), str):
+        raise AccessConfigError(f"{where}.value: required with claim")
+    if not isinstance(item.get("admin", False), bool):
+        raise AccessConfigError(f"{where}.admin: must be true or false")
+    if not tenants and not item.get("admin"):
+        raise AccessConfigError(f"{where}: grants nothing (tenants or admin)")
+    return Grant(
+        tenants=tenants,
+        admin=bool(item.get("admin")),
+        group=item.get("group"),
+        claim=item.get("claim"),
+        value=item.get("value"),
+        issuer=_mapping_issuer(item, where, issuers),
     )
 
 
@@ -236,26 +243,49 @@ def authenticate(
 
     ``keys``: issuer -> its current JWKS keys. Raises ``AccessDenied`` (401 for anything wrong
     with the token; 403 when it is valid but maps to nothing)."""
-    invalid = AccessDenied(401, "the bearer token is not valid")
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise AccessDenied(401, invalid.detail, f"undecodable token: {exc}") from None
-    malformed = _malformed(header, unverified)
-    if malformed:
-        raise AccessDenied(401, invalid.detail, malformed)
+    header, unverified = _unverified(token)
     alg = header.get("alg")
     issuer = config.issuer(str(unverified.get("iss")))
     if issuer is None:
-        raise AccessDenied(401, invalid.detail, f"unknown issuer {unverified.get('iss')!r}")
+        raise AccessDenied(401, _INVALID, f"unknown issuer {unverified.get('iss')!r}")
     if not isinstance(alg, str) or alg not in issuer.algorithms:
-        raise AccessDenied(401, invalid.detail, f"algorithm {alg!r} not allowed")
+        raise AccessDenied(401, _INVALID, f"algorithm {alg!r} not allowed")
     if alg in HMAC:
         assert issuer.hmac_secret is not None
         key: Any = issuer.hmac_secret
     else:
         key = _key_for(keys.get(issuer.issuer, ()), header.get("kid"), alg)
+    claims = _verified_claims(token, key, alg, issuer=issuer, config=config, now=now)
+    tenants, admin = _granted(claims, config.mappings)
+    if not tenants and not admin:
+        raise AccessDenied(403, "the token grants no access to this service")
+    return Principal(
+        subject=str(claims["sub"]),
+        issuer=issuer.issuer,
+        tenants=frozenset(tenants),
+        admin=admin,
+        groups=tuple(claims.get("wlcg.groups", [])),
+    )
+
+
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The token's header and claims, read without trusting them: only to pick the issuer and
+    key, and to refuse what no valid token has before anything else looks at it."""
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AccessDenied(401, _INVALID, f"undecodable token: {exc}") from None
+    malformed = malformed_reason(header, claims)
+    if malformed:
+        raise AccessDenied(401, _INVALID, malformed)
+    return header, claims
+
+
+def _verified_claims(
+    token: str, key: Any, alg: str, *, issuer: Issuer, config: AccessConfig, now: float
+) -> dict[str, Any]:
+    """The claims once the signature, audience, issuer, times and WLCG claim types hold."""
     try:
         claims = jwt.decode(
             token,
@@ -269,72 +299,28 @@ def authenticate(
     except jwt.ExpiredSignatureError:
         raise AccessDenied(401, "the bearer token has expired") from None
     except jwt.ImmatureSignatureError:
-        raise AccessDenied(401, invalid.detail, "token not yet valid (nbf/iat)") from None
+        raise AccessDenied(401, _INVALID, "token not yet valid (nbf/iat)") from None
     except jwt.PyJWTError as exc:
-        raise AccessDenied(401, invalid.detail, f"{type(exc).__name__}: {exc}") from None
+        raise AccessDenied(401, _INVALID, f"{type(exc).__name__}: {exc}") from None
     if claims["iat"] > now + config.leeway_s:
-        raise AccessDenied(401, invalid.detail, "iat in the future")
+        raise AccessDenied(401, _INVALID, "iat in the future")
     if "wlcg.ver" in claims and not isinstance(claims["wlcg.ver"], str):
-        raise AccessDenied(401, invalid.detail, "wlcg.ver is not a string")
+        raise AccessDenied(401, _INVALID, "wlcg.ver is not a string")
     groups = claims.get("wlcg.groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise AccessDenied(401, invalid.detail, "wlcg.groups is not a list of strings")
+        raise AccessDenied(401, _INVALID, "wlcg.groups is not a list of strings")
+    return claims
+
+
+def _granted(claims: Mapping[str, Any], mappings: Sequence[Grant]) -> tuple[set[str], bool]:
+    """The tenants and admin role all mappings that apply to ``claims`` grant together."""
     tenants: set[str] = set()
     admin = False
-    for mapping in config.mappings:
+    for mapping in mappings:
         if mapping.applies(claims):
             tenants.update(mapping.tenants)
             admin = admin or mapping.admin
-    if not tenants and not admin:
-        raise AccessDenied(403, "the token grants no access to this service")
-    return Principal(
-        subject=str(claims["sub"]),
-        issuer=issuer.issuer,
-        tenants=frozenset(tenants),
-        admin=admin,
-        groups=tuple(groups),
-    )
-
-
-def _numeric_date(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0 <= value <= _MAX_NUMERIC_DATE
-    )
-
-
-def _malformed(header: Mapping[str, Any], claims: Any) -> str | None:
-    """Why the token's header or claims have a type no valid token has (None if they do not).
-
-    Checked before anything compares or converts them, so a hostile type (``iat: "yesterday"``,
-    a bool, NaN, a list for ``iss``) is a 401 with this reason, never an exception of ours or
-    pyjwt's."""
-    if not isinstance(header.get("alg"), str):
-        return "header alg is not a string"
-    if "kid" in header and not isinstance(header["kid"], str):
-        return "header kid is not a string"
-    if not isinstance(claims, Mapping):
-        return "the claims are not a JSON object"
-    for name in ("exp", "iat", "nbf"):
-        if name in claims and not _numeric_date(claims[name]):
-            return f"{name} is not a NumericDate"
-    for name in ("iss", "sub"):
-        if name in claims and (not isinstance(claims[name], str) or not claims[name]):
-            return f"{name} is not a non-empty string"
-    aud = claims.get("aud")
-    if "aud" in claims and not (
-        isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))
-    ):
-        return "aud is neither a string nor a list of strings"
-    for name in ("scope", "wlcg.ver", "jti"):
-        if name in claims and not isinstance(claims[name], str):
-            return f"{name} is not a string"
-    groups = claims.get("wlcg.groups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        return "wlcg.groups is not a list of strings"
-    return None
+    return tenants, admin
 
 
 def _key_for(keys: Sequence[jwt.PyJWK], kid: Any, alg: str) -> Any:
@@ -342,9 +328,9 @@ def _key_for(keys: Sequence[jwt.PyJWK], kid: Any, alg: str) -> Any:
         if candidate.key_id == kid:
             algorithm = getattr(candidate, "algorithm_name", None)
             if algorithm and alg not in (algorithm, "EdDSA"):
-                raise AccessDenied(401, "the bearer token is not valid", "alg does not fit the key")
+                raise AccessDenied(401, _INVALID, "alg does not fit the key")
             return candidate.key
-    raise AccessDenied(401, "the bearer token is not valid", f"unknown kid {kid!r}")
+    raise AccessDenied(401, _INVALID, f"unknown kid {kid!r}")
 
 
 # --- worker-to-worker requests -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from streamapp.domain.policy import Dataset
+from streamapp.domain.datasets import Dataset
 
 
 def within(path: str, prefix: str) -> bool:

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streamapp.domain.datasets import Dataset
 from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import Ownership, PolicyIndex
-from streamapp.domain.policy import Dataset, Filters, Subscription
-from streamapp.domain.tokens import MintedToken, format_instant
+from streamapp.domain.policy import Filters, Subscription
+from streamapp.domain.token_minting import MintedToken
+from streamapp.domain.tokens import format_instant
 
 
 @dataclass(frozen=True, slots=True)

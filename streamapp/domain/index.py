@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streamapp.domain.areas import output_conflicts
-from streamapp.domain.policy import Dataset, TenantPolicy
+from streamapp.domain.datasets import Dataset
+from streamapp.domain.policy import TenantPolicy
 
 
 @dataclass(slots=True)

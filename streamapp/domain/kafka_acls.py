@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from streamapp.domain.policy import NAME_PATTERN, Dataset, TenantPolicy, principal_of_tenant
+from streamapp.domain.datasets import Dataset
+from streamapp.domain.policy import TenantPolicy, principal_of_tenant
+from streamapp.domain.policy_fields import NAME_PATTERN
 
 GROUP_SEPARATOR: Final = ":"  # not in tenant names ([a-z0-9._-]): group prefixes never nest
 TOPIC: Final = "TOPIC"

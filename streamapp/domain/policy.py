@@ -1,27 +1,27 @@
-"""Dataset ownership and tenant policies: the records and their validation (globs: ``globs``).
+"""Tenant policies: what each tenant subscribes to, which triggers run for it, its limits and
+Kafka principals (dataset ownership: ``datasets``; globs: ``globs``).
 
-Both arrive as JSON-like mappings (seed files, signed updates, table values) and are validated
-once here into frozen dataclasses; a ``PolicyError`` names the field that is wrong.
+A policy arrives as a JSON-like mapping (seed file, signed update, table value) and is validated
+once here into a frozen ``TenantPolicy``; a ``PolicyError`` names the field that is wrong.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from streamapp.domain.events import EventType
 from streamapp.domain.globs import PathGlob
-from streamapp.domain.paths import (
-    PathError,
-    check_object_path,
-    normalize_absolute_path,
-    resolve_segments,
+from streamapp.domain.policy_fields import (
+    PolicyError,
+    read_int,
+    read_name,
+    refuse_unknown_fields,
 )
 from streamapp.domain.triggers import Limits, Trigger, TriggerError, parse_limits, parse_triggers
 
-NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ACTIVITIES: Final = frozenset(
     {"READ_METADATA", "UPDATE_METADATA", "LIST", "DOWNLOAD", "MANAGE", "UPLOAD", "DELETE", "STAGE"}
 )
@@ -35,154 +35,6 @@ DEFAULT_TOKEN_LIFETIME_S: Final = 600
 # plain name, never the wildcard ``User:*`` or anything an ACL would read as a pattern.
 KAFKA_PRINCIPAL_PATTERN: Final = re.compile(r"User:[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 MAX_KAFKA_PRINCIPALS: Final = 16
-
-
-class PolicyError(ValueError):
-    """A dataset or tenant policy that cannot be used; ``field`` says where."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-# --- readers ---------------------------------------------------------------------------------
-
-
-def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise PolicyError(
-            where, f"{value!r} is not a name (lower-case letters, digits, '.', '_', '-'; ≤ 63)"
-        )
-    return value
-
-
-def _names(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise PolicyError(where, "must be a list of names")
-    names = tuple(_name(item, f"{where}[{i}]") for i, item in enumerate(value))
-    return tuple(dict.fromkeys(names))
-
-
-def _path(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise PolicyError(where, "must be an absolute path string")
-    try:
-        normal = normalize_absolute_path(value)
-        if normal == "/":
-            raise PolicyError(where, "the root '/' cannot be a dataset prefix or output area")
-        return check_object_path(normal)  # the bounds every event path is held to
-    except PathError as exc:
-        raise PolicyError(where, str(exc)) from None
-
-
-def _int(value: Any, where: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PolicyError(where, f"{value!r} is not an integer")
-    if value < minimum:
-        raise PolicyError(where, f"{value} is below {minimum}")
-    return value
-
-
-def _unknown_keys(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise PolicyError(f"{prefix}{unknown[0]}", "unknown field")
-
-
-# --- datasets --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Dataset:
-    id: str
-    owner: str
-    source: str
-    prefixes: tuple[str, ...]
-    output: str | None = None
-    shared_with: tuple[str, ...] = ()
-    write_shared_with: tuple[str, ...] = ()  # of shared_with: may also write into output
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "source": self.source,
-            "prefixes": list(self.prefixes),
-            "output": self.output,
-            "shared_with": list(self.shared_with),
-            "write_shared_with": list(self.write_shared_with),
-        }
-
-    @property
-    def entitled(self) -> tuple[str, ...]:
-        """The owner first, then the tenants it shares the dataset with."""
-        return tuple(dict.fromkeys((self.owner, *self.shared_with)))
-
-    def may_write(self, tenant: str) -> bool:
-        """Write tokens go to the owner, and to a shared tenant only by a write share."""
-        return tenant == self.owner or tenant in self.write_shared_with
-
-    def seen_by(self, tenant: str) -> dict[str, Any]:
-        """The dataset as ``tenant`` may see it: the owner sees whom it shares with; a tenant
-        it is shared with sees its own access, not the other tenants' names."""
-        if tenant == self.owner:
-            return self.to_json()
-        view = self.to_json()
-        del view["shared_with"], view["write_shared_with"]
-        view["access"] = "read-write" if self.may_write(tenant) else "read"
-        return view
-
-
-_DATASET_FIELDS = {
-    "id",
-    "owner",
-    "source",
-    "prefixes",
-    "output",
-    "shared_with",
-    "write_shared_with",
-}
-
-
-def parse_dataset(obj: Any) -> Dataset:
-    if not isinstance(obj, Mapping):
-        raise PolicyError("dataset", "must be an object")
-    _unknown_keys(obj, _DATASET_FIELDS, "")
-    source = obj.get("source")
-    if not isinstance(source, str) or not source or any(c.isspace() for c in source):
-        raise PolicyError("source", "must be the storage's CloudEvents source URI")
-    prefixes = obj.get("prefixes")
-    if not isinstance(prefixes, list) or not prefixes:
-        raise PolicyError("prefixes", "must be a non-empty list of absolute paths")
-    normal = tuple(
-        dict.fromkeys(_path(prefix, f"prefixes[{i}]") for i, prefix in enumerate(prefixes))
-    )
-    output = obj.get("output")
-    owner = _name(obj.get("owner"), "owner")
-    shared = tuple(t for t in _names(obj.get("shared_with"), "shared_with") if t != owner)
-    write_shared = _names(obj.get("write_shared_with"), "write_shared_with")
-    for i, tenant in enumerate(write_shared):
-        if tenant != owner and tenant not in shared:
-            raise PolicyError(f"write_shared_with[{i}]", f"{tenant!r} is not in shared_with")
-    write_shared = tuple(t for t in write_shared if t != owner)
-    if write_shared and output is None:
-        raise PolicyError("write_shared_with", "needs an output area to write into")
-    return Dataset(
-        id=_name(obj.get("id"), "id"),
-        owner=owner,
-        source=source,
-        prefixes=normal,
-        output=None if output is None else _path(output, "output"),
-        shared_with=shared,
-        write_shared_with=write_shared,
-    )
-
-
-# --- tenant policies -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,13 +159,11 @@ def _activities(
 def _lifetime(value: Any, where: str, default: int) -> int:
     if value is None:
         return default
-    return _int(value, where, minimum=1)
+    return read_int(value, where, minimum=1)
 
 
-def _subscription(obj: Any, where: str, default_lifetime: int) -> Subscription:
-    if not isinstance(obj, Mapping):
-        raise PolicyError(where, "must be an object")
-    _unknown_keys(obj, _SUBSCRIPTION_FIELDS, where)
+def _filters(obj: Mapping[str, Any], where: str) -> Filters:
+    """A subscription's filters: event types, path globs and size bounds (each optional)."""
     types_value = obj.get("types")
     types: frozenset[str] = frozenset()
     if types_value is not None:
@@ -341,8 +191,8 @@ def _subscription(obj: Any, where: str, default_lifetime: int) -> Subscription:
     filters = Filters(
         types=types,
         paths=tuple(globs),
-        min_size=None if min_size is None else _int(min_size, f"{where}.min_size"),
-        max_size=None if max_size is None else _int(max_size, f"{where}.max_size"),
+        min_size=None if min_size is None else read_int(min_size, f"{where}.min_size"),
+        max_size=None if max_size is None else read_int(max_size, f"{where}.max_size"),
     )
     if (
         filters.min_size is not None
@@ -350,8 +200,16 @@ def _subscription(obj: Any, where: str, default_lifetime: int) -> Subscription:
         and filters.min_size > filters.max_size
     ):
         raise PolicyError(f"{where}.max_size", "is smaller than min_size")
+    return filters
+
+
+def _subscription(obj: Any, where: str, default_lifetime: int) -> Subscription:
+    if not isinstance(obj, Mapping):
+        raise PolicyError(where, "must be an object")
+    refuse_unknown_fields(obj, _SUBSCRIPTION_FIELDS, where)
+    filters = _filters(obj, where)
     return Subscription(
-        dataset=_name(obj.get("dataset"), f"{where}.dataset"),
+        dataset=read_name(obj.get("dataset"), f"{where}.dataset"),
         filters=filters,
         read=_activities(obj.get("read"), f"{where}.read", READ_ACTIVITIES, DEFAULT_READ),
         write=_activities(
@@ -397,8 +255,8 @@ def _kafka_principals(value: Any, tenant: str) -> tuple[str, ...]:
 def parse_tenant(obj: Any) -> TenantPolicy:
     if not isinstance(obj, Mapping):
         raise PolicyError("tenant", "must be an object")
-    _unknown_keys(obj, _TENANT_FIELDS, "")
-    tenant = _name(obj.get("tenant"), "tenant")
+    refuse_unknown_fields(obj, _TENANT_FIELDS, "")
+    tenant = read_name(obj.get("tenant"), "tenant")
     default_lifetime = _lifetime(
         obj.get("token_lifetime"), "token_lifetime", DEFAULT_TOKEN_LIFETIME_S
     )
@@ -434,16 +292,3 @@ def parse_tenant(obj: Any) -> TenantPolicy:
         kafka_principals=_kafka_principals(obj.get("kafka_principals"), tenant),
         raw=dict(obj),
     )
-
-
-def relative_to(path: str, prefix: str) -> str | None:
-    """``path`` relative to ``prefix`` on component boundaries, or None if not under it."""
-    if path == prefix:
-        return ""
-    if path.startswith(prefix) and path[len(prefix)] == "/":
-        return path[len(prefix) + 1 :]
-    return None
-
-
-def segments_of(path: str) -> Sequence[str]:
-    return resolve_segments(path[1:], what="path") if path.startswith("/") else ()

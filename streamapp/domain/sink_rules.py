@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamapp.domain.authorize import Delivery
-from streamapp.domain.triggers import Outcome
+from streamapp.domain.invocations import Outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streamapp.domain.allowed_hosts import AllowedHosts, disallowed_hosts
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.index import PolicyIndex
-from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.policy import parse_tenant
 from streamapp.domain.topic_names import colliding_tenant, collision_reason
-from streamapp.domain.triggers import AllowedHosts, disallowed_hosts
 from streamapp.domain.updates import (
     Update,
     UpdateRefusedError,

@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from streamapp.domain.areas import area_conflicts
-from streamapp.domain.policy import Dataset, PolicyError, parse_dataset, parse_tenant
+from streamapp.domain.datasets import Dataset, parse_dataset
+from streamapp.domain.policy import parse_tenant
+from streamapp.domain.policy_fields import PolicyError
 
 KINDS: Final = ("dataset", "tenant")
 OPS: Final = ("upsert", "delete")

@@ -30,6 +30,16 @@ from streamapp.clients.openwhisk import (
 from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.backoff import equal_jitter_delay
 from streamapp.domain.events import CanonicalEvent, EventFormatError, parse_canonical
+from streamapp.domain.invocations import (
+    Outcome,
+    Verdict,
+    idempotency_key,
+    invocation_params,
+    judge,
+    parse_throttle,
+    tokens_expire_during_call,
+)
+from streamapp.domain.redaction import excerpt
 from streamapp.domain.sink_rules import (
     Attempts,
     DeadLetter,
@@ -38,18 +48,7 @@ from streamapp.domain.sink_rules import (
     next_step,
     outgrown,
 )
-from streamapp.domain.triggers import (
-    Outcome,
-    Trigger,
-    Verdict,
-    excerpt,
-    idempotency_key,
-    invocation_params,
-    judge,
-    matching_triggers,
-    parse_throttle,
-    tokens_expire_during_call,
-)
+from streamapp.domain.triggers import Trigger, matching_triggers
 from streamapp.metrics import INVOCATION_ATTEMPTS, INVOCATION_SECONDS, INVOCATIONS
 from streamapp.sink.lanes import TenantLane
 from streamapp.sink.parts import SinkParts

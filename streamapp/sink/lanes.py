@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from streamapp.domain.backoff import equal_jitter_delay
-from streamapp.domain.triggers import Limits, Throttle
+from streamapp.domain.invocations import Throttle
+from streamapp.domain.triggers import Limits
 
 
 class TenantLane:

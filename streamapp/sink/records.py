@@ -11,8 +11,10 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
+from streamapp.domain.invocations import Verdict, idempotency_key
+from streamapp.domain.redaction import excerpt, strip_tokens
 from streamapp.domain.tokens import format_instant
-from streamapp.domain.triggers import Trigger, Verdict, excerpt, idempotency_key, strip_tokens
+from streamapp.domain.triggers import Trigger
 from streamapp.outputs import exit_if_undelivered
 from streamapp.sink.outcomes import FINAL_HEADER, OUTCOME_HEADER
 from streamapp.sink.parts import SinkParts

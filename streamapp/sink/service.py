@@ -22,7 +22,7 @@ Delivery, as users of the stock OpenWhisk Kafka feed wish they had it:
   request is made;
 - nothing the sink writes carries a token: dead letters hold the consumed event without
   ``readtoken``/``writetoken`` (header ``streamapp.dlq.tokens: stripped``), and reasons are
-  bounded, sanitized excerpts of what endpoints answered (``domain.triggers.excerpt``).
+  bounded, sanitized excerpts of what endpoints answered (``domain.redaction.excerpt``).
 
 Its collaborators (settings, the consumer factory, the OpenWhisk client, the token issuer, the
 outcome store, the policy index, the outputs) come in as ``SinkParts`` (``sink/wiring.py``

@@ -44,7 +44,7 @@ from streamapp.domain.access import (
     parse_access_config,
     verify_peer_request,
 )
-from streamapp.domain.policy import NAME_PATTERN
+from streamapp.domain.policy_fields import NAME_PATTERN
 from streamapp.settings import Settings, current
 
 log = logging.getLogger(__name__)

@@ -90,6 +90,9 @@ class Health(web.View):
         broker = await broker_check.reachable()
         # faust's TableManager has the recovery service; its type stub does not say so
         recovered = bool(getattr(app.tables, "recovery").completed.is_set())  # noqa: B009
+        # faust sets this at a rebalance's start and clears it once the new assignment is
+        # recovered and its partitions resumed ("Worker ready"): the worker is serving then
+        rebalancing = bool(app.rebalancing)
         acls = acl_agent_status.view()
         # a dead ACL agent would leave revoked tenants reading: the worker is not healthy
         healthy = broker and recovered and acls["state"] != "stopped"
@@ -97,6 +100,7 @@ class Health(web.View):
             "status": "ok" if healthy else "unavailable",
             "broker": broker,
             "tables_recovered": recovered,
+            "rebalancing": rebalancing,
             "kafka_acls": acls,
             "datasets": len(policy_index.datasets),
             "tenants": len(policy_index.tenants),

@@ -246,18 +246,7 @@ class TenantEvents(web.View):
         )
         await consumer.start()
         try:
-            partitions = await _partitions(consumer, name)
-            tps = [TopicPartition(name, p) for p in partitions]
-            consumer.assign(tps)
-            position: dict[int, int] = {}
-            for tp in tps:
-                if isinstance(start, dict):
-                    consumer.seek(tp, start.get(tp.partition, 0))
-                elif start == "beginning":
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    await consumer.seek_to_end(tp)
-                position[tp.partition] = await consumer.position(tp)
+            position = await _assign(consumer, name, start)
             response = aioweb.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream",
@@ -346,6 +335,25 @@ def _reset(transport: asyncio.Transport | None) -> None:
 
 
 _open_streams = [0]  # streams this worker serves now
+
+
+async def _assign(
+    consumer: AIOKafkaConsumer, topic: str, start: dict[int, int] | str
+) -> dict[int, int]:
+    """Assign every partition of ``topic``, each at the stream position ``start`` names (its
+    offset there, else 0; or its beginning or end); returns partition -> the offset reached."""
+    tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+    consumer.assign(tps)
+    position: dict[int, int] = {}
+    for tp in tps:
+        if isinstance(start, dict):
+            consumer.seek(tp, start.get(tp.partition, 0))
+        elif start == "beginning":
+            await consumer.seek_to_beginning(tp)
+        else:
+            await consumer.seek_to_end(tp)
+        position[tp.partition] = await consumer.position(tp)
+    return position
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streamapp.admin_keys import generate_admin_keypair
 
@@ -227,10 +227,13 @@ class Worker:
         return body
 
     def recovered(self) -> bool:
-        """faust logged "Worker ready" after the last rebalance it took part in."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        last_generation = text.rfind("generation id ")
-        return last_generation >= 0 and text.rfind("Worker ready") > last_generation
+        """Serving its current assignment: tables recovered and no rebalance in progress
+        (``GET /health``; faust clears ``rebalancing`` once the new assignment is recovered)."""
+        try:
+            body = self.health()
+        except (OSError, ValueError):  # not listening yet
+            return False
+        return bool(body.get("tables_recovered")) and body.get("rebalancing") is False
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -293,6 +296,52 @@ async def collect(
     finally:
         await consumer.stop()
     return records
+
+
+async def wait_drained(
+    bootstrap: str,
+    groups: dict[str, list[str]],
+    timeout: float = 120,  # noqa: ASYNC109 - a deadline for the whole wait
+) -> None:
+    """Wait until each consumer group (``group -> topics``) has committed every partition of
+    its topics up to the partition's end, twice in a row 1 s apart. A worker commits a record
+    only once all of its outputs (or its outcome) are on the broker, so after this nothing
+    more comes from those records: exact counts can be asserted without a fixed sleep."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await reader.start()
+    deadline, settled_once = time.monotonic() + timeout, False
+    behind: dict[str, int] = {}
+    try:
+        while time.monotonic() < deadline:
+            behind = {}
+            for group, names in groups.items():
+                committed = await admin.list_consumer_group_offsets(group)
+                partitions = [
+                    TopicPartition(topic["topic"], partition["partition"])
+                    for topic in await admin.describe_topics(names)
+                    if topic["error_code"] == 0
+                    for partition in topic["partitions"]
+                ]
+                if not partitions:
+                    behind[f"{group} {names}"] = -1  # the topics do not exist yet
+                    continue
+                reader.assign(partitions)  # end_offsets needs their metadata
+                ends = await reader.end_offsets(partitions)
+                for tp in partitions:
+                    at = committed.get(tp)
+                    offset = at.offset if at is not None else 0
+                    if offset < ends[tp]:
+                        behind[f"{group} {tp.topic}[{tp.partition}]"] = ends[tp] - offset
+            if not behind and settled_once:
+                return
+            settled_once = not behind
+            await asyncio.sleep(1)
+    finally:
+        await reader.stop()
+        await admin.close()
+    raise AssertionError(f"not drained within {timeout} s: {behind}")
 
 
 async def wait_group_stable(

@@ -1,4 +1,4 @@
-"""The dCache storage-events test server over loopback HTTP, read with a small SSE parser.
+"""The dCache storage-events test server over loopback HTTP, read with the bridge's SSE parser.
 
 The server (``streamapp.testing.dcache_server``) stands in for a dCache frontend's storage-events
 API (docs/formats.md §2, dCache's EventResources/Channel/Inotify sources). These tests pin
@@ -9,18 +9,18 @@ what clients of the real thing rely on: the SSE framing, the inotify sequences, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
+from streamapp.sse import SseFrame, SseParser
 from streamapp.testing.dcache_server import DCacheTestServer
 
 pytestmark = pytest.mark.integration
@@ -36,47 +36,26 @@ SUBSCRIPTION_URL = re.compile(r"/subscriptions/inotify/[A-Za-z0-9_-]{24}$")
 # --- a small SSE client ---------------------------------------------------------------------------
 
 
-@dataclass
-class Frame:
-    event: str
-    id: str | None
-    data: Any
-
-
 class EventStream:
-    """Reads frames: ``field: value`` lines up to a blank line."""
+    """Reads frames with the bridge's own parser, from the chunks as they arrive."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
+        self.parser = SseParser()
+        self.pending: collections.deque[SseFrame] = collections.deque()
 
-    async def next(self, wait_s: float = 2.0) -> Frame | None:
+    async def next(self, wait_s: float = 2.0) -> SseFrame | None:
         """The next frame, or None at the end of the stream."""
-        event: str = "message"
-        event_id: str | None = None
-        data: list[str] = []
         async with asyncio.timeout(wait_s):
-            while True:
-                line = await self.response.content.readline()
-                if not line:
+            while not self.pending:
+                chunk = await self.response.content.readany()
+                if not chunk:
                     return None
-                text = line.decode().rstrip("\r\n")
-                if not text:
-                    if data:
-                        return Frame(event, event_id, orjson.loads("\n".join(data)))
-                    continue
-                if text.startswith(":"):
-                    continue
-                name, _, value = text.partition(":")
-                value = value.removeprefix(" ")
-                if name == "event":
-                    event = value
-                elif name == "id":
-                    event_id = value
-                elif name == "data":
-                    data.append(value)
+                self.pending.extend(self.parser.feed(chunk))
+        return self.pending.popleft()
 
-    async def take(self, count: int) -> list[Frame]:
-        frames: list[Frame] = []
+    async def take(self, count: int) -> list[SseFrame]:
+        frames: list[SseFrame] = []
         for _ in range(count):
             frame = await self.next()
             assert frame is not None, f"stream ended after {frames}"
@@ -100,7 +79,7 @@ async def open_stream(
         yield EventStream(response)
 
 
-def inotify(frame: Frame) -> tuple[str | None, list[str]]:
+def inotify(frame: SseFrame) -> tuple[str | None, list[str]]:
     assert frame.event == "inotify", frame
     return frame.data["event"].get("name"), frame.data["event"]["mask"]
 
@@ -277,7 +256,7 @@ async def test_a_subscription_is_created_then_the_same_entry_answers_303(
         assert again.status == 303
         assert again.headers["Location"] == location
         (announced,) = await stream.take(1)
-        assert announced == Frame(
+        assert announced == SseFrame(
             "SYSTEM", None, {"type": "NEW_SUBSCRIPTION", "subscription": location}
         )
         # dCache keys subscriptions by the watched entry: other flags replace the old ones
@@ -480,7 +459,7 @@ async def test_flags_filter_events_but_ignored_and_overflow_always_arrive(
             assert deleted.status == 204
         ignored, closed = await stream.take(2)
         assert ignored.data == {"event": {"mask": ["IN_IGNORED"]}, "subscription": location}
-        assert closed == Frame(
+        assert closed == SseFrame(
             "SYSTEM", None, {"type": "SUBSCRIPTION_CLOSED", "subscription": location}
         )
         server.upload("/data/h.h5", 1)  # no subscription left: nothing more
@@ -535,7 +514,7 @@ async def test_event_loss_when_the_resume_point_has_left_the_buffer(
     assert live.buffered_ids == list(range(3, 11))
     async with open_stream(session, channel, last_event_id="0") as stream:
         (loss,) = await stream.take(1)
-        assert loss == Frame("SYSTEM", None, {"type": "EVENT_LOSS"})
+        assert loss == SseFrame("SYSTEM", None, {"type": "EVENT_LOSS"})
         server.mkdir("/data/after")
         (frame,) = await stream.take(1)  # dCache replays nothing after EVENT_LOSS
         assert (frame.id, inotify(frame)) == ("11", ("after", ["IN_CREATE", "IN_ISDIR"]))
@@ -554,7 +533,7 @@ async def test_a_second_reader_ends_the_first_with_competing_client(
     await watch(session, channel, "/data")
     async with open_stream(session, channel) as first, open_stream(session, channel) as second:
         (frame,) = await first.take(1)
-        assert frame == Frame("SYSTEM", None, {"type": "COMPETING_CLIENT"})
+        assert frame == SseFrame("SYSTEM", None, {"type": "COMPETING_CLIENT"})
         assert await first.at_end()
         server.mkdir("/data/x")
         (frame,) = await second.take(1)
@@ -569,7 +548,7 @@ async def test_shutdown_ends_streams_and_forgets_every_channel(
     async with open_stream(session, channel) as stream:
         server.shutdown()
         (frame,) = await stream.take(1)
-        assert frame == Frame("SYSTEM", None, {"type": "SHUTDOWN"})
+        assert frame == SseFrame("SYSTEM", None, {"type": "SHUTDOWN"})
         assert await stream.at_end()
     for url in (channel, subscription):
         async with session.get(url, headers=JSON) as response:
@@ -604,7 +583,7 @@ async def test_cut_streams_and_silently_dropped_channels(
         async with session.delete(channel) as response:
             assert response.status == 204
         (frame,) = await stream.take(1)
-        assert frame == Frame(
+        assert frame == SseFrame(
             "SYSTEM", None, {"type": "SUBSCRIPTION_CLOSED", "subscription": subscription}
         )
         assert await stream.at_end()

@@ -34,6 +34,7 @@ from tests.integration.conftest import (
     Worker,
     collect,
     produce,
+    wait_drained,
     wait_group_stable,
 )
 
@@ -228,6 +229,18 @@ async def start_workers(
     return workers
 
 
+async def drained(bootstrap: str, topics: TopicNames, *tenants: str) -> None:
+    """The workers committed the raw topic, and the sink these tenants' topics, to the end:
+    every record's outputs and every event's outcome are on the broker."""
+    await wait_drained(
+        bootstrap,
+        {
+            topics.app_id: [topics.dcache],
+            f"{topics.app_id}-sink": [topics.tenant(t) for t in tenants],
+        },
+    )
+
+
 def subjects(
     server: OpenWhiskTestServer, namespace: str, action: str | None = None
 ) -> Counter[str]:
@@ -267,7 +280,7 @@ async def test_every_entitled_event_invokes_exactly_its_actions(
         "activations",
         server,
     )
-    await asyncio.sleep(3)  # time for anything extra to show up
+    await drained(bootstrap, topics, "alpha", "beta")  # nothing extra can show up after this
 
     assert subjects(server, "alpha", "alpha/reduce") == Counter(path_of(r) for r in alpha)
     assert subjects(server, "beta") == Counter(path_of(r) for r in beta)
@@ -398,7 +411,7 @@ async def test_outage_throttling_and_failures_lose_nothing(
     letters = await collect(
         bootstrap, [topics.deadletter], lambda r: len(r) >= len(gamma), timeout=60
     )
-    await asyncio.sleep(2)
+    await drained(bootstrap, topics, "alpha", "beta", "gamma")
 
     expected = Counter(path_of(r) for batch in batches for r in batch)
     got = subjects(server, "alpha") + subjects(server, "beta")
@@ -471,7 +484,7 @@ async def test_sigkill_during_invocations_loses_nothing(
         240,
         "every event invoked",
     )
-    await asyncio.sleep(3)
+    await drained(bootstrap, topics, "alpha", "beta")
 
     got = subjects(server, "alpha") + subjects(server, "beta")
     assert set(got) == {path_of(r) for r in events}  # none lost

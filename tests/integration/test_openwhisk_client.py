@@ -26,7 +26,9 @@ from streamapp.clients.openwhisk import (
     OpenWhiskUnreachableError,
     PayloadTooLargeError,
 )
-from streamapp.domain.triggers import ActionRef, AllowedHosts, Outcome, judge
+from streamapp.domain.allowed_hosts import AllowedHosts
+from streamapp.domain.invocations import Outcome, judge
+from streamapp.domain.triggers import ActionRef
 from streamapp.testing.openwhisk_server import Action, Fault, Namespace, OpenWhiskTestServer
 
 KEY = (  # the shape of OpenWhisk's guest key

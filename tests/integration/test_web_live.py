@@ -31,6 +31,7 @@ from schemathesis.core.result import Ok
 
 from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.domain.access import PEER_HEADER, sign_peer_request
+from streamapp.sse import SseParser
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (
     DCACHE_SOURCE,
@@ -165,29 +166,22 @@ async def read_sse(
     count: int,
     timeout: float,  # noqa: ASYNC109 - a deadline for the whole read
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Read ``count`` events (or until timeout); returns them and the last id seen."""
+    """Read ``count`` events (or until timeout); returns them and the id of the last one."""
     events: list[dict[str, Any]] = []
     last_id: str | None = None
-    fields: dict[str, str] = {}
+    parser = SseParser()
     async with session.get(
         url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
     ) as response:
         assert response.status == 200, await response.text()
         assert response.headers["Content-Type"].startswith("text/event-stream")
         try:
-            async for raw_line in response.content:
-                line = raw_line.decode().rstrip("\n")
-                if line == "":
-                    if "id" in fields:
-                        last_id = fields["id"]
-                    if "data" in fields:
-                        events.append(orjson.loads(fields["data"]))
-                        if len(events) >= count:
-                            break
-                    fields = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields[name] = value.lstrip(" ")
+            async for chunk in response.content.iter_any():
+                for frame in parser.feed(chunk):
+                    last_id = frame.id if frame.id is not None else last_id
+                    events.append(frame.data)
+                    if len(events) >= count:
+                        return events, last_id
         except TimeoutError:
             pass
     return events, last_id

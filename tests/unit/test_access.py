@@ -27,7 +27,9 @@ from streamapp.domain.access import (
     sign_peer_request,
     verify_peer_request,
 )
-from streamapp.domain.policy import NAME_PATTERN, PolicyError, parse_dataset, parse_tenant
+from streamapp.domain.datasets import parse_dataset
+from streamapp.domain.policy import parse_tenant
+from streamapp.domain.policy_fields import NAME_PATTERN, PolicyError
 
 ISS = "https://keycloak.desy.example/realms/facility"
 AUD = "https://streamapp.desy.example"

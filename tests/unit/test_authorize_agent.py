@@ -20,9 +20,10 @@ from streamapp.agents import authorize as authorize_module
 from streamapp.app import app
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CanonicalEvent
-from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.policy import parse_tenant
 from streamapp.tables import policy_index
 
 SOURCE = "dcache://unit"

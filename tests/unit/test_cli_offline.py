@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from streamapp.delegation import strip_trailing_newline
-from streamapp.domain.tokens import Grant, mint_with_root_key
+from streamapp.domain.token_minting import Grant, mint_with_root_key
 from tests.factories import dcache_record, dcache_transfer
 
 ROOT = Path(__file__).resolve().parents[2]

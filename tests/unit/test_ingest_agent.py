@@ -19,8 +19,9 @@ from streamapp.agents import authorize as authorize_module
 from streamapp.agents import ingest as ingest_module
 from streamapp.app import app, settings
 from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.deadletter import DeadLetterContext
-from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.policy import parse_tenant
 from streamapp.tables import policy_index
 from streamapp.topics import dead_letters, storage_events
 from tests.factories import dcache_record, dcache_transfer, raw, s3_notification, s3_record

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamapp.domain.datasets import Dataset, parse_dataset
 from streamapp.domain.kafka_acls import (
     ALLOW,
     DESCRIBE,
@@ -31,13 +32,8 @@ from streamapp.domain.kafka_acls import (
     principal_conflicts,
     tenant_resource,
 )
-from streamapp.domain.policy import (
-    Dataset,
-    PolicyError,
-    TenantPolicy,
-    parse_dataset,
-    parse_tenant,
-)
+from streamapp.domain.policy import TenantPolicy, parse_tenant
+from streamapp.domain.policy_fields import PolicyError
 from streamapp.kafka_auth import (
     KafkaAuthError,
     aiokafka_options,

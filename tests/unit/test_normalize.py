@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from streamapp.domain import normalize as normalizing
+from streamapp.domain import normalize_fields, normalize_s3
 from streamapp.domain.normalize import Normalized, Outcome, Rejected, Skipped, normalize
 from streamapp.records.events import StorageEvent
 from tests.factories import (
@@ -515,13 +516,13 @@ def test_an_unexpected_exception_becomes_a_rejection(monkeypatch: pytest.MonkeyP
     def broken(record: Any) -> str:
         raise RuntimeError("boom " + "x" * 5000)
 
-    monkeypatch.setattr(normalizing, "event_id", broken)
+    monkeypatch.setattr(normalize_fields, "event_id", broken)
     outcome = only(normalize(raw(dcache_transfer()), SOURCE))
     assert isinstance(outcome, Rejected)
     assert outcome.reason.startswith("internal error normalizing record: RuntimeError: boom")
     assert len(outcome.reason) <= normalizing.MAX_REASON_CHARS
     # one S3 record's failure is its own: the others keep their outcomes
-    monkeypatch.setattr(normalizing, "_s3_event_type", lambda name: 1 / 0)
+    monkeypatch.setattr(normalize_s3, "_s3_event_type", lambda name: 1 / 0)
     notification = s3_notification(s3_record(key="a.h5"), s3_record(key="b.h5"))
     outcomes = normalize(raw(notification), SOURCE)
     assert len(outcomes) == 2

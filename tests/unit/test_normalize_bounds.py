@@ -20,15 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamapp.domain import normalize as normalize_module
-from streamapp.domain.normalize import (
-    MAX_EVENT_BYTES,
-    MAX_S3_RECORDS,
-    MAX_TEXT_CHARS,
-    MAX_VALUES,
-    Normalized,
-    Rejected,
-    normalize,
-)
+from streamapp.domain.normalize import MAX_EVENT_BYTES, MAX_VALUES, Normalized, Rejected, normalize
+from streamapp.domain.normalize_fields import MAX_TEXT_CHARS
+from streamapp.domain.normalize_s3 import MAX_S3_RECORDS
 from tests.factories import dcache_transfer, raw, s3_notification, s3_record
 
 DCACHE = "dcache://dcache.example.org"

@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 from streamapp.domain.inotify import ENVELOPE, FILE_EVENTS
 from streamapp.domain.normalize import (
     MAX_REASON_CHARS,
-    MAX_SIZE,
     Normalized,
     Outcome,
     Rejected,
     Skipped,
     normalize,
 )
+from streamapp.domain.normalize_fields import MAX_SIZE
 from streamapp.domain.paths import MAX_PATH_BYTES, MAX_SEGMENT_BYTES, MAX_SEGMENTS
 from tests.factories import dcache_record, dcache_transfer, s3_record
 

@@ -11,16 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamapp.domain.authorize import Decision, Denial, authorize, filter_mismatch
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.events import CanonicalEvent, EventType
 from streamapp.domain.globs import PathGlob
 from streamapp.domain.index import PolicyIndex, PrefixConflictError
-from streamapp.domain.policy import (
-    DEFAULT_READ,
-    DEFAULT_WRITE,
-    PolicyError,
-    parse_dataset,
-    parse_tenant,
-)
+from streamapp.domain.policy import DEFAULT_READ, DEFAULT_WRITE, parse_tenant
+from streamapp.domain.policy_fields import PolicyError
 
 DCACHE = "dcache://dcache.desy.example"
 S3 = "s3://minio.desy.example"

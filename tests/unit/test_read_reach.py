@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from streamapp.delegation import SecretFiles, TokenIssuer
-from streamapp.domain import tokens
+from streamapp.domain import token_minting, tokens
 from streamapp.domain.authorize import authorize
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import PolicyIndex
-from streamapp.domain.policy import parse_dataset, parse_tenant
+from streamapp.domain.policy import parse_tenant
 from streamapp.domain.sink_rules import outgrown
 
 SOURCE = "s3://unit"
@@ -75,7 +76,7 @@ def test_no_read_token_for_a_path_above_another_tenants_dataset(tmp_path: Path) 
 def test_a_sibling_path_still_gets_its_token(tmp_path: Path) -> None:
     found = issue(index(), "/bucket/exp/c", tmp_path)
     read = found["read"]
-    assert isinstance(read, tokens.MintedToken)
+    assert isinstance(read, token_minting.MintedToken)
     at = NOW.replace(minute=1)
     assert tokens.verify(
         read.token, key=KEY, path="/bucket/exp/c", activity="DOWNLOAD", at=at
@@ -84,7 +85,7 @@ def test_a_sibling_path_still_gets_its_token(tmp_path: Path) -> None:
 
 def test_a_tenant_entitled_to_the_dataset_below_keeps_its_token(tmp_path: Path) -> None:
     found = issue(index(shared_with_alpha=True), "/bucket/exp/b", tmp_path)
-    assert isinstance(found["read"], tokens.MintedToken)
+    assert isinstance(found["read"], token_minting.MintedToken)
 
 
 def test_the_path_of_another_tenants_output_area_is_covered_too(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamapp.domain.invocations import Outcome
 from streamapp.domain.sink_rules import (
     Attempts,
     DeadLetter,
@@ -17,7 +18,6 @@ from streamapp.domain.sink_rules import (
     next_step,
     should_pause,
 )
-from streamapp.domain.triggers import Outcome
 from streamapp.settings import Settings, SettingsError
 
 POLICY = RetryPolicy(max_attempts=3, retry_failed=1)

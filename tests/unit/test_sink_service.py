@@ -20,11 +20,13 @@ from aiokafka.structs import TopicPartition
 
 from streamapp.clients.openwhisk import Answer
 from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.domain.allowed_hosts import AllowedHosts
 from streamapp.domain.authorize import authorize, authorized_event
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.index import PolicyIndex
+from streamapp.domain.invocations import idempotency_key
 from streamapp.domain.normalize import Normalized, normalize
-from streamapp.domain.policy import parse_dataset, parse_tenant
-from streamapp.domain.triggers import AllowedHosts, idempotency_key
+from streamapp.domain.policy import parse_tenant
 from streamapp.settings import Settings
 from streamapp.sink.parts import SinkParts
 from streamapp.sink.service import InvocationSink

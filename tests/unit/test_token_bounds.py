@@ -9,13 +9,8 @@ import pytest
 from pymacaroons import Macaroon
 
 from streamapp.domain.deadletter import MAX_REASON_CHARS, DeadLetterContext
-from streamapp.domain.tokens import (
-    MAX_CAVEAT_BYTES,
-    Grant,
-    TokenError,
-    attenuate,
-    mint_with_root_key,
-)
+from streamapp.domain.token_minting import MAX_CAVEAT_BYTES, Grant, attenuate, mint_with_root_key
+from streamapp.domain.tokens import TokenError
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 READ = ("DOWNLOAD", "READ_METADATA")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymacaroons import Macaroon, Verifier
 
-from streamapp.domain import tokens
+from streamapp.domain import token_minting, tokens
 from streamapp.domain.policy import ACTIVITIES
 from streamapp.domain.token_chain import ChainError, prefix_of, root_prefix
 
@@ -55,7 +55,7 @@ def test_chain_equals_pymacaroons(
     assert fast == reference.serialize()
 
 
-def slow_mint(grant: tokens.Grant, key: bytes, identity: str | None) -> str:
+def slow_mint(grant: token_minting.Grant, key: bytes, identity: str | None) -> str:
     """What mint_with_root_key returned before the fast path: pymacaroons all the way."""
     macaroon = Macaroon(location="loc", identifier="ident", key=key)
     if identity:
@@ -79,8 +79,8 @@ def test_minted_tokens_equal_the_slow_path_and_verify_for_the_grant_only(
     path: str, activities: list[str], minutes: int, identity: str | None
 ) -> None:
     key = b"root-key-for-property-tests"
-    grant = tokens.Grant(path, tuple(activities), NOW + timedelta(minutes=minutes))
-    minted = tokens.mint_with_root_key(
+    grant = token_minting.Grant(path, tuple(activities), NOW + timedelta(minutes=minutes))
+    minted = token_minting.mint_with_root_key(
         grant, key=key, identifier="ident", location="loc", identity=identity
     )
     assert minted.token == slow_mint(grant, key, identity)
@@ -124,8 +124,8 @@ def test_attenuated_tokens_equal_pymacaroons_attenuation(
     base.add_first_party_caveat("activity:" + ",".join(sorted(ACTIVITIES)))
     base.add_first_party_caveat("root:/data")
     base_token = base.serialize()
-    grant = tokens.Grant("/data" + path, tuple(activities), NOW + timedelta(minutes=minutes))
-    minted = tokens.attenuate(base_token, grant, now=NOW)
+    grant = token_minting.Grant("/data" + path, tuple(activities), NOW + timedelta(minutes=minutes))
+    minted = token_minting.attenuate(base_token, grant, now=NOW)
 
     reference = Macaroon.deserialize(base_token)
     reference.add_first_party_caveat(f"activity:{','.join(activities)}")

@@ -12,17 +12,8 @@ from hypothesis import strategies as st
 from pymacaroons import Macaroon
 
 from streamapp.domain.policy import ACTIVITIES
-from streamapp.domain.tokens import (
-    Grant,
-    MintedToken,
-    TokenError,
-    Verdict,
-    attenuate,
-    format_instant,
-    inspect,
-    mint_with_root_key,
-    verify,
-)
+from streamapp.domain.token_minting import Grant, MintedToken, attenuate, mint_with_root_key
+from streamapp.domain.tokens import TokenError, Verdict, format_instant, inspect, verify
 
 KEY = b"storage-root-key-for-tests"
 NOW = datetime(2026, 11, 20, 8, 0, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from streamapp.admin_keys import sign_update
 from streamapp.agents import policy_updates
 from streamapp.app import settings
-from streamapp.domain.policy import NAME_PATTERN
+from streamapp.domain.policy_fields import NAME_PATTERN
 from streamapp.domain.topic_names import colliding_tenant, collision_key
 from streamapp.domain.updates import KeyRing, UpdateRefusedError
 from streamapp.seed import SeedError, load_seed

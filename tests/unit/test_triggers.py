@@ -21,27 +21,23 @@ from hypothesis import strategies as st
 
 from streamapp.admin_keys import sign_update
 from streamapp.clients.openwhisk import Credentials, CredentialsMissingError
+from streamapp.domain.allowed_hosts import AllowedHosts, disallowed_hosts
 from streamapp.domain.backoff import equal_jitter_delay
-from streamapp.domain.ledger import PartitionLedger
-from streamapp.domain.policy import PolicyError, parse_tenant
-from streamapp.domain.triggers import (
-    EXCERPT_CHARS,
+from streamapp.domain.invocations import (
     MAX_PARAMETER_BYTES,
-    ActionRef,
-    AllowedHosts,
-    Limits,
     Outcome,
     Throttle,
-    disallowed_hosts,
-    excerpt,
     idempotency_key,
     invocation_params,
     judge,
-    matching_triggers,
     parse_throttle,
-    strip_tokens,
     tokens_expire_during_call,
 )
+from streamapp.domain.ledger import PartitionLedger
+from streamapp.domain.policy import parse_tenant
+from streamapp.domain.policy_fields import PolicyError
+from streamapp.domain.redaction import EXCERPT_CHARS, excerpt, strip_tokens
+from streamapp.domain.triggers import ActionRef, Limits, matching_triggers
 from streamapp.domain.updates import KeyRing, UpdateRefusedError, verify_update
 from streamapp.seed import SeedError, load_seed
 from streamapp.settings import Settings, SettingsError

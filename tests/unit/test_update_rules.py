@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from streamapp.domain.allowed_hosts import AllowedHosts
+from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.index import PolicyIndex
-from streamapp.domain.policy import parse_dataset, parse_tenant
-from streamapp.domain.triggers import AllowedHosts
+from streamapp.domain.policy import parse_tenant
 from streamapp.domain.update_rules import UpdateRules, check_update
 from streamapp.domain.updates import Update, UpdateRefusedError
 

@@ -23,9 +23,11 @@ from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain import tokens
 from streamapp.domain.areas import area_conflicts, output_conflicts, overlaps
 from streamapp.domain.authorize import Delivery, authorize
+from streamapp.domain.datasets import Dataset, parse_dataset
 from streamapp.domain.events import CanonicalEvent, EventType
 from streamapp.domain.index import PolicyIndex
-from streamapp.domain.policy import Dataset, PolicyError, parse_dataset, parse_tenant
+from streamapp.domain.policy import parse_tenant
+from streamapp.domain.policy_fields import PolicyError
 from streamapp.domain.updates import UpdateRefusedError, check_dataset_areas
 from streamapp.seed import SeedError, build_index, load_seed
 

@@ -1,0 +1,186 @@
+"""Minting and attenuating delegated tokens (dCache macaroons; caveat language: ``tokens``).
+
+A token minted here is never wider than its grant: one file or one output area, the granted
+activities (intersected with what a base macaroon allows), and an expiry no later than asked.
+The fast path extends a prepared chain (``token_chain``), cached per base and grant; a base
+macaroon that is not v1 goes through pymacaroons.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from pymacaroons import Macaroon
+from pymacaroons.exceptions import MacaroonException
+
+from streamapp.domain.token_chain import ChainError, TokenPrefix, prefix_of, root_prefix
+from streamapp.domain.tokens import (
+    Scope,
+    TokenError,
+    as_path,
+    deserialize,
+    first_party_caveats,
+    format_instant,
+    has_prefix,
+    path_segments,
+    scope_of,
+)
+
+# The macaroon v1 wire format frames each caveat in a packet whose length is four hex digits
+# (at most 65,535 bytes); a longer caveat cannot be serialized at all. Paths are held far
+# below that (ingest refuses paths over 4,096 bytes), and so is every caveat we add.
+MAX_CAVEAT_BYTES: Final = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one delegated token may do: ``activities`` on ``path`` until ``expires``."""
+
+    path: str
+    activities: tuple[str, ...]
+    expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    token: str
+    path: str
+    activities: tuple[str, ...]
+    expires: datetime  # the effective expiry: never later than the grant's
+
+
+def mint_with_root_key(
+    grant: Grant, *, key: bytes, identifier: str, location: str, identity: str | None = None
+) -> MintedToken:
+    """A new macaroon signed with the storage's root key (storages sharing it; tests)."""
+    if not grant.activities:
+        raise TokenError("a grant without activities needs no token")
+    if not path_segments(grant.path):
+        # without a path caveat a root-key token reaches the whole storage: never minted
+        raise TokenError("a grant on the root '/' is never minted with the root key")
+    prefix = _root_chain(key, identifier, location, identity or None)
+    token = _extend(prefix, grant.activities, grant.path, grant.expires)
+    return MintedToken(token, grant.path, grant.activities, grant.expires)
+
+
+def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
+    """Narrow a base macaroon (obtained from the storage) to ``grant`` without its secret.
+
+    The result intersects with what the base allows: a path outside the base's scope, an
+    activity the base does not allow, or an expired base yields no token (``TokenError``).
+    """
+    base = _parsed_base(base_token)
+    scope = base.scope
+    if scope.expiry is not None and scope.expiry <= now:
+        raise TokenError("base macaroon has expired")
+    target = path_segments(grant.path)
+    confined = [*scope.root, *scope.path]
+    if not has_prefix(target, confined):
+        raise TokenError(f"{grant.path} is outside the base macaroon's scope")
+    # Only what the base lists explicitly: dCache refuses an activity caveat that would enlarge
+    # the set (READ_METADATA being implied does not make it listable).
+    activities = tuple(
+        a for a in grant.activities if scope.activities is None or a in scope.activities
+    )
+    if not activities:
+        raise TokenError("the base macaroon allows none of the granted activities")
+    relative = as_path(target[len(confined) :])
+    expires = grant.expires if scope.expiry is None else min(grant.expires, scope.expiry)
+    if base.prefix is not None:
+        token = _extend(base.prefix, activities, relative, grant.expires)
+    else:  # not v1: pymacaroons serializes it (slow path)
+        macaroon = base.macaroon.copy()  # add_first_party_caveat mutates: never the base
+        for caveat in _grant_caveats(activities, relative, grant.expires):
+            macaroon.add_first_party_caveat(caveat)
+        token = _serialize(macaroon)
+    return MintedToken(token, grant.path, activities, expires)
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    macaroon: Macaroon
+    scope: Scope
+    prefix: TokenPrefix | None  # None: not extendable on the fast path
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_base(token: str) -> _Base:
+    """A base macaroon parsed once (its file is re-read on change; a new text is a new key)."""
+    macaroon = deserialize(token)
+    scope = scope_of(first_party_caveats(macaroon))
+    try:
+        prefix: TokenPrefix | None = prefix_of(macaroon)
+    except ChainError:
+        prefix = None
+    return _Base(macaroon, scope, prefix)
+
+
+@functools.lru_cache(maxsize=256)
+def _root_chain(key: bytes, identifier: str, location: str, identity: str | None) -> TokenPrefix:
+    try:
+        prefix = root_prefix(key, identifier, location)
+    except ChainError as exc:
+        raise TokenError(str(exc)) from None
+    if identity:
+        caveat = f"id:{identity}"
+        _check_caveat(caveat)
+        prefix = _extended(prefix, caveat)
+    return prefix
+
+
+def _extended(prefix: TokenPrefix, caveat: str) -> TokenPrefix:
+    try:
+        return prefix.extended(caveat)
+    except ChainError as exc:
+        raise TokenError(f"macaroon cannot be serialized: {exc}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _with_activities(prefix: TokenPrefix, caveat: str) -> TokenPrefix:
+    """The chain up to a grant's activity caveat: the same for every event of a grant."""
+    return _extended(prefix, caveat)
+
+
+def _extend(prefix: TokenPrefix, activities: Sequence[str], path: str, expires: datetime) -> str:
+    first, *rest = _grant_caveats(activities, path, expires)
+    try:
+        return _with_activities(prefix, first).token(*rest)
+    except ChainError as exc:
+        raise TokenError(f"macaroon cannot be serialized: {exc}") from None
+
+
+def _grant_caveats(activities: Sequence[str], path: str, expires: datetime) -> list[str]:
+    caveats = [f"activity:{','.join(activities)}"]
+    if path != "/":
+        caveats.append(f"path:{path}")
+    caveats.append(f"before:{format_instant(expires)}")
+    for caveat in caveats:
+        _check_caveat(caveat)
+    return caveats
+
+
+def _check_caveat(caveat: str) -> None:
+    size = len(caveat.encode("utf-8", "surrogatepass"))
+    if size > MAX_CAVEAT_BYTES:
+        raise TokenError(f"caveat of {size} bytes exceeds {MAX_CAVEAT_BYTES} bytes")
+    if "\n" in caveat or "\x00" in caveat:
+        raise TokenError("caveat contains a newline or NUL")
+    try:
+        caveat.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TokenError("caveat is not valid UTF-8 (a lone surrogate)") from None
+
+
+def _serialize(macaroon: Macaroon) -> str:
+    try:
+        return str(macaroon.serialize())
+    except (MacaroonException, ValueError, UnicodeError) as exc:
+        raise TokenError(f"macaroon cannot be serialized: {type(exc).__name__}") from None
+
+
+def lifetime_until(now: datetime, seconds: int, cap_seconds: int) -> datetime:
+    return now + timedelta(seconds=max(1, min(seconds, cap_seconds)))
