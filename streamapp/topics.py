@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from streamapp.app import app, settings
-from streamapp.records.events import StorageEvent
 
 
 def _bytes_topic(*names: str, partitions: int = settings.topic_partitions) -> Any:
@@ -26,14 +25,9 @@ def _bytes_topic(*names: str, partitions: int = settings.topic_partitions) -> An
 # Raw records exactly as storage systems publish them.
 raw_storage_records = _bytes_topic(*settings.raw_topics)
 
-# Canonical CloudEvents, keyed by subject (the object's path) so per-object order holds.
-storage_events = app.topic(
-    settings.normalized_topic,
-    key_type=str,
-    value_type=StorageEvent,
-    partitions=settings.topic_partitions,
-    internal=True,
-)
+# Canonical CloudEvents (contract: domain/events.py), keyed by subject (the object's path) so
+# per-object order holds; written pre-serialized by the ingest agent.
+storage_events = _bytes_topic(settings.normalized_topic)
 
 # Records no stage could use: the original key and bytes, with the reason in headers.
 dead_letters = _bytes_topic(settings.deadletter_topic)

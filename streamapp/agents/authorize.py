@@ -145,13 +145,7 @@ def _tenant_copy(delivery: Delivery, event: CanonicalEvent, now: datetime) -> by
 
 
 async def _dead_letter(origin: Origin, reason: str) -> None:
-    context = DeadLetterContext(
-        reason=reason,
-        stage="authorize",
-        topic=origin.topic,
-        partition=origin.partition,
-        offset=origin.offset,
-    )
+    context = DeadLetterContext.of("authorize", origin, reason)
     await send_dead_letter("authorize", _send_dead_letter, origin.key, origin.value, context)
 
 

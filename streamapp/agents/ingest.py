@@ -119,13 +119,7 @@ async def _dead_letter(record: RawRecord, reason: str) -> None:
     size limit), a dead letter without the value that says where the original is."""
     if len(reason) > _MAX_DEAD_LETTER_REASON_CHARS:
         reason = reason[: _MAX_DEAD_LETTER_REASON_CHARS - 1] + "…"
-    context = DeadLetterContext(
-        reason=reason,
-        stage="ingest",
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-    )
+    context = DeadLetterContext.of("ingest", record, reason)
     await send_dead_letter("ingest", _send_dead_letter, record.key, record.value, context)
 
 

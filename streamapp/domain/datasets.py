@@ -119,4 +119,3 @@ def parse_dataset(obj: Any) -> Dataset:
         shared_with=shared,
         write_shared_with=write_shared,
     )
-

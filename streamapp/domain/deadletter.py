@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 HEADER_PREFIX = "streamapp.dlq."
 # A reason quotes input at times (a field's value): bounded, so a hostile record cannot make
 # its dead letter's headers larger than the record, or exceed the broker's message size.
 MAX_REASON_CHARS = 1000
+
+
+class Consumed(Protocol):
+    """Where a consumed record came from (a Kafka record, or what a stage kept of it)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +34,11 @@ class DeadLetterContext:
     topic: str
     partition: int
     offset: int
+
+    @classmethod
+    def of(cls, stage: str, consumed: Consumed, reason: str) -> DeadLetterContext:
+        """The context of ``consumed`` refused by ``stage`` (every stage builds it here)."""
+        return cls(reason, stage, consumed.topic, consumed.partition, consumed.offset)
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [

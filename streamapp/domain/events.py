@@ -1,7 +1,7 @@
 """The canonical storage event: a CloudEvents 1.0 object in structured JSON form.
 
-This module is the contract; ``streamapp.records.events`` holds the faust models that mirror it
-(a unit test keeps the two in step).
+This module is the one definition of the contract: the normalizer builds these, the agents
+write them as bytes, and ``parse_canonical`` is how every reader checks one.
 """
 
 from __future__ import annotations

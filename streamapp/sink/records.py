@@ -88,13 +88,7 @@ class SinkRecords:
         """The consumed record as a dead letter, without its tokens (the event's other bytes
         as they were when nothing had to be removed)."""
         value, stripped = strip_tokens(record.value)
-        context = DeadLetterContext(
-            reason=excerpt(reason, secrets=secrets),
-            stage="invoke",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
+        context = DeadLetterContext.of("invoke", record, excerpt(reason, secrets=secrets))
         headers = [
             *context.headers(),
             (HEADER_PREFIX + "trigger", trigger.encode()),

@@ -1,1 +1,0 @@
-"""faust.Record models of what travels on streamapp's topics (and nothing else)."""
