@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,13 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.authorize import SOURCE, build_index
 from streamapp.admin_keys import generate_admin_keypair, load_private_key, sign_update
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
 from streamapp.domain.normalize import Normalized, normalize
+from testkit.helpers import create_topics, free_port
 
 BOOTSTRAP = "127.0.0.1:19092"
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,15 +62,6 @@ def raw_records(count: int, datasets: int) -> list[bytes]:
             )
         )
     return out
-
-
-async def create_topics(names: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-    finally:
-        await admin.close()
 
 
 async def produce(topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
@@ -206,13 +196,6 @@ async def wait_for_policies(
     raise TimeoutError("the worker did not load every dataset")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def run(records: int, datasets: int, tenants: int) -> dict[str, Any]:
     prefix = f"bench-auth-{uuid.uuid4().hex[:8]}"
     raw_topic = f"{prefix}.raw"
@@ -226,7 +209,7 @@ async def run(records: int, datasets: int, tenants: int) -> dict[str, Any]:
         secrets.mkdir()
         (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
         issuer = TokenIssuer(SecretFiles(secrets), "bench", "bench", "", 3600)
-        await create_topics([raw_topic], 4)
+        await create_topics(BOOTSTRAP, [raw_topic], 4)
         await produce(raw_topic, values)
 
         started = time.monotonic()
@@ -279,7 +262,8 @@ async def run(records: int, datasets: int, tenants: int) -> dict[str, Any]:
         try:
             # the records go in only once every dataset and tenant is in the worker's index
             await wait_for_policies(web_port, datasets, 600)
-            await create_topics([f"{raw_topic}-worker"], 4)
+            # the worker has declared its raw topic already (faust creates it): no error
+            await create_topics(BOOTSTRAP, [f"{raw_topic}-worker"], 4, exist_ok=True)
             await produce(f"{raw_topic}-worker", values)
             topics = [f"{prefix}.tenant.{t}.events" for t in build_index(datasets, tenants).tenants]
             span, count = await output_span(topics, expected, 900)

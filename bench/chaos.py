@@ -3,7 +3,7 @@ every raw record accounted for (issue #12).
 
 What it does, on the broker of ``scripts/kafka`` (topics unique to the run):
 
-1. starts the OpenWhisk test server (``streamapp.testing.openwhisk_server``, a stand-in for
+1. starts the OpenWhisk test server (``testkit.openwhisk_server``, a stand-in for
    OpenWhisk) and ``--workers`` ``streamapp worker`` processes, applies a copy of ``tables/``
    signed with a fresh admin key (petra3-p02's trigger pointed at the test server and its rate
    limit raised so that the sink keeps up), with a root macaroon key;
@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streamapp.admin_keys import generate_admin_keypair
@@ -63,7 +62,8 @@ from streamapp.domain.normalize import Normalized, Rejected, Skipped, normalize
 from streamapp.domain.triggers import matching_triggers
 from streamapp.seed import build_index, load_seed
 from streamapp.settings import Settings
-from streamapp.testing.openwhisk_server import Fault, Namespace, OpenWhiskTestServer
+from testkit.helpers import create_topics, free_port
+from testkit.openwhisk_server import Fault, Namespace, OpenWhiskTestServer
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA = ROOT / "scripts" / "kafka"
@@ -433,13 +433,6 @@ class Names:
         return f"{self.prefix}.tenant.{tenant}.events"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Worker:
     name: str
@@ -531,15 +524,6 @@ def bootstrap_address() -> str:
     return subprocess.run(
         [str(KAFKA), "bootstrap"], check=True, capture_output=True, text=True
     ).stdout.strip()
-
-
-async def create_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
-    finally:
-        await admin.close()
 
 
 async def groups_stable(bootstrap: str, groups: dict[str, int]) -> bool:
@@ -643,6 +627,7 @@ class Run:
             self.bootstrap,
             [n.dcache, n.s3, n.normalized, n.deadletter, n.invocations]
             + [n.tenant(t) for t in tenants],
+            PARTITIONS,
         )
         for _ in range(self.schedule.workers):
             self.add_worker()

@@ -1,5 +1,5 @@
 """dCache storage events bridged per second (issue #6), against the dCache frontend test server
-(``streamapp.testing.dcache_server``, a stand-in for dCache, which cannot run here) and the
+(``testkit.dcache_server``, a stand-in for dCache, which cannot run here) and the
 broker of ``scripts/kafka``, both measured in the same run on the same burst of uploads:
 
 (a) baseline: a plain loop that opens a channel, subscribes the one directory with the same
@@ -32,7 +32,7 @@ from bench.authorize_live import BOOTSTRAP
 from streamapp.bridge.config import BridgeConfig, FrontendConfig
 from streamapp.bridge.dcache_events import run_bridges
 from streamapp.domain.inotify import WATCH_FLAGS
-from streamapp.testing.dcache_server import DCacheTestServer
+from testkit.dcache_server import DCacheTestServer
 
 TOKEN = "bench-token"
 DIRECTORY = "/data/bench"

@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -44,13 +43,14 @@ from typing import Any, Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.records import generate
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE
 from streamapp.domain.normalize import DEFAULT_MAX_RECORD_BYTES, Normalized, Rejected, normalize
 from streamapp.metrics import INGEST_EVENTS, INGEST_RECORDS
+from testkit.helpers import create_topics, free_port
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 DOC: Final = ROOT / "docs" / "benchmarks.md"
@@ -164,20 +164,6 @@ class Measurement:
 
 
 # --- broker helpers ------------------------------------------------------------------------------
-
-
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
-        )
-    finally:
-        await admin.close()
-    errors = [error for error in response.topic_errors if error[1] != 0]
-    if errors:
-        raise RuntimeError(f"could not create topics: {errors}")
 
 
 async def delete_topics_with_prefixes(bootstrap: str, prefixes: Sequence[str]) -> int:
@@ -388,13 +374,6 @@ async def measure_baseline(
 
 
 # --- faust: the real worker in a subprocess ----------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _loadavg() -> str:

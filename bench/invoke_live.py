@@ -1,6 +1,6 @@
 """Live-broker invocations per second and added latency per event (issue #4).
 
-Against the OpenWhisk test server (``streamapp.testing.openwhisk_server`` — a stand-in for
+Against the OpenWhisk test server (``testkit.openwhisk_server`` — a stand-in for
 OpenWhisk, which cannot run here), on the broker of ``scripts/kafka``:
 
 (a) floor: a plain aiokafka loop reading the raw records and POSTing one invoke call per
@@ -41,7 +41,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.authorize_live import BOOTSTRAP, ROOT, create_topics, free_port, wait_for_policies
+from bench.authorize_live import BOOTSTRAP, ROOT, wait_for_policies
 from streamapp.admin_keys import generate_admin_keypair, load_private_key, sign_update
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
@@ -51,7 +51,8 @@ from streamapp.domain.invocations import invocation_params
 from streamapp.domain.normalize import Normalized, normalize
 from streamapp.domain.policy import parse_tenant
 from streamapp.domain.triggers import matching_triggers
-from streamapp.testing.openwhisk_server import Namespace, OpenWhiskTestServer
+from testkit.helpers import create_topics, free_port
+from testkit.openwhisk_server import Namespace, OpenWhiskTestServer
 
 SOURCE = "dcache://dcache.bench.example"
 KEY = "b0000000-0000-4000-8000-000000000001:bench-key"
@@ -280,7 +281,7 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
     result: dict[str, Any] = {"records": records, "rate": rate, "concurrency": concurrency}
     try:
         # (a) baseline: throughput, then paced latency
-        await create_topics([f"{prefix}.raw"], 4)
+        await create_topics(BOOTSTRAP, [f"{prefix}.raw"], 4)
         await produce_paced(f"{prefix}.raw", 0, records, None)
         started = time.time()
         await baseline(f"{prefix}.raw", records, server, concurrency)
@@ -296,6 +297,7 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
         # (a') the same work in a plain loop: throughput, then paced latency
         same = f"{prefix}-sw"
         await create_topics(
+            BOOTSTRAP,
             [
                 f"{same}.raw",
                 f"{same}.storage.events",
@@ -368,7 +370,8 @@ async def run(records: int, rate: float, concurrency: int) -> dict[str, Any]:
             )
             try:
                 await wait_for_policies(port, 1, 300)
-                await create_topics([f"{prefix}.raw-worker"], 4)
+                # the worker has declared its raw topic already (faust creates it): no error
+                await create_topics(BOOTSTRAP, [f"{prefix}.raw-worker"], 4, exist_ok=True)
                 # warm-up: the tenant topic exists and the sink has subscribed to it
                 await produce_paced(f"{prefix}.raw-worker", 10**6, 1, None)
                 await wait_activations(server, 1, 120)

@@ -52,11 +52,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.authorize import SOURCE, build_index
 from bench.authorize_live import (
-    free_port,
     output_span,
     produce,
     raw_records,
@@ -69,6 +67,7 @@ from streamapp.domain.authorize import authorize, authorized_event
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.normalize import Normalized, normalize
 from streamapp.settings import Settings
+from testkit.helpers import create_topics, free_port
 
 BOOTSTRAP = "127.0.0.1:19092"
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,23 +110,12 @@ def receiving_tenants(index: PolicyIndex, values: list[bytes]) -> list[str]:
     return sorted(tenants)
 
 
-async def create_topics(specs: list[tuple[str, dict[str, str]]]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name, PARTITIONS, 1, topic_configs=configs) for name, configs in specs]
-        )
-    finally:
-        await admin.close()
-
-
-def output_topics(names: Names, tenants: list[str]) -> list[tuple[str, dict[str, str]]]:
+def output_topics(names: Names, tenants: list[str]) -> list[str]:
     return [
-        (names.canonical, {}),
-        (names.deliveries, {}),
-        (names.deadletter, {}),
-        *((names.tenant(t), {}) for t in tenants),
+        names.canonical,
+        names.deliveries,
+        names.deadletter,
+        *(names.tenant(t) for t in tenants),
     ]
 
 
@@ -321,7 +309,9 @@ async def throughput_once(records: int, tenants: int, workers: int) -> dict[str,
         issuer = TokenIssuer(SecretFiles(secrets), "bench", "bench", "", 3600)
 
         # (a) the plain loop: every topic exists and the input is on the broker first
-        await create_topics([(names_base.raw, {}), *output_topics(names_base, receivers)])
+        await create_topics(
+            BOOTSTRAP, [names_base.raw, *output_topics(names_base, receivers)], PARTITIONS
+        )
         await produce(names_base.raw, values)
         machine = MachineCpu()
         base_cpu = await baseline(names_base, tenants, issuer, records)
@@ -332,7 +322,9 @@ async def throughput_once(records: int, tenants: int, workers: int) -> dict[str,
         base_load = machine.load_start
 
         # (b) the workers: same topics made first; the input goes in once policies are loaded
-        await create_topics([(names_app.raw, {}), *output_topics(names_app, receivers)])
+        await create_topics(
+            BOOTSTRAP, [names_app.raw, *output_topics(names_app, receivers)], PARTITIONS
+        )
         app = Workers(names_app, tenants, workers, work)
         try:
             await app.start(private, worker_env(names_app, work, public, secrets))
@@ -393,13 +385,10 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
             (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
             append_time = {"message.timestamp.type": "LogAppendTime"}
             await create_topics(
-                [
-                    (names.raw, {}),
-                    (names.canonical, {}),
-                    (names.deliveries, {}),
-                    (names.deadletter, {}),
-                    *((names.tenant(t), append_time) for t in receivers),
-                ]
+                BOOTSTRAP,
+                [names.raw, *output_topics(names, receivers)],
+                PARTITIONS,
+                configs={names.tenant(t): append_time for t in receivers},
             )
             stop: Any
             if side == "worker":

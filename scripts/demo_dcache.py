@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streamapp.kafka_tools import render_human
 from streamapp.settings import Settings
-from streamapp.testing.dcache_server import DCacheTestServer
+from testkit.dcache_server import DCacheTestServer
 
 BEAMTIME = "/data/petra3/p02.1/2026/11012345/raw"
 TOKEN = "demo-bridge-token"  # noqa: S105 - the test server's token, not a secret

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streamapp.admin_keys import generate_admin_keypair
+from testkit.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
@@ -138,13 +138,6 @@ def stack(bootstrap: str, topics: TopicNames, tmp_path: Path) -> Stack:
         "STREAMAPP_HEARTBEAT_INTERVAL": "1",
     }
     return Stack(env=env, admin_key=private, secrets=secrets, root_key=root_key)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

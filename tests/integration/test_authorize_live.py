@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.domain import tokens
@@ -23,6 +22,7 @@ from streamapp.domain.authorize import authorize
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.normalize import Normalized, normalize
 from streamapp.seed import build_index, load_seed
+from testkit.helpers import create_topics
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (
     DCACHE_SOURCE,
@@ -437,12 +437,7 @@ async def test_a_tenant_topic_kafka_refuses_costs_that_tenant_only(
     hand): Kafka refuses ``tenant.co_ll.events`` ('.' and '_' collide). Before, the authorize
     agent crashed on every event of tenant co_ll and the sink hung the worker at start. Now
     co_ll's copy is a dead letter naming it, alpha's copy goes out, the worker lives on."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topics.tenant("co.ll"), 1, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [topics.tenant("co.ll")], 1)
     seed = tmp_path / "tables"
     (seed / "datasets").mkdir(parents=True)
     (seed / "tenants").mkdir()

@@ -1,5 +1,5 @@
 """The dCache storage-events bridge against the dCache frontend test server (which stands in
-for dCache: ``streamapp.testing.dcache_server``) and the real Kafka broker: what it appends to
+for dCache: ``testkit.dcache_server``) and the real Kafka broker: what it appends to
 the raw topic, normalized exactly as the ingest agent does, must be the canonical events a
 careful operator expects — every file's completion once, moves as delete + create, nothing
 lost across disconnects, overflows, lost channels and restarts."""
@@ -25,7 +25,8 @@ from streamapp.bridge.config import BridgeConfig, FrontendConfig
 from streamapp.bridge.dcache_events import run_bridges
 from streamapp.clients.dcache import ChannelGoneError, DCacheClient, TokenFile
 from streamapp.domain.normalize import Normalized, Rejected, normalize
-from streamapp.testing.dcache_server import API, DCacheTestServer
+from testkit.dcache_server import API, DCacheTestServer
+from testkit.helpers import wait_until
 from tests.integration.conftest import ROOT, TopicNames
 
 pytestmark = pytest.mark.integration
@@ -92,13 +93,6 @@ async def bridge(config: BridgeConfig, bootstrap: str) -> AsyncIterator[Bridge]:
         await running.close()
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 def watched(server: DCacheTestServer) -> set[str]:
     return server.watched_paths()
 
@@ -115,7 +109,12 @@ async def until_started(server: DCacheTestServer, timeout: float = 30) -> None: 
             for r in server.requests
         )
 
-    await until(lambda: ROOT_DIR in watched(server) and listed(), "the start-up listing", timeout)
+    await wait_until(
+        lambda: ROOT_DIR in watched(server) and listed(),
+        timeout,
+        "the start-up listing",
+        interval=0.05,
+    )
 
 
 async def events(
@@ -300,7 +299,9 @@ async def test_an_overflow_and_a_vanished_channel_resynchronise(
     frontend.upload(f"{ROOT_DIR}/quiet-2.h5", size=6, silent=True)
     found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 3)
     assert created(found)[f"{ROOT_DIR}/quiet-2.h5"] == 1
-    await until(lambda: ROOT_DIR in watched(frontend), "the new channel's root watch")
+    await wait_until(
+        lambda: ROOT_DIR in watched(frontend), 30, "the new channel's root watch", interval=0.05
+    )
     assert first_channel not in frontend.channels
     frontend.upload(f"{ROOT_DIR}/after.h5", size=7)
     found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 4)
@@ -461,7 +462,9 @@ async def test_the_watch_limit_is_a_clear_error_not_a_crash(
         for name in ("one", "two", "three"):
             frontend.mkdir(f"{ROOT_DIR}/{name}")
             await asyncio.sleep(0.3)
-        await until(lambda: "watch limit" in caplog.text, "the watch-limit error")
+        await wait_until(
+            lambda: "watch limit" in caplog.text, 30, "the watch-limit error", interval=0.05
+        )
         assert f"{ROOT_DIR}/three" in caplog.text
         assert "max_watches" in caplog.text
         assert watched(frontend) == {ROOT_DIR, f"{ROOT_DIR}/one", f"{ROOT_DIR}/two"}
@@ -503,10 +506,14 @@ async def test_a_root_deleted_and_made_again_is_watched_again(
     await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 1, settle=0.2)
     frontend.delete(f"{ROOT_DIR}/x.h5")
     frontend.rmdir(ROOT_DIR)
-    await until(lambda: ROOT_DIR not in watched(frontend), "the root watch to end")
+    await wait_until(
+        lambda: ROOT_DIR not in watched(frontend), 30, "the root watch to end", interval=0.05
+    )
     frontend.mkdir(ROOT_DIR)
     frontend.upload(f"{ROOT_DIR}/y.h5", size=2)  # before the bridge looks again: listed
-    await until(lambda: ROOT_DIR in watched(frontend), "the root watched again")
+    await wait_until(
+        lambda: ROOT_DIR in watched(frontend), 30, "the root watched again", interval=0.05
+    )
     frontend.upload(f"{ROOT_DIR}/z.h5", size=3)  # after: its own event
     found = await events(bootstrap, config.raw_topic, lambda f: len(created(f)) == 3)
     assert created(found) == {f"{ROOT_DIR}/{n}.h5": 1 for n in "xyz"}
@@ -524,7 +531,7 @@ async def test_hostile_frames_cost_one_frame_never_the_bridge(
     bridge.start()
     await until_started(frontend)
     [channel] = frontend.channels.values()
-    await until(lambda: channel.reader is not None, "the stream")
+    await wait_until(lambda: channel.reader is not None, 30, "the stream", interval=0.05)
     assert channel.reader is not None
     root_subscription = next(s.url for s in channel.subscriptions.values() if s.path == ROOT_DIR)
 

@@ -1,6 +1,6 @@
 """Held-out-style scenarios for the dCache storage-events bridge: one test per scenario.
 
-Each scenario gets a fresh dCache frontend — the test server ``streamapp.testing.dcache_server``,
+Each scenario gets a fresh dCache frontend — the test server ``testkit.dcache_server``,
 which stands in for dCache here (a ring buffer of 48 events per channel) — fresh topics on the
 real broker, and the bridge running in this process (``run_bridges``). Every record the bridge
 appends to the raw topic is normalized as the ingest agent does. A scenario changes the
@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streamapp.bridge.config import BridgeConfig, FrontendConfig
 from streamapp.bridge.dcache_events import run_bridges
 from streamapp.domain.normalize import Normalized, Rejected, normalize
-from streamapp.testing.dcache_server import DCacheTestServer
+from testkit.dcache_server import DCacheTestServer
 from tests.integration.conftest import TopicNames
 
 pytestmark = pytest.mark.integration

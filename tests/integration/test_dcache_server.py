@@ -1,6 +1,6 @@
 """The dCache storage-events test server over loopback HTTP, read with the bridge's SSE parser.
 
-The server (``streamapp.testing.dcache_server``) stands in for a dCache frontend's storage-events
+The server (``testkit.dcache_server``) stands in for a dCache frontend's storage-events
 API (docs/formats.md §2, dCache's EventResources/Channel/Inotify sources). These tests pin
 what clients of the real thing rely on: the SSE framing, the inotify sequences, replay with
 ``Last-Event-ID``, and the ways a stream ends.
@@ -14,14 +14,16 @@ import contextlib
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from streamapp.sse import SseFrame, SseParser
-from streamapp.testing.dcache_server import DCacheTestServer
+from testkit.dcache_server import DCacheTestServer
+from testkit.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -82,13 +84,6 @@ async def open_stream(
 def inotify(frame: SseFrame) -> tuple[str | None, list[str]]:
     assert frame.event == "inotify", frame
     return frame.data["event"].get("name"), frame.data["event"]["mask"]
-
-
-async def until(condition: Callable[[], bool], wait_s: float = 2.0) -> None:
-    """Poll the server's state (it changes when the loop gets to a hung-up connection)."""
-    async with asyncio.timeout(wait_s):
-        while not condition():  # noqa: ASYNC110 - nothing to wait on but the state itself
-            await asyncio.sleep(0.005)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -234,7 +229,8 @@ async def test_a_disconnected_channel_expires_after_its_timeout(
             assert await response.json() == {"timeout": 5}
         await asyncio.sleep(0.15)  # three times the (scaled) timeout: connected, so it stays
         assert server.channels.get(live.id) is live
-    await until(lambda: live.id not in server.channels)  # 0.05 s after the reader left
+    # 0.05 s after the reader left (the server's state changes when its loop gets to it)
+    await wait_until(lambda: live.id not in server.channels, 2, "the channel's end", interval=0.005)
     async with session.get(channel, headers=JSON) as response:
         assert response.status == 404
 
@@ -481,7 +477,7 @@ async def test_last_event_id_resumes_without_gap_or_duplicate(
     last = seen[-1].id
     assert last == "4"
     live = server.channel(channel)
-    await until(lambda: not live.connected)
+    await wait_until(lambda: not live.connected, 2, "the reader gone", interval=0.005)
     server.upload("/data/two.h5", 1)  # while nobody reads: buffered
     async with open_stream(session, channel, last_event_id=last) as stream:
         replayed = await stream.take(5)
@@ -508,7 +504,7 @@ async def test_event_loss_when_the_resume_point_has_left_the_buffer(
         (frame,) = await stream.take(1)
     assert frame.id == "0"
     live = server.channel(channel)
-    await until(lambda: not live.connected)
+    await wait_until(lambda: not live.connected, 2, "the reader gone", interval=0.005)
     server.upload("/data/a.h5", 1)
     server.upload("/data/b.h5", 1)  # ids 1..10: the 8-event buffer keeps 3..10
     assert live.buffered_ids == list(range(3, 11))
@@ -659,7 +655,8 @@ async def test_listing_a_watched_directory_sends_open_and_close_nowrite(
 
 def test_the_command_line_explains_itself() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "streamapp.testing.dcache_server", "--help"],
+        [sys.executable, "-m", "testkit.dcache_server", "--help"],
+        cwd=Path(__file__).resolve().parents[2],  # testkit/ is importable from the checkout
         capture_output=True,
         text=True,
         timeout=60,

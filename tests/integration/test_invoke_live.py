@@ -1,5 +1,5 @@
 """The invocation sink on the live broker with real worker processes, against the OpenWhisk
-test server (``streamapp.testing.openwhisk_server``), which STANDS IN FOR OPENWHISK: it cannot
+test server (``testkit.openwhisk_server``), which STANDS IN FOR OPENWHISK: it cannot
 run on this machine; the server follows the documented REST API (docs/formats.md §6).
 
 Three tenants: ``alpha`` and ``beta`` each own a dataset and trigger an action on new ``.nxs``
@@ -25,7 +25,8 @@ from aiokafka import AIOKafkaProducer
 from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.domain import tokens
 from streamapp.domain.deadletter import HEADER_PREFIX, DeadLetterContext
-from streamapp.testing.openwhisk_server import Action, Fault, Namespace, OpenWhiskTestServer
+from testkit.helpers import wait_until
+from testkit.openwhisk_server import Action, Fault, Namespace, OpenWhiskTestServer
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (
     DCACHE_SOURCE,
@@ -201,22 +202,10 @@ def ready(worker: Worker) -> bool:
     return samples.get('streamapp_policy_entries{kind="tenant"}') == len(ROOTS)
 
 
-async def wait_until(
-    condition: Callable[[], bool],
-    timeout: float,  # noqa: ASYNC109 - a deadline for the whole wait
-    what: str,
-    server: OpenWhiskTestServer | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.25)
-    seen = ""
-    if server is not None:
-        statuses = Counter((r.namespace, r.status) for r in server.requests)
-        seen = f"; the server answered {dict(statuses)}, {len(server.succeeded())} succeeded"
-    raise AssertionError(f"timed out waiting for {what}{seen}")
+def answered(server: OpenWhiskTestServer) -> str:
+    """What the server answered so far (for a timed-out wait)."""
+    statuses = Counter((r.namespace, r.status) for r in server.requests)
+    return f"the server answered {dict(statuses)}, {len(server.succeeded())} succeeded"
 
 
 async def start_workers(
@@ -278,7 +267,7 @@ async def test_every_entitled_event_invokes_exactly_its_actions(
         lambda: len(server.succeeded()) >= len(alpha) + len(beta) + len(deletes),
         180,
         "activations",
-        server,
+        partial(answered, server),
     )
     await drained(bootstrap, topics, "alpha", "beta")  # nothing extra can show up after this
 
@@ -402,7 +391,7 @@ async def test_outage_throttling_and_failures_lose_nothing(
         lambda: len(server.succeeded()) >= 2 + 120 and len(server.activations) >= 2 + 120 + 5,
         120,
         "invocations after errors",
-        server,
+        partial(answered, server),
     )
 
     # 4. gamma's action does not exist: dead letters at once, with reason and attempt count
@@ -715,7 +704,7 @@ async def test_hostile_policies_answers_and_records_cannot_reach_across_or_stop_
             lambda: subjects(server, "alpha", "alpha/reduce") >= Counter(path_of(r) for r in valid),
             120,
             "the valid alpha events after the poison",
-            server,
+            partial(answered, server),
         )
         letters = await collect(
             bootstrap,

@@ -1,6 +1,6 @@
 """The OpenWhisk client against the OpenWhisk test server over loopback HTTP.
 
-The server (``streamapp.testing.openwhisk_server``) stands in for Apache OpenWhisk, which
+The server (``testkit.openwhisk_server``) stands in for Apache OpenWhisk, which
 cannot run on this machine; it follows the documented REST API (docs/formats.md §6).
 These tests pin both: the server's answers are OpenWhisk's, and the client reads them right.
 """
@@ -29,7 +29,7 @@ from streamapp.clients.openwhisk import (
 from streamapp.domain.allowed_hosts import AllowedHosts
 from streamapp.domain.invocations import Outcome, judge
 from streamapp.domain.triggers import ActionRef
-from streamapp.testing.openwhisk_server import Action, Fault, Namespace, OpenWhiskTestServer
+from testkit.openwhisk_server import Action, Fault, Namespace, OpenWhiskTestServer
 
 KEY = (  # the shape of OpenWhisk's guest key
     "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:"

@@ -16,25 +16,16 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from streamapp import faust_fixes
+from testkit.helpers import create_topics
 
 pytestmark = pytest.mark.integration
 
 REQUEST_TIMEOUT_MS = 5_000  # how long aiokafka keeps a batch without a leader before failing it
-
-
-async def create_topic(bootstrap: str, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 1, 1)])
-    finally:
-        await admin.close()
 
 
 async def records_in(bootstrap: str, topic: str) -> int:
@@ -51,7 +42,7 @@ async def send_after_a_narrowing_refresh(bootstrap: str) -> tuple[Any, str]:
     """Send one record to A while a refresh for a new topic B happens; the send's outcome."""
     run = uuid.uuid4().hex[:10]
     known, new = f"fix6-{run}.known", f"fix6-{run}.new"
-    await create_topic(bootstrap, known)
+    await create_topics(bootstrap, [known], 1)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=1_000, request_timeout_ms=REQUEST_TIMEOUT_MS
     )
@@ -61,7 +52,7 @@ async def send_after_a_narrowing_refresh(bootstrap: str) -> tuple[Any, str]:
         await client.force_metadata_update()  # tracks nothing yet: every topic is fetched
         assert client.cluster.partitions_for_topic(known) is not None
         lingering = await producer.send(known, b"must arrive")
-        await create_topic(bootstrap, new)  # unknown to the producer's metadata
+        await create_topics(bootstrap, [new], 1)  # unknown to the producer's metadata
         await producer.send_and_wait(new, b"other")  # refresh for the tracked topics
         try:
             outcome: Any = await asyncio.wait_for(lingering, REQUEST_TIMEOUT_MS / 1000 + 30)

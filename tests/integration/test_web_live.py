@@ -32,6 +32,7 @@ from schemathesis.core.result import Ok
 from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.domain.access import PEER_HEADER, sign_peer_request
 from streamapp.sse import SseParser
+from testkit.helpers import wait_until, wlcg_token
 from tests.factories import dcache_transfer, raw
 from tests.integration.conftest import (
     DCACHE_SOURCE,
@@ -54,19 +55,8 @@ ROOTS = {"alpha": "/data/alpha", "beta": "/data/beta"}
 
 
 def token(groups: list[str], key: Any = KEY, **overrides: Any) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": ISS if key is KEY else ISS2,
-        "sub": "someone",
-        "aud": AUD,
-        "exp": now + 600,
-        "iat": now,
-        "jti": "j",
-        "wlcg.ver": "1.0",
-        "wlcg.groups": groups,
-        **overrides,
-    }
-    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1"})
+    """A token of KEY's provider (ISS), or of KEY2's (ISS2)."""
+    return wlcg_token(key, ISS if key is KEY else ISS2, AUD, groups, **{"jti": "j", **overrides})
 
 
 @pytest.fixture
@@ -302,10 +292,12 @@ async def test_health_openapi_invocations_and_admin_updates(
         async with session.post(url, data=update, headers=admin) as response:
             assert response.status == 202, await response.text()
             assert (await response.json())["name"] == "gamma"
-    deadline = time.monotonic() + 60
-    while web_worker.metrics().get('streamapp_policy_entries{kind="tenant"}') != 3:
-        assert time.monotonic() < deadline, "the admin update was never applied"
-        await asyncio.sleep(0.5)
+    await wait_until(
+        lambda: web_worker.metrics().get('streamapp_policy_entries{kind="tenant"}') == 3,
+        60,
+        "the admin update to be applied",
+        interval=0.5,
+    )
 
 
 CHROMIUM_FLAGS = [

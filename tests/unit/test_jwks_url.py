@@ -5,7 +5,6 @@ request objects only carry the Authorization header into ``Access.principal``.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from streamapp.domain.access import AccessDenied, Principal
 from streamapp.settings import Settings
 from streamapp.web.auth import Access
+from testkit.helpers import wlcg_token
 
 ISS = "https://idp.test.example/realms/facility"
 AUD = "https://streamapp.test.example"
@@ -78,17 +78,7 @@ tenants = ["alpha"]
 
 
 def token(kid: str) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": ISS,
-        "sub": "someone",
-        "aud": AUD,
-        "exp": now + 300,
-        "iat": now,
-        "wlcg.ver": "1.0",
-        "wlcg.groups": ["/alpha"],
-    }
-    return jwt.encode(claims, KEYS[kid], algorithm="ES256", headers={"kid": kid})
+    return wlcg_token(KEYS[kid], ISS, AUD, ["/alpha"], kid=kid, lifetime_s=300)
 
 
 async def ask(access: Access, bearer: str) -> Principal:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from streamapp.domain.access import PEER_HEADER, sign_peer_request
 from streamapp.settings import Settings
 from streamapp.web import auth
+from testkit.helpers import wlcg_token
 
 ISS = "https://idp.test.example/realms/facility"
 AUD = "https://streamapp.test.example"
@@ -28,10 +29,7 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 
 
 def token(groups: list[str], **overrides: Any) -> str:
-    now = int(time.time())
-    claims = {"iss": ISS, "sub": "s", "aud": AUD, "exp": now + 600, "iat": now}
-    claims |= {"wlcg.groups": groups, **overrides}
-    return jwt.encode(claims, KEY, algorithm="ES256", headers={"kid": "k1"})
+    return wlcg_token(KEY, ISS, AUD, groups, **overrides)
 
 
 def bearer(groups: list[str], **overrides: Any) -> dict[str, str]:

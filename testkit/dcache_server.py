@@ -66,7 +66,7 @@ The namespace changes through Python methods (``mkdir``, ``upload``, ``attrib``,
 ``delete``, ``rmdir``) that emit what dCache emits; faults through ``overflow``,
 ``lose_events``, ``disconnect_readers``, ``shutdown``, ``drop_channel``. Every request is
 recorded in ``requests``. Methods must be called on the server's event loop. Run it alone with
-``python -m streamapp.testing.dcache_server --help``.
+``python -m testkit.dcache_server --help``.
 """
 
 from __future__ import annotations

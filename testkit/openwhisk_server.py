@@ -23,7 +23,7 @@ an outage switch (the listening socket closes: connection refused), a log of eve
 and every activation, and ``received``: every request as it arrived, with the credential it
 carried, authenticated or not (to prove that a key was never sent here). Used by unit and
 integration tests, the benchmark and the demo; run it alone with
-``python -m streamapp.testing.openwhisk_server --help``.
+``python -m testkit.openwhisk_server --help``.
 """
 
 from __future__ import annotations
@@ -115,6 +115,21 @@ class Namespace:
     _in_flight: int = 0
 
 
+@dataclass
+class _Call:
+    """One authenticated invocation being answered."""
+
+    request: web.Request
+    activation_id: str
+    namespace: Namespace
+    ns_name: str  # the namespace's name ("_" resolved)
+    qualified: str  # "ns/[pkg/]name"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {ACTIVATION_HEADER: self.activation_id}
+
+
 class OpenWhiskTestServer:
     def __init__(self, namespaces: Mapping[str, Namespace], host: str = "127.0.0.1") -> None:
         self.namespaces = dict(namespaces)
@@ -189,84 +204,90 @@ class OpenWhiskTestServer:
     # --- the API -------------------------------------------------------------------------------
 
     async def _invoke(self, request: web.Request) -> web.StreamResponse:
+        """``POST …/actions/…``: authenticate, apply a scheduled fault, check, then activate."""
         activation_id = uuid.uuid4().hex
-        headers = {ACTIVATION_HEADER: activation_id}
-        ns_name = request.match_info["namespace"]
         self.received.append((request.path, _credential(request)))
+        call = self._authorize(request, activation_id)
+        if isinstance(call, web.Response):
+            return call
+        fault = self._next_fault(call.ns_name)
+        if fault is not None:
+            faulted = await self._apply_fault(call, fault)
+            if faulted is not None:
+                return faulted
+        action = self.actions.get(call.qualified)
+        if action is None:
+            return self._fail(call, 404, "The requested resource does not exist.")
+        params = await self._read_params(call)
+        if isinstance(params, web.Response):
+            return params
+        throttled = self._throttle(call.namespace)
+        if throttled is not None:
+            return self._fail(call, 429, throttled)
+        return await self._activate(call, action, params, fault)
+
+    def _authorize(self, request: web.Request, activation_id: str) -> _Call | web.Response:
+        """The call, or 401 (credentials of no namespace) / 403 (of another namespace)."""
         namespace = self._authenticate(request)
         if namespace is None:
             return _error(401, "The supplied authentication is invalid.", activation_id)
+        ns_name = request.match_info["namespace"]
         if ns_name == "_":  # OpenWhisk's "the namespace of these credentials"
             ns_name = next(n for n, ns in self.namespaces.items() if ns is namespace)
-        qualified = f"{ns_name}/{request.match_info['action']}"
         if self.namespaces.get(ns_name) is not namespace:
             return _error(
                 403,
                 f"The supplied authentication is not authorized to access '{ns_name}'.",
                 activation_id,
             )
+        qualified = f"{ns_name}/{request.match_info['action']}"
+        return _Call(request, activation_id, namespace, ns_name, qualified)
 
-        def answer(status: int, body: Any) -> web.Response:
-            self.requests.append(
-                Request(time.monotonic(), ns_name, qualified, status, activation_id)
+    async def _apply_fault(self, call: _Call, fault: Fault) -> web.StreamResponse | None:
+        """The answer a scheduled fault gives, or None to go on (after a hang; a 502 fault
+        fails the activation itself, in ``_activate``)."""
+        if fault.reset:
+            self._record(call, 0)
+            assert call.request.transport is not None
+            call.request.transport.close()
+            return web.Response(status=500)
+        if fault.hang:
+            await self._released.wait()
+            return None
+        if fault.body is not None:
+            self._record(call, fault.status or 500)
+            return web.Response(
+                body=fault.body,
+                status=fault.status or 500,
+                headers=call.headers,
+                content_type="application/json",
             )
-            return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+        if fault.status == 429:
+            return self._fail(call, 429, fault.message or _rate_message(1, 1))
+        if fault.status is not None and fault.status != 502:
+            return self._fail(call, fault.status, fault.message or "Internal server error.")
+        return None
 
-        fault = self._next_fault(ns_name)
-        if fault is not None:
-            if fault.reset:
-                self.requests.append(
-                    Request(time.monotonic(), ns_name, qualified, 0, activation_id)
-                )
-                assert request.transport is not None
-                request.transport.close()
-                return web.Response(status=500)
-            if fault.hang:
-                await self._released.wait()
-            elif fault.body is not None:
-                self.requests.append(
-                    Request(
-                        time.monotonic(), ns_name, qualified, fault.status or 500, activation_id
-                    )
-                )
-                return web.Response(
-                    body=fault.body,
-                    status=fault.status or 500,
-                    headers=headers,
-                    content_type="application/json",
-                )
-            elif fault.status == 429:
-                return answer(
-                    429, {"error": fault.message or _rate_message(1, 1), "code": activation_id}
-                )
-            elif fault.status is not None and fault.status != 502:
-                return answer(
-                    fault.status,
-                    {"error": fault.message or "Internal server error.", "code": activation_id},
-                )
-        action = self.actions.get(qualified)
-        if action is None:
-            return answer(
-                404, {"error": "The requested resource does not exist.", "code": activation_id}
-            )
-        body = await request.read()
+    async def _read_params(self, call: _Call) -> dict[str, Any] | web.Response:
+        """The parameters (the JSON object body), or 413 (over ``MAX_BODY``) / 400."""
+        body = await call.request.read()
         if len(body) > MAX_BODY:
-            return answer(
-                413,
-                {"error": "The request content was malformed: too large.", "code": activation_id},
-            )
+            return self._fail(call, 413, "The request content was malformed: too large.")
         try:
             params = orjson.loads(body) if body else {}
         except orjson.JSONDecodeError:
             params = None
         if not isinstance(params, dict):
-            return answer(
-                400, {"error": "The request content was malformed.", "code": activation_id}
-            )
-        throttled = self._throttle(namespace)
-        if throttled is not None:
-            return answer(429, {"error": throttled, "code": activation_id})
-        blocking = request.query.get("blocking") == "true"
+            return self._fail(call, 400, "The request content was malformed.")
+        return params
+
+    async def _activate(
+        self, call: _Call, action: Action, params: dict[str, Any], fault: Fault | None
+    ) -> web.Response:
+        """Run the action (counted against the namespace's limits) and answer: 202
+        (non-blocking), 200 (the record, or the result alone) or 502 (a failed action)."""
+        blocking = call.request.query.get("blocking") == "true"
+        namespace = call.namespace
         namespace._recent.append(time.monotonic())
         namespace._in_flight += 1
         try:
@@ -283,38 +304,36 @@ class OpenWhiskTestServer:
             Activation(
                 time.monotonic(),
                 time.time(),
-                ns_name,
-                qualified,
-                activation_id,
+                call.ns_name,
+                call.qualified,
+                call.activation_id,
                 params,
                 blocking,
                 success,
             )
         )
         if not blocking:
-            return answer(202, {"activationId": activation_id})
-        record = {
-            "namespace": ns_name,
-            "name": request.match_info["action"].rsplit("/", 1)[-1],
-            "version": "0.0.1",
-            "subject": namespace.key.split(":", 1)[0],
-            "activationId": activation_id,
-            "start": int(start * 1000),
-            "end": int(end * 1000),
-            "duration": int((end - start) * 1000),
-            "response": {
-                "status": "success" if success else "application error",
-                "statusCode": 0 if success else 1,
-                "success": success,
-                "result": result,
-            },
-            "logs": [],
-            "annotations": [{"key": "kind", "value": "python:3.11"}],
-            "publish": False,
-        }
+            return self._answer(call, 202, {"activationId": call.activation_id})
+        record = _activation_record(call, result, start, end, success)
         if not success:
-            return answer(502, record)
-        return answer(200, result if request.query.get("result") == "true" else record)
+            return self._answer(call, 502, record)
+        return self._answer(
+            call, 200, result if call.request.query.get("result") == "true" else record
+        )
+
+    def _record(self, call: _Call, status: int) -> None:
+        """Log the request with the status it got (0: the connection was reset)."""
+        self.requests.append(
+            Request(time.monotonic(), call.ns_name, call.qualified, status, call.activation_id)
+        )
+
+    def _answer(self, call: _Call, status: int, body: Any) -> web.Response:
+        self._record(call, status)
+        return web.json_response(body, status=status, headers=call.headers, dumps=_dumps)
+
+    def _fail(self, call: _Call, status: int, message: str) -> web.Response:
+        """OpenWhisk's error object: ``{"error": message, "code": activation id}``."""
+        return self._answer(call, status, {"error": message, "code": call.activation_id})
 
     def _authenticate(self, request: web.Request) -> Namespace | None:
         pair = _credential(request)
@@ -361,6 +380,31 @@ def _credential(request: web.Request) -> str | None:
         return base64.b64decode(header[6:], validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _activation_record(
+    call: _Call, result: dict[str, Any], start: float, end: float, success: bool
+) -> dict[str, Any]:
+    """The activation record of a blocking invocation (times in epoch milliseconds)."""
+    return {
+        "namespace": call.ns_name,
+        "name": call.request.match_info["action"].rsplit("/", 1)[-1],
+        "version": "0.0.1",
+        "subject": call.namespace.key.split(":", 1)[0],
+        "activationId": call.activation_id,
+        "start": int(start * 1000),
+        "end": int(end * 1000),
+        "duration": int((end - start) * 1000),
+        "response": {
+            "status": "success" if success else "application error",
+            "statusCode": 0 if success else 1,
+            "success": success,
+            "result": result,
+        },
+        "logs": [],
+        "annotations": [{"key": "kind", "value": "python:3.11"}],
+        "publish": False,
+    }
 
 
 def _rate_message(count: int, allowed: int) -> str:
