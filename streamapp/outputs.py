@@ -44,6 +44,7 @@ def exit_if_undelivered(stage: str, future: Any) -> None:
 Send = Callable[[bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Any]]
 
 _STAND_IN_REASON_CHARS = 400  # of the original reason, so where the original is stays in view
+_STAND_IN_MAX_KEY_BYTES = 4096  # a longer key is left out of the stand-in (its length is said)
 
 
 def described(exc: BaseException) -> str:
@@ -68,16 +69,20 @@ async def send_dead_letter(
     reason = context.reason
     if len(reason) > _STAND_IN_REASON_CHARS:
         reason = reason[: _STAND_IN_REASON_CHARS - 1] + "…"
+    kept_key = key if key is None or len(key) <= _STAND_IN_MAX_KEY_BYTES else None
+    key_note = "" if kept_key is key else f" (nor its {len(key or b'')}-byte key)"
     stand_in = replace(
         context,
         reason=(
-            f"{reason}; the original {len(value)}-byte value is not kept here, the producer "
-            f"refused it ({refused}): it stays at "
+            f"{reason}; the original {len(value)}-byte value is not kept here{key_note}, the "
+            f"producer refused it ({refused}): it stays at "
             f"{context.topic}/{context.partition}/{context.offset}"
         ),
     )
     try:
-        exit_if_undelivered(stage, await send(key, b"", stand_in.headers()))
+        # without a huge key too: a key near the size limit would refuse the stand-in as well,
+        # and the worker would exit on the same record after every restart
+        exit_if_undelivered(stage, await send(kept_key, b"", stand_in.headers()))
     except Exception:  # noqa: BLE001 - the producer cannot write at all: as an undelivered output
         log.critical("%s: cannot write a dead letter; exiting without committing its input", stage)
         logging.shutdown()

@@ -221,6 +221,9 @@ class Settings:
     event_loop: str = "uvloop"  # or "aio" (asyncio's own); __main__.py installs it
     # a worker exits this long after SIGTERM even if faust has not stopped (worker.py)
     shutdown_grace_s: float = 30.0
+    # raw topics consumed fetch-wise by streamapp/ingest_batches.py instead of the faust agent
+    # (an experiment of issue #13: docs/benchmarks.md); off by default
+    ingest_batch: bool = False
     dcache_config: Path | None = None  # the bridge's TOML (streamapp dcache-events)
     # OpenWhisk credentials given as STREAMAPP_OPENWHISK_<TENANT>__<NAME> (clients/openwhisk.py)
     openwhisk_env_credentials: Mapping[str, str] = field(
@@ -310,6 +313,7 @@ def _broker_and_topics(env: Mapping[str, str], defaults: Settings) -> dict[str, 
         if env.get(ENV_PREFIX + "DCACHE_CONFIG")
         else None,
         "event_loop": _str(env, "LOOP", defaults.event_loop) or defaults.event_loop,
+        "ingest_batch": _str(env, "INGEST_BATCH", "false").lower() in ("1", "true", "yes"),
         "shutdown_grace_s": _positive_or(
             _float(env, "SHUTDOWN_GRACE", defaults.shutdown_grace_s), defaults.shutdown_grace_s
         ),

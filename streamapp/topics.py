@@ -6,6 +6,7 @@ subscribes, instead of a producer auto-creating them with the broker's default.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from streamapp.app import app, settings
@@ -55,13 +56,22 @@ deliveries = app.topic(
 )
 
 _tenant_topics: dict[str, Any] = {}
+_creating: dict[str, asyncio.Lock] = {}
+# faust's topic creation makes concurrent callers for one name wait on one shared future that
+# a failed first attempt never resolves (they would wait for ever): one creation per tenant at
+# a time, bounded, so a failure reaches its caller as an error (a dead letter, a skipped topic)
+TENANT_TOPIC_CREATE_TIMEOUT_S = 60.0
 
 
 async def tenant_events(tenant: str) -> Any:
     """The tenant's own authorized-event topic, created on first use."""
     topic = _tenant_topics.get(tenant)
-    if topic is None:
-        topic = _bytes_topic(settings.tenant_topic(tenant))
-        await topic.maybe_declare()
-        _tenant_topics[tenant] = topic
+    if topic is not None:
+        return topic
+    async with _creating.setdefault(tenant, asyncio.Lock()):
+        topic = _tenant_topics.get(tenant)
+        if topic is None:
+            topic = _bytes_topic(settings.tenant_topic(tenant))
+            await asyncio.wait_for(topic.maybe_declare(), TENANT_TOPIC_CREATE_TIMEOUT_S)
+            _tenant_topics[tenant] = topic
     return topic

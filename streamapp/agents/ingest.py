@@ -54,13 +54,20 @@ class RawRecord:
     value: bytes
 
 
-@app.agent(raw_storage_records, concurrency=1)  # concurrency>1 can commit past in-flight records
-async def ingest(stream: Any) -> None:
+async def _ingest_stream(stream: Any) -> None:
     # One event at a time: with stream.take_events() our two-worker tests saw records stall
     # until shutdown around rebalances. faust acknowledges an event when the agent moves on,
     # and flushes the producer before every commit, so outputs are on the broker first.
     async for event in stream.events():
         await finish_even_if_cancelled(ingest_record(_raw_record(event)))
+
+
+# concurrency>1 can commit past in-flight records. With STREAMAPP_INGEST_BATCH the raw topics
+# are consumed by streamapp/ingest_batches.py instead, and there is no agent.
+if not settings.ingest_batch:
+    ingest = app.agent(raw_storage_records, concurrency=1, name="streamapp.agents.ingest.ingest")(
+        _ingest_stream
+    )
 
 
 def _raw_record(event: Any) -> RawRecord:

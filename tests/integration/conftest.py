@@ -233,6 +233,15 @@ class Worker:
         return "\n".join(text.splitlines()[-lines:])
 
 
+@pytest.fixture(params=["agent", "batch"])
+def ingest_mode(request: pytest.FixtureRequest, stack: Stack) -> str:
+    """Run a test once with faust's ingest agent and once with the batch-wise ingest
+    (``STREAMAPP_INGEST_BATCH``, streamapp/ingest_batches.py): the same guarantees must hold."""
+    mode: str = request.param
+    stack.env["STREAMAPP_INGEST_BATCH"] = "true" if mode == "batch" else "false"
+    return mode
+
+
 @pytest.fixture
 def worker_factory(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []

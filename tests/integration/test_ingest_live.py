@@ -23,7 +23,7 @@ from tests.integration.conftest import (
     wait_group_stable,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ingest_mode")]
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 SOURCES = {"dcache": DCACHE_SOURCE, "s3": S3_SOURCE}
 

@@ -36,7 +36,7 @@ from tests.integration.test_authorize_live import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ingest_mode")]
 
 RECORDS = 3000
 BATCH = 100

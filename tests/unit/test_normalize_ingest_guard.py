@@ -20,8 +20,8 @@ from tests.factories import dcache_transfer, raw
 
 
 class RefusingSends:
-    """Stands in for the producer: refuses values over ``limit`` bytes at once (as aiokafka's
-    max_request_size check does), delivers the rest."""
+    """Stands in for the producer: refuses messages (key and value) over ``limit`` bytes at
+    once (as aiokafka's max_request_size check does), delivers the rest."""
 
     def __init__(self, limit: int = 10**9, only_on: str | None = None) -> None:
         self.limit = limit
@@ -31,8 +31,9 @@ class RefusingSends:
     async def __call__(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> asyncio.Future[None]:
-        if len(value) > self.limit and self.only_on in (None, topic):
-            raise RuntimeError(f"message of {len(value)} bytes is over the request size")
+        size = len(value) + len(key or b"")
+        if size > self.limit and self.only_on in (None, topic):
+            raise RuntimeError(f"message of {size} bytes is over the request size")
         self.by_topic.setdefault(topic, []).append({"key": key, "value": value, "headers": headers})
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
@@ -59,10 +60,11 @@ def producer(monkeypatch: pytest.MonkeyPatch, sends: RefusingSends) -> RefusingS
     return sends
 
 
-async def put_all(values: list[bytes]) -> None:
+async def put_all(values: list[bytes], keys: list[bytes] | None = None) -> None:
     async with ingest_module.ingest.test_context() as agent:
         for number, value in enumerate(values):
-            await agent.put(value=value, key=f"k{number}".encode())
+            key = keys[number] if keys else f"k{number}".encode()
+            await agent.put(value=value, key=key)
 
 
 async def test_an_exception_while_handling_a_record_dead_letters_it_and_ingest_goes_on(
@@ -130,6 +132,20 @@ async def test_a_record_the_producer_refuses_to_dead_letter_leaves_a_stand_in(
     assert (key, value, context.offset) == (b"k0", b"", 0)
     assert "unknown dCache msgType" in context.reason
     assert f"the original {len(huge)}-byte value is not kept here" in context.reason
+
+
+async def test_a_record_with_a_huge_key_leaves_a_stand_in_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key near the producer's limit would refuse the stand-in too, and the worker would exit
+    on the same record after every restart: the stand-in leaves the key out and says so."""
+    sends = producer(monkeypatch, RefusingSends(limit=5000))
+    await put_all([b"not json", raw(dcache_transfer())], keys=[b"k" * 6000, b"k1"])
+
+    assert sends.subjects() == ["/data/alice/run42/file.root"]
+    [(key, value, context)] = sends.dead()
+    assert (key, value, context.offset) == (None, b"", 0)
+    assert "(nor its 6000-byte key)" in context.reason
 
 
 async def test_an_event_the_producer_refuses_makes_its_record_a_dead_letter(

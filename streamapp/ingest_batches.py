@@ -1,0 +1,164 @@
+"""Batch-wise ingest (``STREAMAPP_INGEST_BATCH=true``; off by default): an experiment of issue
+#13, measured in docs/benchmarks.md, not yet the shipped path.
+
+Instead of faust's agent, one aiokafka consumer of its own group (``<app id>-ingest``) takes a
+fetch at a time and runs every record through the same code as the agent
+(``agents.ingest.ingest_record``: normalize, canonical event, the tenant copies, dead letters),
+then waits until the producer has every output of the fetch acknowledged, then commits the
+fetch. What it saves is faust's per-event consume path (conductor, stream, ack, sensors).
+
+At-least-once, as the agent: nothing of a fetch is committed before all of its outputs are on
+the broker; an output the broker refuses stops the worker before that commit
+(``outputs.exit_if_undelivered``). A revocation waits for the fetch in progress to be committed
+(the lock), and records fetched for a partition revoked meanwhile are left to its next owner.
+The group is new: on first start it reads the raw topics from the beginning (no offsets are
+carried over from the agent's group), so switching an existing deployment replays its raw
+topics (at-least-once; event ids are stable, consumers deduplicate on them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from streamapp.agents.ingest import RawRecord, ingest_record
+from streamapp.app import app, settings
+from streamapp.kafka_auth import aiokafka_options
+from streamapp.outputs import EXIT_OUTPUT_LOST
+from streamapp.topics import dead_letters, raw_storage_records, storage_events
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS = 1000  # per fetch: one commit, one producer flush
+STOP_TIMEOUT_S = 10.0
+
+
+class BatchIngest(faust.Service):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()  # a fetch in progress; a revocation waits for it
+        self._revoking = False  # a revocation waits: the fetch in progress stops early
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        # the outputs' topics exist with their configured partitions before anything is sent
+        for topic in (raw_storage_records, storage_events, dead_letters):
+            await topic.maybe_declare()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            **aiokafka_options(settings),
+            group_id=f"{settings.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=30_000,
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+            # the same limits faust gives its own consumer (aiokafka's defaults are shorter: a
+            # revocation waiting for a slow flush would have this member dropped and rejoin)
+            rebalance_timeout_ms=int(app.conf.broker_rebalance_timeout * 1000),
+            max_poll_interval_ms=int((app.conf.broker_max_poll_interval or 1000) * 1000),
+            request_timeout_ms=int(app.conf.broker_request_timeout * 1000),
+            max_poll_records=MAX_RECORDS,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name="batch-ingest")
+        self._task.add_done_callback(functools.partial(_exit_if_crashed, self))
+        log.info("batch ingest started as consumer group %s-ingest", settings.app_id)
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()  # a fetch cut short is not committed: read again, nothing lost
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            # bounded: leaving the group can wait for a join or a coordinator lookup, and the
+            # worker must stop within its grace period (uncommitted records are read again)
+            try:
+                await asyncio.wait_for(self._consumer.stop(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("batch ingest: consumer did not stop within %s s", STOP_TIMEOUT_S)
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        # Not before the policy tables are recovered: an event authorized against a half-read
+        # index would count as unowned and reach no tenant (the agent is held back by faust's
+        # recovery in the same way).
+        await getattr(app.tables, "recovery").completed.wait()  # noqa: B009 - untyped in faust
+        consumer.subscribe(topics=list(settings.raw_topics), listener=_Rebalance(self))
+        log.info("batch ingest: tables recovered, consuming %s", ", ".join(settings.raw_topics))
+        while True:
+            fetched = await consumer.getmany(timeout_ms=200, max_records=MAX_RECORDS)
+            if fetched:
+                async with self._lock:
+                    await self._ingest(consumer, fetched)
+
+    async def _ingest(self, consumer: AIOKafkaConsumer, fetched: dict[Any, list[Any]]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in fetched.items():
+            if tp not in consumer.assignment():
+                continue  # revoked since the fetch: uncommitted, its new owner reads them
+            for message in records:
+                if self._revoking:
+                    break  # the rest of the fetch is read again by whoever owns it next
+                value = message.value if message.value is not None else b""
+                await ingest_record(
+                    RawRecord(message.topic, message.partition, message.offset, message.key, value)
+                )
+                offsets[tp] = message.offset + 1
+                await asyncio.sleep(0)  # heartbeats, web views and revocations get their turn
+        # every output of the records taken acknowledged (a refused one has stopped the worker)
+        await app.producer.flush()
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:  # replayed by the next owner
+                log.warning("batch ingest: commit failed: %r", exc)
+
+    async def on_revoked(self) -> None:
+        """The records taken so far are flushed and committed before the partitions go."""
+        self._revoking = True
+        try:
+            async with self._lock:
+                return
+        finally:
+            self._revoking = False
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: BatchIngest) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._service.on_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("batch ingest assigned %d raw partitions", len(assigned))
+
+
+def _exit_if_crashed(service: BatchIngest, task: asyncio.Task[None]) -> None:
+    """A loop that ended other than by our stop leaves the raw topics unread: exit (the
+    supervisor restarts the worker; uncommitted records are read again)."""
+    if service._stopping and (task.cancelled() or task.exception() is None):
+        return
+    error = None if task.cancelled() else task.exception()
+    log.critical("batch ingest stopped consuming: %r", error or "cancelled", exc_info=error)
+    logging.shutdown()
+    os._exit(EXIT_OUTPUT_LOST)
+
+
+if settings.ingest_batch:
+
+    @app.service
+    class WorkerBatchIngest(BatchIngest):
+        """Registered only when ``STREAMAPP_INGEST_BATCH`` is on (the agent is off then)."""
