@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000  # per fetch: one commit, one producer flush
 STOP_TIMEOUT_S = 10.0
+# a turn for the loop's other tasks every this many records (~10-30 ms of work); yielding after
+# every record cost ~90 µs of CPU per record (docs/benchmarks.md)
+YIELD_EVERY = 64
 
 
 class BatchIngest(faust.Service):
@@ -105,6 +108,7 @@ class BatchIngest(faust.Service):
 
     async def _ingest(self, consumer: AIOKafkaConsumer, fetched: dict[Any, list[Any]]) -> None:
         offsets: dict[TopicPartition, int] = {}
+        taken = 0
         for tp, records in fetched.items():
             if tp not in consumer.assignment():
                 continue  # revoked since the fetch: uncommitted, its new owner reads them
@@ -116,7 +120,9 @@ class BatchIngest(faust.Service):
                     RawRecord(message.topic, message.partition, message.offset, message.key, value)
                 )
                 offsets[tp] = message.offset + 1
-                await asyncio.sleep(0)  # heartbeats, web views and revocations get their turn
+                taken += 1
+                if taken % YIELD_EVERY == 0:  # heartbeats, views and revocations get a turn
+                    await asyncio.sleep(0)
         # every output of the records taken acknowledged (a refused one has stopped the worker)
         await app.producer.flush()
         if offsets:
