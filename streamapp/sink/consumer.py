@@ -220,9 +220,9 @@ class SinkConsumer:
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
         assert self._consumer is not None
-        # No lock here: a commit from the loop can wait for a rebalance whose revocation
-        # listener commits too; serialising them would deadlock. Offsets only grow, and a
-        # stale commit landing late only means a longer replay (final outcomes are skipped).
+        # No lock here: the loop and the revocation listener may both commit. Offsets only
+        # grow, and a stale commit landing late only means a longer replay (final outcomes
+        # are skipped). (aiokafka 0.14's commit does not wait for a rebalance in progress.)
         self._last_commit = time.monotonic()
         offsets = {}
         for tp, ledger in self.ledgers.items():
