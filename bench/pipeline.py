@@ -18,10 +18,12 @@ either side.
 
 Latency (``latency``): raw records paced at each rate for ``--seconds``, first into the plain
 loop (a child process), then into one worker, each side on its own topics; each record's send
-time is taken when it is handed to the producer (linger 0), the tenant topics use
-LogAppendTime, so raw -> tenant topic latency = append time of the copy - send time of the raw
-record (one clock). Each side first gets 5 s of records at the same rate, not measured (a
-worker's first seconds: group assignment, first metadata and token caches).
+time is taken when it is handed to the producer (linger 0), the raw and tenant topics use
+LogAppendTime, so send -> tenant topic latency = append time of the copy - send time of the raw
+record (one clock), split into the load generator's leg (send -> raw topic) and the
+pipeline's (raw topic -> tenant topic: ``<side>_from_raw_topic``). Each side first gets 5 s
+of records at the same rate, not measured (a worker's first seconds: group assignment, first
+metadata and token caches).
 
     .venv/bin/python -m bench.pipeline throughput [--records 100000] [--tenants 1 10]
         [--repeat 3] [--workers 1]
@@ -388,7 +390,7 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
                 BOOTSTRAP,
                 [names.raw, *output_topics(names, receivers)],
                 PARTITIONS,
-                configs={names.tenant(t): append_time for t in receivers},
+                configs=dict.fromkeys([names.raw, *map(names.tenant, receivers)], append_time),
             )
             stop: Any
             if side == "worker":
@@ -416,14 +418,20 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
                 appended = await append_times(
                     [names.tenant(t) for t in receivers], warm + total, 120
                 )
+                raw_appended = await append_times([names.raw], warm + total, 120, raw=True)
             finally:
                 stop()
                 if (dump := os.environ.get("BENCH_LATENCY_DUMP")) and side == "worker":
                     shutil.copy(work / "worker-0.log", f"{dump}-worker-{rate}.log")
         result[side] = latency_figures(sent_at, appended)
+        # the pipeline's own leg: the raw record on its topic -> the copy on the tenant topic
+        # (without the load generator's produce request, which both sides share)
+        measured = {k: t for k, t in raw_appended.items() if k in sent_at}  # not the warm-up
+        result[f"{side}_from_raw_topic"] = latency_figures(measured, appended)
+        result[f"{side}_to_raw_topic"] = latency_figures(sent_at, raw_appended)
         if dump := os.environ.get("BENCH_LATENCY_DUMP"):  # per-record times, for finding a tail
             Path(f"{dump}-{side}-{rate}.json").write_bytes(  # noqa: ASYNC240 - once, after the run
-                orjson.dumps({"sent": sent_at, "appended": appended})
+                orjson.dumps({"sent": sent_at, "raw": raw_appended, "appended": appended})
             )
     return result
 
@@ -474,7 +482,10 @@ async def paced(topic: str, values: list[bytes], rate: int) -> dict[str, int]:
     return sent
 
 
-async def append_times(topics: list[str], expected: int, timeout_s: float) -> dict[str, int]:
+async def append_times(
+    topics: list[str], expected: int, timeout_s: float, *, raw: bool = False
+) -> dict[str, int]:
+    """pnfsid -> the broker's append time of its record on ``topics`` (raw records or copies)."""
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", enable_auto_commit=False
     )
@@ -485,7 +496,8 @@ async def append_times(topics: list[str], expected: int, timeout_s: float) -> di
         while len(out) < expected and time.monotonic() < deadline:
             for batch in (await consumer.getmany(timeout_ms=500)).values():
                 for record in batch:
-                    out[orjson.loads(record.value)["data"]["pnfsid"]] = record.timestamp
+                    parsed = orjson.loads(record.value)
+                    out[(parsed if raw else parsed["data"])["pnfsid"]] = record.timestamp
     finally:
         await consumer.stop()
     return out
