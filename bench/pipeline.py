@@ -68,6 +68,7 @@ from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.normalize import Normalized, normalize
+from streamapp.outputs import send_lingering_now
 from streamapp.settings import Settings
 from testkit.helpers import create_topics, free_port
 
@@ -217,6 +218,7 @@ async def baseline(names: Names, tenants: int, issuer: TokenIssuer, records: int
                         )
                     )
                 counts.clear()
+            send_lingering_now(producer)  # as the batch-wise worker: the fetch was the batch
             await asyncio.gather(*pending)
             await consumer.commit()
     finally:

@@ -5,9 +5,9 @@ Instead of faust's agent, one aiokafka consumer of its own group (``<app id>-ing
 fetch at a time and runs every record through the same code as the agent
 (``agents.ingest.ingest_record``: normalize, canonical event, the tenant copies, dead letters),
 then, in the background while the next fetch is processed, waits until the producer has every
-output of the fetch acknowledged and commits the fetch. The producer's linger is 0 by default
-in this mode: the fetch is the batch (every output of it is handed to the producer before the
-flush), and a linger would only add its length to every record's latency.
+output of the fetch acknowledged and commits the fetch. The fetch is the batch: once all of
+its outputs are handed to the producer they are sent without waiting out the producer's linger
+(``outputs.send_lingering_now``).
 What it saves is faust's per-event consume path (conductor, stream, ack, sensors).
 
 At-least-once, as the agent: nothing of a fetch is committed before all of its outputs are on
@@ -35,7 +35,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from streamapp.agents.ingest import RawRecord, ingest_record
 from streamapp.app import app, settings
 from streamapp.kafka_auth import aiokafka_options
-from streamapp.outputs import EXIT_OUTPUT_LOST
+from streamapp.outputs import EXIT_OUTPUT_LOST, aiokafka_of, send_lingering_now
 from streamapp.topics import dead_letters, raw_storage_records, storage_events
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class BatchIngest(faust.Service):
             if fetched:
                 async with self._lock:
                     offsets = await self._ingest(consumer, fetched)
+                    send_lingering_now(aiokafka_of(app.producer))
                     if offsets:
                         await self._settle_after(consumer, offsets)
 

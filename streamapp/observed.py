@@ -15,7 +15,9 @@ from typing import Any, Final, Protocol
 
 RECENT: Final = 50
 
-recent_deliveries: deque[dict[str, Any]] = deque(maxlen=RECENT)
+# (at, tenant, type, subject, source) per delivery: a tuple, made into a dict only when the
+# dashboard reads it (``recent_delivery_rows``): this runs once per tenant copy
+recent_deliveries: deque[tuple[float, str, Any, Any, Any]] = deque(maxlen=RECENT)
 deliveries_by_tenant: Counter[str] = Counter()  # bounded: tenants are the policies' names
 # deliveries not yet published to the stats table (agents/stats.py drains it every second)
 unpublished_deliveries: Counter[str] = Counter()
@@ -25,14 +27,14 @@ def delivered(tenant: str, event: Mapping[str, Any]) -> None:
     deliveries_by_tenant[tenant] += 1
     unpublished_deliveries[tenant] += 1
     recent_deliveries.append(
-        {
-            "at": time.time(),
-            "tenant": tenant,
-            "type": event.get("type"),
-            "subject": event.get("subject"),
-            "source": event.get("source"),
-        }
+        (time.time(), tenant, event.get("type"), event.get("subject"), event.get("source"))
     )
+
+
+def recent_delivery_rows(limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` deliveries, newest first, as the dashboard shows them."""
+    fields = ("at", "tenant", "type", "subject", "source")
+    return [dict(zip(fields, row, strict=True)) for row in reversed(recent_deliveries)][:limit]
 
 
 @dataclass

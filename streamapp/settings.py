@@ -157,8 +157,8 @@ class Settings:
     canonical_url: str = ""
     # a produce request waits up to this long for more records (throughput vs latency:
     # docs/benchmarks.md "Latency"); the agents take one record at a time, so a short linger
-    # sends many tiny requests. With batch-wise ingest the default is 0 (BATCH_INGEST_LINGER_S):
-    # a fetch's outputs are all handed over before its flush, the fetch is the batch
+    # sends many tiny requests. The batch-wise ingest sends a fetch's outputs without waiting
+    # for it once the fetch is processed (ingest_batches.py)
     producer_linger_s: float = 0.05
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
@@ -287,9 +287,6 @@ class Settings:
         return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";") if part.strip())
 
 
-BATCH_INGEST_LINGER_S = 0.0
-
-
 def _ingest_batch(env: Mapping[str, str]) -> bool:
     return _str(env, "INGEST_BATCH", "false").lower() in ("1", "true", "yes")
 
@@ -306,11 +303,7 @@ def _broker_and_topics(env: Mapping[str, str], defaults: Settings) -> dict[str, 
         "topic_partitions": _int(env, "TOPIC_PARTITIONS", defaults.topic_partitions),
         "data_dir": Path(_str(env, "DATA_DIR", str(defaults.data_dir))),
         "store": _str(env, "STORE", defaults.store),
-        "producer_linger_s": _float(
-            env,
-            "PRODUCER_LINGER",
-            BATCH_INGEST_LINGER_S if _ingest_batch(env) else defaults.producer_linger_s,
-        ),
+        "producer_linger_s": _float(env, "PRODUCER_LINGER", defaults.producer_linger_s),
         "session_timeout_s": _float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
         "heartbeat_interval_s": _float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),
         "max_record_bytes": _int(env, "MAX_RECORD_BYTES", defaults.max_record_bytes),

@@ -28,10 +28,11 @@ from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent, EventFormatError, parse_canonical
-from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS, child
+from streamapp.metrics import AUTHORIZED_EVENTS, DELIVERIES, TOKEN_MINT_SECONDS, TOKENS, count
 from streamapp.outputs import (
     described,
     exit_if_undelivered,
+    send_bytes,
     send_dead_letter,
 )
 from streamapp.tables import policy_index
@@ -88,12 +89,12 @@ async def deliver_event(event: CanonicalEvent, origin: Origin) -> None:
         await _dead_letter(origin, f"authorization failed: {_describe(exc)}")
         return
     if decision.ownership is None:
-        child(AUTHORIZED_EVENTS, "unowned").inc()
+        count(AUTHORIZED_EVENTS, "unowned")
         return
     if not decision.deliveries:
-        child(AUTHORIZED_EVENTS, "denied").inc()
+        count(AUTHORIZED_EVENTS, "denied")
         return
-    child(AUTHORIZED_EVENTS, "delivered").inc()
+    count(AUTHORIZED_EVENTS, "delivered")
     now = datetime.now(UTC)
     key = event["subject"].encode()
     for delivery in decision.deliveries:
@@ -131,7 +132,7 @@ async def deliver_event(event: CanonicalEvent, origin: Origin) -> None:
             )
             continue
         exit_if_undelivered("authorize", future)  # the broker's failure after the send: exit
-        DELIVERIES.inc()
+        count(DELIVERIES)
         observed.delivered(delivery.tenant, event)
 
 
@@ -152,9 +153,7 @@ async def _dead_letter(origin: Origin, reason: str) -> None:
 async def _produce(
     topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
 ) -> Any:
-    return await app.producer.send(
-        topic, key, value, partition=None, timestamp=None, headers=headers
-    )
+    return await send_bytes(app.producer, topic, key, value, headers)
 
 
 async def _send_dead_letter(
@@ -169,8 +168,8 @@ def _describe(exc: BaseException) -> str:
 
 def _count_tokens(read: bool, write: bool, problems: Sequence[str]) -> None:
     if read:
-        child(TOKENS, "read", "minted").inc()
+        count(TOKENS, "read", "minted")
     if write:
-        child(TOKENS, "write", "minted").inc()
+        count(TOKENS, "write", "minted")
     if problems:
-        child(TOKENS, "any", "not_minted").inc(len(problems))
+        count(TOKENS, "any", "not_minted", amount=len(problems))

@@ -66,7 +66,7 @@ def overview() -> dict[str, Any]:
         "deliveries": dict(observed.deliveries_by_tenant),
         "dead_letters": dead,
         "invocations": invocations,
-        "recent_deliveries": list(reversed(observed.recent_deliveries))[:20],
+        "recent_deliveries": observed.recent_delivery_rows(20),
         "recent_invocations": [
             {k: r.get(k) for k in ("time", "tenant", "trigger", "subject", "outcome", "status")}
             for r in recent[:20]

@@ -56,14 +56,3 @@ def test_no_field_is_left_to_its_default_by_omission() -> None:
 def test_a_pending_limit_below_one_is_refused() -> None:
     with pytest.raises(SettingsError):
         Settings.from_env({"STREAMAPP_SINK_MAX_PENDING": "0"})
-
-
-def test_batch_wise_ingest_lingers_zero_by_default_and_keeps_an_explicit_linger() -> None:
-    """The fetch is the batch: every output of a fetch is handed over before its flush, so a
-    linger would only add to each record's latency (docs/benchmarks.md)."""
-    assert Settings.from_env({}).producer_linger_s == 0.05
-    batch = Settings.from_env({"STREAMAPP_INGEST_BATCH": "true"})
-    assert batch.ingest_batch
-    assert batch.producer_linger_s == 0.0
-    explicit = {"STREAMAPP_INGEST_BATCH": "true", "STREAMAPP_PRODUCER_LINGER": "0.02"}
-    assert Settings.from_env(explicit).producer_linger_s == 0.02
