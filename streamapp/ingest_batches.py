@@ -1,5 +1,6 @@
-"""Batch-wise ingest (``STREAMAPP_INGEST_BATCH=true``; off by default): an experiment of issue
-#13, measured in docs/benchmarks.md, not yet the shipped path.
+"""Batch-wise ingest: how the raw topics are consumed by default (``STREAMAPP_INGEST_BATCH``,
+true unless set otherwise; false: faust's ingest agent, ``agents/ingest.py``). Measured in
+docs/benchmarks.md: about half the agent's CPU per record, a few ms of latency.
 
 Instead of faust's agent, one aiokafka consumer of its own group (``<app id>-ingest``) takes a
 fetch at a time and runs every record through the same code as the agent
@@ -7,17 +8,19 @@ fetch at a time and runs every record through the same code as the agent
 then, in the background while the next fetch is processed, waits until the producer has every
 output of the fetch acknowledged and commits the fetch. The fetch is the batch: once all of
 its outputs are handed to the producer they are sent without waiting out the producer's linger
-(``outputs.send_lingering_now``).
-What it saves is faust's per-event consume path (conductor, stream, ack, sensors).
+(``outputs.send_lingering_now``). What it saves is faust's per-event consume path (conductor,
+stream, ack, sensors).
 
 At-least-once, as the agent: nothing of a fetch is committed before all of its outputs are on
 the broker; an output the broker refuses stops the worker before that commit
 (``outputs.exit_if_undelivered``). A revocation waits for the fetch in progress and the one
 settling to be committed (the lock), and records fetched for a partition revoked meanwhile
 are left to its next owner.
-The group is new: on first start it reads the raw topics from the beginning (no offsets are
-carried over from the agent's group), so switching an existing deployment replays its raw
-topics (at-least-once; event ids are stable, consumers deduplicate on them).
+Switching: a partition starts at the agent group's committed offset (the app id) when that is
+further than this group's own (``agent_offsets_ahead``), so a deployment moving from the agent
+to this path neither replays nor skips. The other way, faust's agent starts from its group's
+last commit: what the batch-wise ingest processed since is read again (at-least-once; event
+ids are stable, consumers deduplicate on them).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from streamapp import observed
 from streamapp.agents.ingest import RawRecord, ingest_record
 from streamapp.app import app, settings
 from streamapp.kafka_auth import aiokafka_options
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000  # per fetch: one commit, one producer flush
 STOP_TIMEOUT_S = 10.0
+HANDOVER_TIMEOUT_S = 10.0  # reading both groups' committed offsets at an assignment
 # a turn for the loop's other tasks every this many records (~10-30 ms of work); yielding after
 # every record cost ~90 µs of CPU per record (docs/benchmarks.md)
 YIELD_EVERY = 64
@@ -56,6 +62,7 @@ class BatchIngest(faust.Service):
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._settling: asyncio.Task[None] | None = None  # the last fetch's flush and commit
+        self._read: dict[TopicPartition, int] = {}  # next offset to process, per partition
 
     async def on_start(self) -> None:
         # the outputs' topics exist with their configured partitions before anything is sent
@@ -64,7 +71,7 @@ class BatchIngest(faust.Service):
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             **aiokafka_options(settings),
-            group_id=f"{settings.app_id}-ingest",
+            group_id=ingest_group(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=30_000,
@@ -81,7 +88,8 @@ class BatchIngest(faust.Service):
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name="batch-ingest")
         self._task.add_done_callback(functools.partial(_exit_if_crashed, self))
-        log.info("batch ingest started as consumer group %s-ingest", settings.app_id)
+        observed.register_ingest_lag(self.lag)
+        log.info("batch ingest started as consumer group %s", ingest_group())
 
     async def on_stop(self) -> None:
         self._stopping = True
@@ -117,6 +125,7 @@ class BatchIngest(faust.Service):
                 async with self._lock:
                     offsets = await self._ingest(consumer, fetched)
                     send_lingering_now(aiokafka_of(app.producer))
+                    self._read.update(offsets)
                     if offsets:
                         await self._settle_after(consumer, offsets)
 
@@ -171,6 +180,30 @@ class BatchIngest(faust.Service):
         if self._settling is not None:
             await asyncio.shield(self._settling)
 
+    def lag(self) -> int:
+        """Records in the assigned raw partitions past the last one processed (/metrics)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for tp in consumer.assignment():
+            end, read = consumer.highwater(tp), self._read.get(tp)
+            if end is not None and read is not None:
+                total += max(0, end - read)
+        return total
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Start each partition where the faust agent's group left it, when that is further
+        than this group's own commit (or this group has none): switching a deployment between
+        the agent and batch-wise ingest then neither replays the raw topics from the start nor
+        skips a record — both groups commit only what has all its outputs on the broker."""
+        assert self._consumer is not None
+        ahead = await agent_offsets_ahead(assigned)
+        for tp, offset in ahead.items():
+            self._consumer.seek(tp, offset)
+        if ahead:
+            log.info("batch ingest: %d partitions start at the agent group's offsets", len(ahead))
+
     async def on_revoked(self) -> None:
         """The records taken so far are flushed and committed before the partitions go."""
         self._revoking = True
@@ -190,6 +223,41 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("batch ingest assigned %d raw partitions", len(assigned))
+        await self._service.on_assigned(assigned)
+
+
+def ingest_group() -> str:
+    return f"{settings.app_id}-ingest"
+
+
+async def agent_offsets_ahead(assigned: set[TopicPartition]) -> dict[TopicPartition, int]:
+    """The partitions of ``assigned`` whose committed offset in the agent's group (faust's
+    group: the app id) is past this group's, with that offset. Nothing (the group's own
+    offsets, or the earliest, apply) if the broker cannot say within HANDOVER_TIMEOUT_S:
+    records are then read again, never skipped."""
+    if not assigned:
+        return {}
+    partitions = sorted(assigned)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **aiokafka_options(settings)
+    )
+    try:
+        async with asyncio.timeout(HANDOVER_TIMEOUT_S):
+            await admin.start()
+            own = await admin.list_consumer_group_offsets(ingest_group(), partitions=partitions)
+            agent = await admin.list_consumer_group_offsets(settings.app_id, partitions=partitions)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("batch ingest: the agent group's offsets unknown (%r): not handed over", exc)
+        return {}
+    finally:
+        await admin.close()
+    ahead = {}
+    for tp in partitions:
+        theirs = agent[tp].offset if tp in agent else -1
+        ours = own[tp].offset if tp in own else -1
+        if theirs > ours:  # -1: no commit
+            ahead[tp] = theirs
+    return ahead
 
 
 def _exit_if_crashed(service: BatchIngest, task: asyncio.Task[None]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -106,6 +106,18 @@ _sinks: list[SinkView] = []
 
 def register_sink(sink: SinkView) -> None:
     _sinks.append(sink)
+
+
+_ingest_lags: list[Callable[[], int]] = []
+
+
+def register_ingest_lag(lag: Callable[[], int]) -> None:
+    """The batch-wise ingest's lag (its own consumer: faust's does not read the raw topics)."""
+    _ingest_lags.append(lag)
+
+
+def ingest_lag() -> int:
+    return sum(lag() for lag in _ingest_lags)
 
 
 def sink_lag() -> int:

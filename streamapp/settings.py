@@ -222,9 +222,9 @@ class Settings:
     event_loop: str = "uvloop"  # or "aio" (asyncio's own); __main__.py installs it
     # a worker exits this long after SIGTERM even if faust has not stopped (worker.py)
     shutdown_grace_s: float = 30.0
-    # raw topics consumed fetch-wise by streamapp/ingest_batches.py instead of the faust agent
-    # (an experiment of issue #13: docs/benchmarks.md); off by default
-    ingest_batch: bool = False
+    # raw topics consumed fetch-wise by streamapp/ingest_batches.py (the default: about half
+    # the CPU per record, docs/benchmarks.md); false: by faust's ingest agent
+    ingest_batch: bool = True
     dcache_config: Path | None = None  # the bridge's TOML (streamapp dcache-events)
     # OpenWhisk credentials given as STREAMAPP_OPENWHISK_<TENANT>__<NAME> (clients/openwhisk.py)
     openwhisk_env_credentials: Mapping[str, str] = field(
@@ -288,7 +288,7 @@ class Settings:
 
 
 def _ingest_batch(env: Mapping[str, str]) -> bool:
-    return _str(env, "INGEST_BATCH", "false").lower() in ("1", "true", "yes")
+    return _str(env, "INGEST_BATCH", "true").lower() in ("1", "true", "yes")
 
 
 def _broker_and_topics(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:

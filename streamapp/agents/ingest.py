@@ -63,12 +63,24 @@ async def _ingest_stream(stream: Any) -> None:
         await finish_even_if_cancelled(ingest_record(_raw_record(event)))
 
 
-# concurrency>1 can commit past in-flight records. With STREAMAPP_INGEST_BATCH the raw topics
-# are consumed by streamapp/ingest_batches.py instead, and there is no agent.
+ingest: Any = None  # faust's agent, when declared
+
+
+def declare_agent() -> Any:
+    """faust's ingest agent over the raw topics. Declared at import only with
+    ``STREAMAPP_INGEST_BATCH=false``: by default streamapp/ingest_batches.py consumes the raw
+    topics and there is no agent (unit tests declare it to drive it under faust's
+    test_context). concurrency>1 could commit past records still in flight."""
+    global ingest  # noqa: PLW0603 - one agent per process, declared once
+    if ingest is None:
+        ingest = app.agent(
+            raw_storage_records, concurrency=1, name="streamapp.agents.ingest.ingest"
+        )(_ingest_stream)
+    return ingest
+
+
 if not settings.ingest_batch:
-    ingest = app.agent(raw_storage_records, concurrency=1, name="streamapp.agents.ingest.ingest")(
-        _ingest_stream
-    )
+    declare_agent()
 
 
 def _raw_record(event: Any) -> RawRecord:

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 
 from streamapp.app import app
 from streamapp.metrics import fold
-from streamapp.observed import sink_lag
+from streamapp.observed import ingest_lag, sink_lag
 from streamapp.private_access import read_offset, started_consumer
 
 
@@ -38,10 +38,12 @@ class ConsumerLag(Collector):
         family = GaugeMetricFamily(
             "streamapp_consumer_lag",
             "Records waiting in this worker's assigned partitions: agents (raw, canonical, "
-            "update and delivery topics: not yet read) and sink (tenant topics: not finished).",
+            "update and delivery topics: not yet read), ingest (raw topics read by the "
+            "batch-wise ingest: not yet processed) and sink (tenant topics: not finished).",
             labels=["consumer"],
         )
         family.add_metric(["agents"], agents_lag())
+        family.add_metric(["ingest"], ingest_lag())
         family.add_metric(["sink"], sink_lag())
         yield family
 

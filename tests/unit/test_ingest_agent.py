@@ -62,7 +62,7 @@ async def test_agent_routes_events_skips_and_dead_letters(
         b"\xff not json",
         raw(s3_notification(s3_record(key="a.h5"), s3_record(key="../escape"))),
     ]
-    async with ingest_module.ingest.test_context() as agent:
+    async with ingest_module.declare_agent().test_context() as agent:
         for number, value in enumerate(inputs):
             await agent.put(value=value, key=f"k{number}".encode())
 
@@ -145,7 +145,7 @@ async def test_one_pass_writes_the_canonical_event_and_the_tenant_copy(
     """Issue 13: the raw record is consumed once; its canonical event and each entitled
     tenant's authorized copy are written in the same pass (no second consume of
     storage.events), and the delivery is counted in process for the stats table."""
-    async with ingest_module.ingest.test_context() as agent:
+    async with ingest_module.declare_agent().test_context() as agent:
         await agent.put(value=raw(dcache_transfer()), key=b"k0")
         await agent.put(value=raw(dcache_transfer(billingPath="/elsewhere/x")), key=b"k1")
 
@@ -172,7 +172,7 @@ async def test_an_authorization_failure_is_a_dead_letter_after_the_canonical_eve
         raise RecursionError("deliberately raised")
 
     monkeypatch.setattr(authorize_module, "authorize", failing)
-    async with ingest_module.ingest.test_context() as agent:
+    async with ingest_module.declare_agent().test_context() as agent:
         await agent.put(value=raw(dcache_transfer()), key=b"k0")
 
     [written] = sends.by_topic[storage_events.get_topic_name()]

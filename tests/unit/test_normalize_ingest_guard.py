@@ -61,7 +61,7 @@ def producer(monkeypatch: pytest.MonkeyPatch, sends: RefusingSends) -> RefusingS
 
 
 async def put_all(values: list[bytes], keys: list[bytes] | None = None) -> None:
-    async with ingest_module.ingest.test_context() as agent:
+    async with ingest_module.declare_agent().test_context() as agent:
         for number, value in enumerate(values):
             key = keys[number] if keys else f"k{number}".encode()
             await agent.put(value=value, key=key)
