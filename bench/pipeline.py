@@ -16,14 +16,15 @@ filler that produces their input). The outputs are read only after each side has
 (the workers' completion is watched through end offsets), so reading them takes no CPU from
 either side.
 
-Latency (``latency``): raw records paced at each rate for ``--seconds``, first into the plain
-loop (a child process), then into one worker, each side on its own topics; each record's send
-time is taken when it is handed to the producer (linger 0), the raw and tenant topics use
-LogAppendTime, so send -> tenant topic latency = append time of the copy - send time of the raw
-record (one clock), split into the load generator's leg (send -> raw topic) and the
-pipeline's (raw topic -> tenant topic: ``<side>_from_raw_topic``). Each side first gets 5 s
-of records at the same rate, not measured (a worker's first seconds: group assignment, first
-metadata and token caches).
+Latency (``latency``): raw records paced at each rate for ``--seconds``, first into a floor
+(the same consume -> produce -> commit loop without the work: what broker, client and machine
+give), then the plain loop (a child process), then one worker, each side on its own topics;
+each record's send time is taken when it is handed to the producer (linger 0), the raw and
+tenant topics use LogAppendTime, so send -> tenant topic latency = append time of the copy -
+send time of the raw record (one clock), split into the load generator's leg (send -> raw
+topic) and the pipeline's (raw topic -> tenant topic: ``<side>_from_raw_topic``). Each side
+first gets 5 s of records at the same rate, not measured (a worker's first seconds: group
+assignment, first metadata and token caches).
 
     .venv/bin/python -m bench.pipeline throughput [--records 100000] [--tenants 1 10]
         [--repeat 3] [--workers 1]
@@ -378,7 +379,7 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
         "records": total,
         "warm_up_records": warm,
     }
-    for side in ("baseline", "worker"):
+    for side in ("floor", "baseline", "worker"):
         names = Names(f"bench-lat-{uuid.uuid4().hex[:8]}")
         receivers = receiving_tenants(build_index(DATASETS, 1), everything)
         with tempfile.TemporaryDirectory() as scratch:
@@ -409,6 +410,11 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
                         names.prefix,
                         str(warm + total),
                         str(secrets),
+                        *(
+                            ["--floor", names.tenant(sorted(receivers)[0])]
+                            if side == "floor"
+                            else []
+                        ),
                     ],
                     cwd=ROOT,
                 )
@@ -455,10 +461,46 @@ def latency_figures(sent_at: dict[str, int], appended: dict[str, int]) -> dict[s
     }
 
 
-def serve_baseline(prefix: str, records: int, secrets: str) -> None:
-    """The plain loop as its own process (latency: paced input, its own CPU)."""
+def serve_baseline(prefix: str, records: int, secrets: str, floor_topic: str | None) -> None:
+    """The plain loop as its own process (latency: paced input, its own CPU); with
+    ``floor_topic``, the floor instead."""
+    if floor_topic is not None:
+        asyncio.run(floor(Names(prefix), floor_topic, records))
+        return
     issuer = TokenIssuer(SecretFiles(Path(secrets)), "bench", "bench", "", 3600)
     asyncio.run(baseline(Names(prefix), 1, issuer, records))
+
+
+async def floor(names: Names, topic: str, records: int) -> None:
+    """The same loop without the work: each raw record wrapped as ``{"data": raw}`` to ``topic``
+    (one produce per record, the fetch's outputs sent at once, flushed, committed) — what the
+    broker, the client library and this machine give before any pipeline work."""
+    consumer = AIOKafkaConsumer(
+        names.raw,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"{names.prefix}-floor",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=LINGER_MS, acks="all")
+    await consumer.start()
+    await producer.start()
+    seen = 0
+    try:
+        while seen < records:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            pending = []
+            for batch in batches.values():
+                for record in batch:
+                    seen += 1
+                    value = b'{"data":' + record.value + b"}"
+                    pending.append(await producer.send(topic, value, key=record.key))
+            send_lingering_now(producer)
+            await asyncio.gather(*pending)
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
 
 
 async def paced(topic: str, values: list[bytes], rate: int) -> dict[str, int]:
@@ -520,9 +562,10 @@ def main() -> None:
     serve.add_argument("prefix")
     serve.add_argument("records", type=int)
     serve.add_argument("secrets")
+    serve.add_argument("--floor", default=None, help="the floor's output topic")
     args = parser.parse_args()
     if args.mode == "serve-baseline":
-        serve_baseline(args.prefix, args.records, args.secrets)
+        serve_baseline(args.prefix, args.records, args.secrets, args.floor)
         return
     if args.mode == "latency":
         for rate in args.rates:
