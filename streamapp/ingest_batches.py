@@ -210,6 +210,7 @@ class BatchIngest(faust.Service):
         try:
             async with self._lock:
                 await self._settled()
+                self._read.clear()  # positions of partitions that may be read elsewhere now
         finally:
             self._revoking = False
 

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,13 @@ async def collect(
     finally:
         await consumer.stop()
     return records
+
+
+def raw_topics_group(app_id: str, env: Mapping[str, str] | None = None) -> str:
+    """The consumer group that commits the raw topics: the batch-wise ingest's (the default)
+    or, with ``STREAMAPP_INGEST_BATCH=false``, faust's own (the app id)."""
+    value = (os.environ if env is None else env).get("STREAMAPP_INGEST_BATCH", "true")
+    return f"{app_id}-ingest" if value.lower() in ("1", "true", "yes") else app_id
 
 
 async def wait_drained(

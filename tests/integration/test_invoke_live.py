@@ -35,6 +35,7 @@ from tests.integration.conftest import (
     Worker,
     collect,
     produce,
+    raw_topics_group,
     wait_drained,
     wait_group_stable,
 )
@@ -224,7 +225,7 @@ async def drained(bootstrap: str, topics: TopicNames, *tenants: str) -> None:
     await wait_drained(
         bootstrap,
         {
-            topics.app_id: [topics.dcache],
+            raw_topics_group(topics.app_id): [topics.dcache],
             f"{topics.app_id}-sink": [topics.tenant(t) for t in tenants],
         },
     )
