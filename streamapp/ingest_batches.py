@@ -15,7 +15,7 @@ At-least-once, as the agent: nothing of a fetch is committed before all of its o
 the broker; an output the broker refuses stops the worker before that commit
 (``outputs.exit_if_undelivered``). A revocation waits for the fetch in progress and the one
 settling to be committed (the lock), and records fetched for a partition revoked meanwhile
-are left to its next owner.
+(or in a fetch taken before a revocation completed) are left to its next owner.
 Switching: a partition starts at the agent group's committed offset (the app id) when that is
 further than this group's own (``agent_offsets_ahead``), so a deployment moving from the agent
 to this path neither replays nor skips. The other way, faust's agent starts from its group's
@@ -63,6 +63,7 @@ class BatchIngest(faust.Service):
         self._task: asyncio.Task[None] | None = None
         self._settling: asyncio.Task[None] | None = None  # the last fetch's flush and commit
         self._read: dict[TopicPartition, int] = {}  # next offset to process, per partition
+        self._revocations = 0  # completed revocations: a fetch taken before one is dropped
 
     async def on_start(self) -> None:
         # the outputs' topics exist with their configured partitions before anything is sent
@@ -120,9 +121,17 @@ class BatchIngest(faust.Service):
         log.info("batch ingest: tables recovered, consuming %s", ", ".join(settings.raw_topics))
         while True:
             fetched = await consumer.getmany(timeout_ms=200, max_records=MAX_RECORDS)
+            # read as the fetch returns, not before: a getmany waiting through a rebalance
+            # returns the new assignment's records (aiokafka holds it until then)
+            revocations = self._revocations
             await _let_the_fetcher_ask_again()
             if fetched:
                 async with self._lock:
+                    if self._revocations != revocations:
+                        # taken before a revocation that has completed since (aiokafka keeps
+                        # the old assignment until the new one is known): not ours to process;
+                        # whoever owns the partitions next reads them from the last commit
+                        continue
                     offsets = await self._ingest(consumer, fetched)
                     send_lingering_now(aiokafka_of(app.producer))
                     self._read.update(offsets)
@@ -211,6 +220,7 @@ class BatchIngest(faust.Service):
             async with self._lock:
                 await self._settled()
                 self._read.clear()  # positions of partitions that may be read elsewhere now
+                self._revocations += 1
         finally:
             self._revoking = False
 
@@ -264,10 +274,15 @@ async def agent_offsets_ahead(assigned: set[TopicPartition]) -> dict[TopicPartit
 def _exit_if_crashed(service: BatchIngest, task: asyncio.Task[None]) -> None:
     """A loop that ended other than by our stop leaves the raw topics unread: exit (the
     supervisor restarts the worker; uncommitted records are read again)."""
-    if service._stopping and (task.cancelled() or task.exception() is None):
+    if task.cancelled():
+        # only a stop cancels it — ours, or mode's when the worker stops before this service
+        # started (a SIGTERM during start-up): not a crash, nothing was committed unprocessed
+        log.info("batch ingest: stopped")
         return
-    error = None if task.cancelled() else task.exception()
-    log.critical("batch ingest stopped consuming: %r", error or "cancelled", exc_info=error)
+    if service._stopping and task.exception() is None:
+        return
+    error = task.exception()
+    log.critical("batch ingest stopped consuming: %r", error or "returned", exc_info=error)
     logging.shutdown()
     os._exit(EXIT_OUTPUT_LOST)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -239,3 +240,34 @@ async def test_poison_records_are_dead_lettered_and_the_next_record_still_delive
     for reason, why in zip(reasons, expected, strict=True):
         assert why in reason, reason
     assert dead[len(poison)].value in (b"", None)
+
+
+async def test_compressed_raw_batches_of_every_codec_are_read(
+    bootstrap: str, topics: TopicNames, worker_factory: Callable[..., Worker]
+) -> None:
+    """Any producer may compress its batches with any codec Kafka knows: a codec the worker
+    could not decode would stop the raw partition for good (every restart, every owner)."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - this test's own producers
+
+    expected: set[str] = set()
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        inputs = [
+            raw(dcache_transfer(billingPath=f"/data/{codec}/{n:03d}.h5", pnfsid=f"{codec}{n:032d}"))
+            for n in range(20)
+        ]
+        expected |= expected_outputs(inputs, SOURCES["dcache"])[0]
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec)
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(topics.dcache, value) for value in inputs])
+        finally:
+            await producer.stop()
+    worker = worker_factory().start()
+    records = await collect(
+        bootstrap,
+        [topics.normalized],
+        lambda r: {json.loads(x.value)["id"] for x in r} >= expected,
+        timeout=120,
+        alive=worker.alive,
+    )
+    assert {json.loads(r.value)["id"] for r in records} >= expected, worker.log_tail()
