@@ -162,19 +162,26 @@ async def wait_outputs(topics: list[str], expected: int, timeout_s: float) -> No
         await consumer.stop()
 
 
-async def baseline(names: Names, tenants: int, issuer: TokenIssuer, records: int) -> float:
-    """The plain loop, the worker's work: CPU seconds of this process while it ran."""
-    index = build_index(DATASETS, tenants)
+async def plain_loop_clients(names: Names, side: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """A plain loop's consumer of the raw topic (its own group) and producer (the workers'
+    linger, acks=all), started."""
     consumer = AIOKafkaConsumer(
         names.raw,
         bootstrap_servers=BOOTSTRAP,
-        group_id=f"{names.prefix}-baseline",
+        group_id=f"{names.prefix}-{side}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=LINGER_MS, acks="all")
     await consumer.start()
     await producer.start()
+    return consumer, producer
+
+
+async def baseline(names: Names, tenants: int, issuer: TokenIssuer, records: int) -> float:
+    """The plain loop, the worker's work: CPU seconds of this process while it ran."""
+    index = build_index(DATASETS, tenants)
+    consumer, producer = await plain_loop_clients(names, "baseline")
     counts: Counter[str] = Counter()
     published = time.monotonic()
     cpu_start = time.process_time()
@@ -475,16 +482,7 @@ async def floor(names: Names, topic: str, records: int) -> None:
     """The same loop without the work: each raw record wrapped as ``{"data": raw}`` to ``topic``
     (one produce per record, the fetch's outputs sent at once, flushed, committed) — what the
     broker, the client library and this machine give before any pipeline work."""
-    consumer = AIOKafkaConsumer(
-        names.raw,
-        bootstrap_servers=BOOTSTRAP,
-        group_id=f"{names.prefix}-floor",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=LINGER_MS, acks="all")
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await plain_loop_clients(names, "floor")
     seen = 0
     try:
         while seen < records:
