@@ -48,6 +48,31 @@ a worker was joining the group went missing without any error:
    missing from its changelog (faust does not await changelog sends) in a worker's first
    second; a tenant copy would have held its raw record's offset just as long. Fix: every
    topic sent to is tracked. No upstream issue found.
+7. Table replicas miss changelog records written while they recover. faust empties its
+   changelog queue at every ``flow_control.resume()``, and a recovery resumes the flow several
+   times: the last time in ``on_recovery_completed``, after standby partitions (every
+   worker's copy of a GlobalTable) have been reading for a while. What they fetched in
+   between is dropped with the fetch position already past it, so the record is never
+   applied: the worker's table and policy index lack that entry (or that revocation) until
+   the table is rebuilt. Fix 2 made it worse, seeking never-committed changelog partitions
+   to their beginning just before that last clear. Seen in streamapp's two-worker tests
+   (a worker holding 4 of 7 datasets for good); reproduced in
+   tests/integration/test_table_replicas_live.py. Fix: the changelog queue is emptied at a
+   revocation and at the first resume after it (stale records of the old assignment), never
+   by the later resumes of the same recovery; fix 2 leaves changelog partitions to the
+   recovery, which positions them itself. No upstream issue found.
+8. A fetched batch outlives a pause or a seek of its partitions. faust's ``getmany`` skips
+   the records of a partition paused while it walks a batch (the fetch position is already
+   past them), and when the partition is resumed before the walk ends, hands on the rest;
+   the drain loop then moves the partition's read offset past the records skipped. Recovery
+   does exactly this to a GlobalTable's changelog (paused when the active reading ends,
+   seeked back and resumed as a standby within the same batch): the skipped records were
+   dropped as "already read" when fetched again. Seen with fix 7 in place (a worker lacking
+   17 consecutive changelog records). Fix: the batch ends for a partition at its first
+   record skipped as paused, and the partition is seeked back to that record (so it goes on
+   from there when resumed, unless whoever paused it positions it); nor is anything of a
+   batch handed on for a partition seeked since the batch was fetched (the fetch after the
+   seek reads it again). No upstream issue found.
 
 Each patch replaces a member of faust-streaming 0.15.x (6: of aiokafka 0.14.x); ``apply``
 refuses another minor version, and tests/unit/test_faust_fixes.py fails if a replaced
@@ -61,8 +86,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiokafka
@@ -70,9 +96,11 @@ import faust
 from aiokafka.client import AIOKafkaClient
 from aiokafka.structs import TopicPartition
 from faust.tables import recovery as faust_recovery
+from faust.tables.manager import TableManager
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
+from mode.utils.queues import ThrowableQueue
 
 SUPPORTED_FAUST = "0.15."
 SUPPORTED_AIOKAFKA = "0.14."
@@ -85,13 +113,19 @@ REPLACED: dict[str, Any] = {}
 
 async def _seek_to_committed_or_beginning(self: Any) -> Mapping[Any, int]:
     consumer = self._ensure_consumer()
+    changelog_topics = self.consumer.app.tables.changelog_topics
+
+    def is_changelog(tp: Any) -> bool:
+        return tp.topic in changelog_topics
 
     async def seek() -> Mapping[Any, int]:
         committed: dict[Any, int] = dict(await consumer.seek_to_committed())
-        for tp, offset in committed.items():
+        # changelog partitions are positioned by the recovery (fix 7), streams only here
+        streams = {tp: offset for tp, offset in committed.items() if not is_changelog(tp)}
+        for tp, offset in streams.items():
             if offset == 0:
                 consumer.seek(tp, 0)
-        never_committed = [tp for tp, offset in committed.items() if offset is None]
+        never_committed = [tp for tp, offset in streams.items() if offset is None]
         if never_committed:
             await consumer.seek_to_beginning(*never_committed)
         return committed
@@ -232,6 +266,38 @@ async def _look_up_log_start(consumer: Any, tp: Any, hole: _Hole) -> None:
         log.warning("log start of %s could not be read: %r", tp, exc)
 
 
+class ChangelogQueue(ThrowableQueue):  # type: ignore[type-arg]  # mode's queue is generic
+    """faust's changelog queue (``TableManager.changelog_queue``), emptied only when what it
+    holds may be stale (fix 7): at a revocation (the flow is suspended) and at the first
+    resume after it. A later resume within the same recovery keeps the records fetched from
+    the positions that recovery set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stale_until_resumed = True
+
+    def clear(self) -> None:
+        if not self._flow_control.is_active():  # a revocation: the assignment is changing
+            self.stale_until_resumed = True
+        elif self.stale_until_resumed:  # the first resume after it
+            self.stale_until_resumed = False
+        else:
+            return
+        super().clear()
+
+
+def _changelog_queue(self: Any) -> ThrowableQueue:  # type: ignore[type-arg]
+    """``TableManager.changelog_queue`` making a ``ChangelogQueue`` (fix 7)."""
+    if self._changelog_queue is None:
+        self._changelog_queue = ChangelogQueue(
+            maxsize=self.app.conf.stream_buffer_maxsize,
+            flow_control=self.app.flow_control,
+            clear_on_resume=True,
+        )
+    queue: ThrowableQueue = self._changelog_queue  # type: ignore[type-arg]
+    return queue
+
+
 def check_version() -> None:
     """Refuse to patch a faust-streaming or aiokafka minor version the patches were not
     written against (an upgrade could otherwise silently disable a fix)."""
@@ -265,6 +331,8 @@ def apply() -> None:
     _patch_reseek_after_flow_stop()
     _patch_livelock_check()
     _patch_metadata_tracking()
+    _patch_changelog_queue()
+    _patch_batches_end_at_pause_or_seek()
 
 
 def _patch_recovery_and_commit_guard() -> None:
@@ -306,10 +374,85 @@ def _patch_reseek_after_flow_stop() -> None:
                     await self.perform_seek()
                 except Exception as exc:  # noqa: BLE001 - keep fetching; faust logs the same way
                     log.warning("seek to committed offsets after a flow stop failed: %r", exc)
-        return await original_wait_next_records(self, timeout)
+        records, active_partitions = await original_wait_next_records(self, timeout)
+        if active_partitions is None:  # client-only: faust does not filter either
+            self._streamapp_batch = None
+            return records, active_partitions
+        # fix 8: faust's getmany hands on every record; _handed_on decides which may go on
+        self._streamapp_batch = _Batch(seeks=dict(_seek_counts(self)))
+        return records, None
 
     base.stop_flow = stop_flow  # type: ignore[method-assign]
     base._wait_next_records = wait_next_records  # type: ignore[method-assign]
+
+
+@dataclass
+class _Batch:
+    """The records one fetch returned, while faust's ``getmany`` hands them on (fix 8)."""
+
+    seeks: dict[Any, int]  # each partition's seek count when the batch was fetched
+    ended: set[Any] = field(default_factory=set)  # partitions nothing more is handed on for
+
+
+def _seek_counts(consumer: Any) -> Counter[Any]:
+    counts: Counter[Any] = consumer.__dict__.setdefault("_streamapp_seeks", Counter())
+    return counts
+
+
+def _count_seeks(consumer: Any, tps: Any) -> None:
+    counts = _seek_counts(consumer)
+    for tp in tps:
+        counts[tp] += 1
+
+
+async def _handed_on(consumer: Any, batch: _Batch, tp: Any, offset: int) -> bool:
+    """Whether the record at ``offset`` of ``tp`` from ``batch`` may go to the streams."""
+    if tp in batch.ended:
+        return False
+    if _seek_counts(consumer).get(tp, 0) != batch.seeks.get(tp, 0):
+        batch.ended.add(tp)  # repositioned since the fetch: the next fetch reads from there
+        return False
+    if tp in consumer._get_active_partitions() or tp in consumer._buffered_partitions:
+        return True
+    batch.ended.add(tp)
+    try:  # paused: go on from this record when resumed
+        await consumer.seek(tp, offset)
+    except Exception as exc:  # noqa: BLE001 - not assigned any more: its next owner reads it
+        log.debug("%s: not put back to %d after a pause: %r", tp, offset, exc)
+    return False
+
+
+def _patch_batches_end_at_pause_or_seek() -> None:
+    base = faust_consumer.Consumer
+    delegate = faust_consumer.ThreadDelegateConsumer
+    REPLACED["Consumer.getmany"] = original_getmany = base.getmany
+    REPLACED["Consumer.seek"] = original_seek = base.seek
+    REPLACED["Consumer.perform_seek"] = original_perform_seek = base.perform_seek
+    REPLACED["ThreadDelegateConsumer.seek_wait"] = original_seek_wait = delegate.seek_wait
+
+    async def getmany(self: Any, timeout: float) -> Any:  # noqa: ASYNC109
+        async for tp, message in original_getmany(self, timeout):
+            batch = getattr(self, "_streamapp_batch", None)
+            if batch is None or await _handed_on(self, batch, tp, message.offset):
+                yield tp, message
+
+    async def seek(self: Any, partition: Any, offset: int) -> None:
+        _count_seeks(self, [partition])
+        await original_seek(self, partition, offset)
+
+    async def perform_seek(self: Any) -> None:
+        # stream partitions only: changelog partitions keep their position (fix 7)
+        _count_seeks(self, [tp for tp in self.assignment() if not self._is_changelog_tp(tp)])
+        await original_perform_seek(self)
+
+    async def seek_wait(self: Any, partitions: Any) -> None:
+        _count_seeks(self, partitions)
+        await original_seek_wait(self, partitions)
+
+    base.getmany = getmany  # type: ignore[method-assign]
+    base.seek = seek  # type: ignore[method-assign]
+    base.perform_seek = perform_seek  # type: ignore[method-assign]
+    delegate.seek_wait = seek_wait  # type: ignore[method-assign]
 
 
 def _patch_livelock_check() -> None:
@@ -330,6 +473,12 @@ def _patch_metadata_tracking() -> None:
     """6: aiokafka's producer tracks every topic it sends to."""
     REPLACED["AIOKafkaClient._wait_on_metadata"] = AIOKafkaClient._wait_on_metadata
     AIOKafkaClient._wait_on_metadata = _track_and_wait_on_metadata
+
+
+def _patch_changelog_queue() -> None:
+    """7: the changelog queue is not emptied by the resumes within a recovery."""
+    REPLACED["TableManager.changelog_queue"] = vars(TableManager)["changelog_queue"].fget
+    TableManager.changelog_queue = property(_changelog_queue)  # type: ignore[assignment,method-assign]
 
 
 def _has_position(thread: Any, tp: Any) -> bool:

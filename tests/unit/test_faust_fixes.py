@@ -18,11 +18,14 @@ import aiokafka
 import faust
 import pytest
 from aiokafka.consumer.subscription_state import TopicPartitionState
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP as TOPIC_PARTITION
 from intervaltree import IntervalTree  # type: ignore[import-untyped]  # ships no types
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from streamapp import faust_fixes
 
@@ -42,6 +45,15 @@ PATCHED_SOURCES = {
     ),
     "AIOKafkaConsumerThread.verify_event_path": (
         "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
+    ),
+    "Consumer.getmany": "4b168d84882a70d6e3e2f9804430a63b92f8fd117d3187cbb4aeb54305bda34e",
+    "Consumer.seek": "b86a9fe05f956b30cf299c787b6787c6e0349cbf1ae556f2456a1e97b15dbb22",
+    "Consumer.perform_seek": "0e8c130ff4b0afd82c0be9c5fd831316e10febc62c94032833911096e156d7c6",
+    "ThreadDelegateConsumer.seek_wait": (
+        "e9db5bbc4ceb2543830e020a97ba36d762de5affe579278f933d20bc42af9b9b"
+    ),
+    "TableManager.changelog_queue": (
+        "9c7f4cac57ef170647f12c135f4419000d27be45c536bf07ec013d8d3d028e2e"
     ),
     # aiokafka 0.14.0 (fix 6; reproduced live in tests/integration/test_producer_metadata_live.py)
     "AIOKafkaClient._wait_on_metadata": (
@@ -76,11 +88,15 @@ def test_every_replaced_member_is_patched_with_the_same_signature() -> None:
         "Consumer": Consumer,
         "AIOKafkaConsumerThread": AIOKafkaConsumerThread,
         "AIOKafkaClient": AIOKafkaClient,
+        "TableManager": TableManager,
+        "ThreadDelegateConsumer": ThreadDelegateConsumer,
     }
     assert set(faust_fixes.REPLACED) == set(PATCHED_SOURCES)
     for member, original in faust_fixes.REPLACED.items():
         owner, name = member.split(".")
         current = getattr(owners[owner], name)
+        if isinstance(current, property):  # a property is replaced by its getter
+            current = current.fget
         assert current is not original, f"{member} is not patched"
         assert list(inspect.signature(current).parameters) == list(
             inspect.signature(original).parameters
@@ -336,6 +352,182 @@ async def test_patched_recovery_resumes_stream_partitions_after_the_seek_and_cle
     ]
     assert lost == []
     assert stage.handed[0] == stage.partition.committed
+
+
+# --- the changelog queue across a recovery's resumes (fix 7) --------------------------------
+
+
+def changelog_queue(queue_type: Any) -> tuple[Any, FlowControlEvent]:
+    flow = FlowControlEvent()  # initially suspended, as faust's app.flow_control
+    return queue_type(maxsize=100, flow_control=flow, clear_on_resume=True), flow
+
+
+def a_recovery(queue: Any, flow: FlowControlEvent) -> list[int]:
+    """The queue's life through a revocation and the recovery after it, as faust drives it
+    (app.on_rebalance_start, Recovery._restart_recovery and on_recovery_completed): returns
+    what remains queued for the changelog reader at the end."""
+    queue.put_nowait(1)  # read before the rebalance: stale once the assignment changes
+    flow.suspend()
+    flow.clear()  # revocation
+    queue.put_nowait(2)  # a put that was waiting for room lands after that clear: stale
+    flow.resume()  # first resume: active changelog partitions seeked and resumed
+    queue.put_nowait(10)  # standby partitions read from the positions recovery set
+    queue.put_nowait(11)
+    flow.resume()  # on_recovery_completed
+    return [queue.get_nowait() for _ in range(queue.qsize())]
+
+
+def test_faust_changelog_queue_drops_what_standbys_read_during_recovery() -> None:
+    assert a_recovery(*changelog_queue(ThrowableQueue)) == []
+
+
+def test_patched_changelog_queue_keeps_it_and_drops_only_stale_records() -> None:
+    queue, flow = changelog_queue(faust_fixes.ChangelogQueue)
+    assert a_recovery(queue, flow) == [10, 11]
+    # the next rebalance empties it again, once
+    queue.put_nowait(12)
+    assert a_recovery(queue, flow) == [10, 11]
+
+
+def test_the_table_manager_makes_the_patched_queue() -> None:
+    app = SimpleNamespace(
+        conf=SimpleNamespace(stream_buffer_maxsize=7), flow_control=FlowControlEvent()
+    )
+    manager = SimpleNamespace(app=app, _changelog_queue=None)
+    queue = TableManager.changelog_queue.fget(manager)  # type: ignore[attr-defined]
+    assert isinstance(queue, faust_fixes.ChangelogQueue)
+    assert queue.maxsize == 7
+    assert TableManager.changelog_queue.fget(manager) is queue  # type: ignore[attr-defined]
+
+
+async def test_seek_after_a_flow_stop_leaves_changelog_partitions_to_the_recovery() -> None:
+    """Fix 2 seeks never-committed stream partitions to their beginning; a changelog partition
+    (never committed either: faust does not commit them) keeps the position recovery gave it."""
+    stream, changelog = TopicPartition("events", 0), TopicPartition("app-datasets-changelog", 0)
+    seeks: list[Any] = []
+
+    class AIOKafkaConsumer:
+        async def seek_to_committed(self) -> dict[Any, int | None]:
+            return {stream: None, changelog: None}
+
+        async def seek_to_beginning(self, *tps: Any) -> None:
+            seeks.extend(tps)
+
+        def seek(self, tp: Any, offset: int) -> None:
+            seeks.append((tp, offset))
+
+    async def call_thread(work: Any) -> Any:
+        return await work()
+
+    aiokafka_consumer = AIOKafkaConsumer()
+    thread = SimpleNamespace(
+        _ensure_consumer=lambda: aiokafka_consumer,
+        call_thread=call_thread,
+        consumer=SimpleNamespace(
+            app=SimpleNamespace(tables=SimpleNamespace(changelog_topics={changelog.topic}))
+        ),
+    )
+    committed = await faust_fixes._seek_to_committed_or_beginning(thread)
+    assert committed == {stream: None, changelog: None}
+    assert seeks == [stream]
+
+
+# --- a batch ends for a partition paused or seeked while it is handed on (fix 8) -----------
+
+
+class FetchStage:
+    """faust's own consumer (getmany, the drain loop, pause, resume, seek) over a fake log:
+    two partitions of ten records each; a fetch returns the next five records of each active
+    partition from its position, as aiokafka's fetcher does. ``during`` maps (partition,
+    offset) to what recovery does while that record is handed on."""
+
+    A, B = TOPIC_PARTITION("changelog", 0), TOPIC_PARTITION("other", 0)
+
+    def __init__(self, during: dict[tuple[Any, int], Any]) -> None:
+        self.app = faust.App(f"fix8-{id(self)}", broker="kafka://127.0.0.1:1", store="memory://")
+        self.consumer: Any = self.app.consumer  # faust's aiokafka Consumer, never started
+        self.position = {self.A: 0, self.B: 0}
+        self.handed: dict[Any, list[int]] = defaultdict(list)
+        self.fetches = 0
+        self.during = during
+        consumer: Any = self.consumer
+        consumer._set_active_tps({self.A, self.B})
+        consumer.assignment = lambda: {self.A, self.B}
+        consumer.highwater = lambda tp: 10
+        consumer._getmany = self.fetch
+        consumer._seek = self.seek
+        consumer.callback = self.hand_on
+        # faust's seek_wait delegates to its consumer thread: aiokafka's seek, read offset set
+        consumer._thread = SimpleNamespace(seek_wait=self.seek_wait)
+        self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
+
+    async def fetch(self, active_partitions: Any, timeout: float) -> dict[Any, list[Any]]:  # noqa: ASYNC109
+        self.fetches += 1
+        if self.fetches > 4:
+            self.fetcher._stopped.set()
+            return {}
+        records = {}
+        for tp in sorted(active_partitions):
+            start = self.position[tp]
+            batch = [
+                ConsumerRecord(tp.topic, tp.partition, o, 0, 0, None, b"v", None, 1, 1, ())
+                for o in range(start, min(start + 5, 10))
+            ]
+            self.position[tp] += len(batch)
+            if batch:
+                records[tp] = batch
+        return records
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.position[tp] = offset
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        for tp, offset in partitions.items():
+            await self.seek(tp, offset)
+            self.consumer._read_offset[tp] = offset or None
+
+    async def hand_on(self, message: Any) -> None:
+        self.handed[message.tp].append(message.offset)
+        action = self.during.pop((message.tp, message.offset), None)
+        if action is not None:
+            await action(self.consumer)
+
+    async def run(self) -> dict[Any, list[int]]:
+        await self.consumer._drain_messages(self.fetcher)
+        return self.handed
+
+
+def recovery_moves() -> dict[tuple[Any, int], Any]:
+    """While A@1 is handed on, A's active reading ends (paused); while B@3 is, A is seeked
+    back to 0 as a standby and resumed: all within one fetched batch."""
+    changelog, other = FetchStage.A, FetchStage.B
+
+    async def pause(consumer: Any) -> None:
+        consumer.pause_partitions({changelog})
+
+    async def seek_and_resume(consumer: Any) -> None:
+        await consumer.seek_wait({changelog: 0})
+        consumer.resume_partitions({changelog})
+
+    return {(changelog, 1): pause, (other, 3): seek_and_resume}
+
+
+async def test_faust_loses_records_skipped_while_their_partition_was_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for member in ("getmany", "_wait_next_records", "seek", "perform_seek"):
+        monkeypatch.setattr(Consumer, member, faust_fixes.REPLACED[f"Consumer.{member}"])
+    original_seek_wait = faust_fixes.REPLACED["ThreadDelegateConsumer.seek_wait"]
+    monkeypatch.setattr(ThreadDelegateConsumer, "seek_wait", original_seek_wait)
+    handed = await FetchStage(recovery_moves()).run()
+    assert set(range(10)) - set(handed[FetchStage.A]), "faust's own code should lose records"
+    assert sorted(set(handed[FetchStage.B])) == list(range(10))
+
+
+async def test_patched_batches_end_at_a_pause_and_every_record_is_handed_on() -> None:
+    handed = await FetchStage(recovery_moves()).run()
+    assert sorted(set(handed[FetchStage.A])) == list(range(10))
+    assert sorted(set(handed[FetchStage.B])) == list(range(10))
 
 
 # --- the livelock check on a partition not positioned yet (fix 5) -----------------------------

@@ -1,0 +1,96 @@
+"""Every worker holds every policy entry, including those written while a worker joins.
+
+The dataset and tenant tables are faust GlobalTables: each worker reads their changelogs as
+standby partitions. When a worker's recovery completes, faust empties its changelog queue
+(``flow_control.resume()``); standby records fetched in the moments before were dropped with
+the fetch position already past them, so a joining worker could miss entries written just
+then and keep authorizing with a stale policy (a revocation it never saw). faust_fixes 7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streamapp.admin_keys import load_private_key, sign_update
+from streamapp.seed import load_seed
+from tests.integration.conftest import Stack, TopicNames, Worker
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+TABLES = ROOT / "tables"
+SEED = load_seed(TABLES)
+SEED_DATASETS = sum(1 for e in SEED if e.kind == "dataset")
+
+
+def dataset_entries(worker: Worker) -> float | None:
+    return worker.metrics().get('streamapp_policy_entries{kind="dataset"}')
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+async def test_entries_written_while_workers_join_reach_every_replica(
+    bootstrap: str,
+    topics: TopicNames,
+    stack: Stack,
+    worker_factory: Callable[..., Worker],
+) -> None:
+    """Datasets are written at ~80/s for the whole time a second and then a third worker join
+    and recover; afterwards every worker's policy index holds every dataset."""
+    first = worker_factory("w1").start()
+    applied = stack.streamapp("tables", "apply", str(TABLES), "--key", str(stack.admin_key))
+    assert applied.returncode == 0, applied.stderr.decode()
+    assert wait_until(lambda: dataset_entries(first) == SEED_DATASETS, 120), "seed not loaded"
+
+    key = load_private_key(stack.admin_key)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all")
+    await producer.start()
+    written = 0
+
+    async def write_for(seconds: float) -> None:
+        nonlocal written
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            name = f"replica-check-{written:05d}"
+            spec = {
+                "id": name,
+                "owner": "petra3-p06",
+                "source": "dcache://dcache.desy.example",
+                "prefixes": [f"/data/replica-check/{written:05d}"],
+            }
+            update = sign_update("dataset", "upsert", name, version=1, spec=spec, private_key=key)
+            await producer.send(topics.dataset_updates, update.encode())
+            written += 1
+            await asyncio.sleep(0.0125)
+
+    joined = []
+    try:
+        await write_for(2)
+        for name in ("w2", "w3"):
+            joined.append(worker_factory(name).start())
+            await write_for(15)  # covers the join, the rebalance and the recovery
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    workers = [first, *joined]
+    expected = SEED_DATASETS + written
+
+    def all_hold_everything() -> bool:
+        return all(dataset_entries(worker) == expected for worker in workers)
+
+    loaded = await asyncio.to_thread(wait_until, all_hold_everything, 120)
+    held = {worker.log_path.name: dataset_entries(worker) for worker in workers}
+    assert loaded, f"expected {expected} datasets on every worker, they hold {held}"
