@@ -16,6 +16,7 @@ from streamapp.domain.update_rules import UpdateRules, check_update
 from streamapp.domain.updates import (
     KeyRing,
     Update,
+    UpdateAlreadyAppliedError,
     UpdateRefusedError,
     verify_update,
 )
@@ -69,6 +70,10 @@ async def _apply_update(message: Any) -> None:
     raw = message.value if isinstance(message.value, bytes) else b""
     try:
         update = decide(raw, message.topic)
+    except UpdateAlreadyAppliedError as exc:
+        verdict = [("streamapp.update.verdict", b"duplicate"), _reason(str(exc))]
+        POLICY_UPDATES.labels("duplicate").inc()
+        log.info("update %s[%s]@%s: %s", message.topic, message.partition, message.offset, exc)
     except Exception as exc:  # one update must never stop the agent: it is refused
         if isinstance(exc, UpdateRefusedError | PrefixConflictError):
             reason = str(exc)

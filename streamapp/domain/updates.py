@@ -35,6 +35,11 @@ class UpdateRefusedError(Exception):
     """The update is refused; the message is the reason written to the audit topic."""
 
 
+class UpdateAlreadyAppliedError(UpdateRefusedError):
+    """The update the held entry came from, delivered again (replayed after a rebalance, or
+    sent twice): nothing to apply, and not a refusal either."""
+
+
 @dataclass(frozen=True, slots=True)
 class Update:
     kind: Literal["dataset", "tenant"]
@@ -236,6 +241,8 @@ def check_newer(update: Update, held: Mapping[str, Any] | None) -> None:
             raise UpdateRefusedError(f"{update.kind} {update.name!r} does not exist")
         return
     held_version = held.get("version", 0)
+    if update.version == held_version and update.entry() == dict(held):
+        raise UpdateAlreadyAppliedError(f"already applied: version {held_version} is held")
     if update.version <= held_version:
         raise UpdateRefusedError(
             f"stale: version {update.version} is not newer than the held version {held_version}"

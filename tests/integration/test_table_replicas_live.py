@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.seed import load_seed
-from tests.integration.conftest import Stack, TopicNames, Worker
+from tests.integration.conftest import Stack, TopicNames, Worker, collect
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +50,9 @@ async def test_entries_written_while_workers_join_reach_every_replica(
     worker_factory: Callable[..., Worker],
 ) -> None:
     """Datasets are written at ~80/s for the whole time a second and then a third worker join
-    and recover; afterwards every worker's policy index holds every dataset."""
+    and recover; afterwards every worker's policy index holds every dataset. Every update is
+    audited as accepted once; a replay (rebalances) or a second send of it is a duplicate,
+    never a refusal."""
     first = worker_factory("w1").start()
     applied = stack.streamapp("tables", "apply", str(TABLES), "--key", str(stack.admin_key))
     assert applied.returncode == 0, applied.stderr.decode()
@@ -58,6 +62,7 @@ async def test_entries_written_while_workers_join_reach_every_replica(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all")
     await producer.start()
     written = 0
+    sent: list[bytes] = []
 
     async def write_for(seconds: float) -> None:
         nonlocal written
@@ -72,6 +77,7 @@ async def test_entries_written_while_workers_join_reach_every_replica(
             }
             update = sign_update("dataset", "upsert", name, version=1, spec=spec, private_key=key)
             await producer.send(topics.dataset_updates, update.encode())
+            sent.append(update.encode())
             written += 1
             await asyncio.sleep(0.0125)
 
@@ -81,7 +87,7 @@ async def test_entries_written_while_workers_join_reach_every_replica(
         for name in ("w2", "w3"):
             joined.append(worker_factory(name).start())
             await write_for(15)  # covers the join, the rebalance and the recovery
-        await producer.flush()
+        await producer.send_and_wait(topics.dataset_updates, sent[0])  # sent twice
     finally:
         await producer.stop()
 
@@ -94,3 +100,18 @@ async def test_entries_written_while_workers_join_reach_every_replica(
     loaded = await asyncio.to_thread(wait_until, all_hold_everything, 120)
     held = {worker.log_path.name: dataset_entries(worker) for worker in workers}
     assert loaded, f"expected {expected} datasets on every worker, they hold {held}"
+
+    def verdict(record: Any) -> str:
+        return str(dict(record.headers)["streamapp.update.verdict"].decode())
+
+    def all_audited(records: list[Any]) -> bool:
+        return len(records) >= len(sent) + 1 and {r.value for r in records} >= set(sent)
+
+    audit = await collect(bootstrap, [topics.audit], all_audited, timeout=60)
+    verdicts: dict[bytes, list[str]] = defaultdict(list)
+    for record in audit:
+        verdicts[record.value].append(verdict(record))
+    assert set(verdicts) == set(sent)
+    assert all(v.count("accepted") == 1 for v in verdicts.values())
+    assert {v for vs in verdicts.values() for v in vs} <= {"accepted", "duplicate"}
+    assert verdicts[sent[0]].count("duplicate") >= 1

@@ -28,6 +28,7 @@ from streamapp.domain.updates import (
     KeyRing,
     PrivateKey,
     Update,
+    UpdateAlreadyAppliedError,
     UpdateRefusedError,
     algorithm_for,
     check_newer,
@@ -322,12 +323,26 @@ def test_delete_of_a_missing_entry_is_refused() -> None:
 @pytest.mark.parametrize("version", [pytest.param(5, id="equal"), pytest.param(4, id="lower")])
 def test_stale_versions_are_refused(version: int) -> None:
     held = verify_update(signed(version=5), KEYS).entry()
-    update = verify_update(signed(version=version), KEYS)
+    update = verify_update(signed(version=version, spec={**DATASET, "shared_with": []}), KEYS)
     with pytest.raises(
         UpdateRefusedError,
         match=f"stale: version {version} is not newer than the held version 5",
     ):
         check_newer(update, held)
+
+
+def test_the_held_update_delivered_again_is_a_duplicate_not_a_refusal() -> None:
+    """A replay after a rebalance (at least once) or a second send of the same update."""
+    held = verify_update(signed(version=5), KEYS).entry()
+    with pytest.raises(UpdateAlreadyAppliedError, match="already applied: version 5 is held"):
+        check_newer(verify_update(signed(version=5), KEYS), held)
+    tombstone = verify_update(signed(op="delete", spec=None, version=7), KEYS).entry()
+    with pytest.raises(UpdateAlreadyAppliedError):
+        check_newer(verify_update(signed(op="delete", spec=None, version=7), KEYS), tombstone)
+    # the same version with anything else different stays a stale refusal
+    with pytest.raises(UpdateRefusedError, match="stale") as refused:
+        check_newer(verify_update(signed(op="delete", spec=None, version=5), KEYS), held)
+    assert not isinstance(refused.value, UpdateAlreadyAppliedError)
 
 
 def test_a_newer_version_is_accepted() -> None:
