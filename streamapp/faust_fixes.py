@@ -168,7 +168,12 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
         self.app.flow_control.resume()  # empties the stream queues: nothing new is in them
         consumer.resume_flow()
     finally:
-        consumer.resume_partitions(stream_partitions)
+        # unless a new rebalance came meanwhile: it paused them, and its recovery resumes them
+        if (
+            not self.signal_recovery_start.is_set()
+            and self.app.consumer_generation_id == generation_id
+        ):
+            consumer.resume_partitions(stream_partitions)
     await self.app._fetcher.maybe_start()
     self.tables.on_actives_ready()
     if not self.app.assignor.assigned_standbys():
@@ -270,11 +275,23 @@ class ChangelogQueue(ThrowableQueue):  # type: ignore[type-arg]  # mode's queue 
     """faust's changelog queue (``TableManager.changelog_queue``), emptied only when what it
     holds may be stale (fix 7): at a revocation (the flow is suspended) and at the first
     resume after it. A later resume within the same recovery keeps the records fetched from
-    the positions that recovery set."""
+    the positions that recovery set. While the flow is suspended nothing is taken in: the
+    conductor waits for the resume before it puts, so what comes then is a put woken just
+    before the revocation, from the old assignment (applied, it would move the recovery's
+    start past the records the revocation dropped)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stale_until_resumed = True
+
+    def put_nowait(self, item: Any) -> None:
+        if self._flow_control.is_active():
+            super().put_nowait(item)
+        # else a put that was already woken when the revocation emptied the queue: stale
+
+    def force_put_nowait(self, item: Any) -> None:
+        if self._flow_control.is_active():
+            super().force_put_nowait(item)
 
     def clear(self) -> None:
         if not self._flow_control.is_active():  # a revocation: the assignment is changing
@@ -405,6 +422,16 @@ def _count_seeks(consumer: Any, tps: Any) -> None:
         counts[tp] += 1
 
 
+def _still_active(consumer: Any, batch: _Batch, counts: Counter[Any], tp: Any) -> bool:
+    """The common case, without a coroutine per record: ``tp`` is active and was not seeked
+    since the batch was fetched (``_handed_on`` decides the rest)."""
+    return (
+        tp not in batch.ended
+        and counts.get(tp, 0) == batch.seeks.get(tp, 0)
+        and (tp in (consumer._active_partitions or ()) or tp in consumer._buffered_partitions)
+    )
+
+
 async def _handed_on(consumer: Any, batch: _Batch, tp: Any, offset: int) -> bool:
     """Whether the record at ``offset`` of ``tp`` from ``batch`` may go to the streams."""
     if tp in batch.ended:
@@ -431,9 +458,14 @@ def _patch_batches_end_at_pause_or_seek() -> None:
     REPLACED["ThreadDelegateConsumer.seek_wait"] = original_seek_wait = delegate.seek_wait
 
     async def getmany(self: Any, timeout: float) -> Any:  # noqa: ASYNC109
+        counts = _seek_counts(self)
         async for tp, message in original_getmany(self, timeout):
             batch = getattr(self, "_streamapp_batch", None)
-            if batch is None or await _handed_on(self, batch, tp, message.offset):
+            if (
+                batch is None
+                or _still_active(self, batch, counts, tp)
+                or await _handed_on(self, batch, tp, message.offset)
+            ):
                 yield tp, message
 
     async def seek(self: Any, partition: Any, offset: int) -> None:

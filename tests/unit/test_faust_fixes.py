@@ -248,6 +248,7 @@ class RecoveryStage:
 
     def __init__(self) -> None:
         self.partition = Partition(committed=10)
+        self.new_rebalance = asyncio.Event()  # Recovery.signal_recovery_start
         self.queue: list[int] = []
         self.handed: list[int] = []  # what reached the agent
         self.calls: list[str] = []
@@ -306,6 +307,7 @@ class RecoveryStage:
             _is_changelog_tp=lambda tp: False,
             _wait=wait,
             completed=asyncio.Event(),
+            signal_recovery_start=self.new_rebalance,
         )
 
     async def fetch_and_process(self, stop: asyncio.Event) -> None:
@@ -369,7 +371,7 @@ def a_recovery(queue: Any, flow: FlowControlEvent) -> list[int]:
     queue.put_nowait(1)  # read before the rebalance: stale once the assignment changes
     flow.suspend()
     flow.clear()  # revocation
-    queue.put_nowait(2)  # a put that was waiting for room lands after that clear: stale
+    queue.put_nowait(2)  # a put woken just before that clear lands after it: stale
     flow.resume()  # first resume: active changelog partitions seeked and resumed
     queue.put_nowait(10)  # standby partitions read from the positions recovery set
     queue.put_nowait(11)
@@ -387,6 +389,23 @@ def test_patched_changelog_queue_keeps_it_and_drops_only_stale_records() -> None
     # the next rebalance empties it again, once
     queue.put_nowait(12)
     assert a_recovery(queue, flow) == [10, 11]
+
+
+def test_patched_changelog_queue_takes_nothing_in_while_the_flow_is_suspended() -> None:
+    """The conductor waits for the resume before it puts: a put while suspended was woken
+    before the revocation emptied the queue and comes from the old assignment. Applied, it
+    would move the next recovery's start past the records the revocation dropped."""
+    queue, flow = changelog_queue(faust_fixes.ChangelogQueue)
+    flow.resume()
+    queue.put_nowait(1)
+    flow.suspend()
+    flow.clear()
+    queue.put_nowait(2)
+    queue.force_put_nowait(3)
+    assert queue.qsize() == 0
+    flow.resume()
+    queue.force_put_nowait(4)
+    assert queue.get_nowait() == 4
 
 
 def test_the_table_manager_makes_the_patched_queue() -> None:
@@ -528,6 +547,29 @@ async def test_patched_batches_end_at_a_pause_and_every_record_is_handed_on() ->
     handed = await FetchStage(recovery_moves()).run()
     assert sorted(set(handed[FetchStage.A])) == list(range(10))
     assert sorted(set(handed[FetchStage.B])) == list(range(10))
+
+
+async def test_patched_recovery_leaves_partitions_a_new_rebalance_paused() -> None:
+    """A rebalance completing during the seek pauses every partition and starts a new
+    recovery (``_wait`` raises RebalanceAgain): the old recovery must not resume them."""
+
+    class RebalanceAgainError(Exception):
+        pass
+
+    stage = RecoveryStage()
+    recovery = stage.recovery()
+
+    async def wait(coro: Any, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        coro.close()
+        stage.new_rebalance.set()
+        stage.app.consumer_generation_id = 2
+        raise RebalanceAgainError
+
+    recovery._wait = wait
+    with pytest.raises(RebalanceAgainError):
+        await faust_fixes._on_recovery_completed(recovery, 1)
+    assert "resume_partitions" not in stage.calls
+    assert stage.partition.paused
 
 
 # --- the livelock check on a partition not positioned yet (fix 5) -----------------------------
