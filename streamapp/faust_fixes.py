@@ -72,7 +72,11 @@ a worker was joining the group went missing without any error:
    record skipped as paused, and the partition is seeked back to that record (so it goes on
    from there when resumed, unless whoever paused it positions it); nor is anything of a
    batch handed on for a partition seeked since the batch was fetched (the fetch after the
-   seek reads it again). No upstream issue found.
+   seek reads it again). No upstream issue found. Two gaps remain, neither a loss (fix 4's
+   guard holds the commit): a seek landing while the consumer thread hands back a fetch is
+   counted in that batch, and a seek landing while a record of the same partition is being
+   handed on is undone by faust's drain loop (it sets the read offset after the hand-off); in
+   both, fix 4's fetch-again of a hole waits for its next attempt (15 s later).
 
 Each patch replaces a member of faust-streaming 0.15.x (6: of aiokafka 0.14.x); ``apply``
 refuses another minor version, and tests/unit/test_faust_fixes.py fails if a replaced
