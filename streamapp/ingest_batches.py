@@ -18,7 +18,9 @@ settling to be committed (the lock), and records fetched for a partition revoked
 (or in a fetch taken before a revocation completed) are left to its next owner.
 Switching: a partition starts at the agent group's committed offset (the app id) when that is
 further than this group's own (``agent_offsets_ahead``), so a deployment moving from the agent
-to this path neither replays nor skips. The other way, faust's agent starts from its group's
+to this path neither replays nor skips (a fetch returning while that offset is looked up
+waits for it, and records below it are passed over: they were processed under the agent's
+group). The other way, faust's agent starts from its group's
 last commit: what the batch-wise ingest processed since is read again (at-least-once; event
 ids are stable, consumers deduplicate on them).
 """
@@ -64,6 +66,11 @@ class BatchIngest(faust.Service):
         self._settling: asyncio.Task[None] | None = None  # the last fetch's flush and commit
         self._read: dict[TopicPartition, int] = {}  # next offset to process, per partition
         self._revocations = 0  # completed revocations: a fetch taken before one is dropped
+        # the hand-over from the agent's group: where each partition starts (records below
+        # were processed under that group), and whether it is still being looked up
+        self._floors: dict[TopicPartition, int] = {}
+        self._handed_over = asyncio.Event()
+        self._handed_over.set()
 
     async def on_start(self) -> None:
         # the outputs' topics exist with their configured partitions before anything is sent
@@ -125,6 +132,8 @@ class BatchIngest(faust.Service):
             # returns the new assignment's records (aiokafka holds it until then)
             revocations = self._revocations
             await _let_the_fetcher_ask_again()
+            # a fetch may return while the hand-over is looked up, from this group's position
+            await self._handed_over.wait()
             if fetched:
                 async with self._lock:
                     if self._revocations != revocations:
@@ -147,9 +156,12 @@ class BatchIngest(faust.Service):
         for tp, records in fetched.items():
             if tp not in consumer.assignment():
                 continue  # revoked since the fetch: uncommitted, its new owner reads them
+            floor = self._floors.get(tp, -1)
             for message in records:
                 if self._revoking:
                     break  # the rest of the fetch is read again by whoever owns it next
+                if message.offset < floor:
+                    continue  # processed under the agent's group (hand-over)
                 value = message.value if message.value is not None else b""
                 await ingest_record(
                     RawRecord(message.topic, message.partition, message.offset, message.key, value)
@@ -207,9 +219,17 @@ class BatchIngest(faust.Service):
         the agent and batch-wise ingest then neither replays the raw topics from the start nor
         skips a record — both groups commit only what has all its outputs on the broker."""
         assert self._consumer is not None
-        ahead = await agent_offsets_ahead(assigned)
-        for tp, offset in ahead.items():
-            self._consumer.seek(tp, offset)
+        self._handed_over.clear()  # before the first await: no fetch of these has returned
+        try:
+            ahead = await agent_offsets_ahead(assigned)
+            for tp, offset in ahead.items():
+                self._floors[tp] = offset
+                # a fetch taken meanwhile may already be past it (then reading on is right)
+                position = _known_position(self._consumer, tp)
+                if position is None or position < offset:
+                    self._consumer.seek(tp, offset)
+        finally:
+            self._handed_over.set()
         if ahead:
             log.info("batch ingest: %d partitions start at the agent group's offsets", len(ahead))
 
@@ -220,6 +240,7 @@ class BatchIngest(faust.Service):
             async with self._lock:
                 await self._settled()
                 self._read.clear()  # positions of partitions that may be read elsewhere now
+                self._floors.clear()
                 self._revocations += 1
         finally:
             self._revoking = False
@@ -235,6 +256,18 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("batch ingest assigned %d raw partitions", len(assigned))
         await self._service.on_assigned(assigned)
+
+
+def _known_position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """aiokafka's fetch position of ``tp`` if it has one (None while it is being reset)."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+    except AttributeError:  # no subscription or assignment (yet)
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    position: int = state.position
+    return position
 
 
 def ingest_group() -> str:
