@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamapp.admin_keys import load_private_key, sign_update
 from streamapp.seed import load_seed
+from testkit.helpers import wait_until
 from tests.integration.conftest import Stack, TopicNames, Worker, collect
 
 pytestmark = pytest.mark.integration
@@ -32,15 +33,6 @@ SEED_DATASETS = sum(1 for e in SEED if e.kind == "dataset")
 
 def dataset_entries(worker: Worker) -> float | None:
     return worker.metrics().get('streamapp_policy_entries{kind="dataset"}')
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 async def test_entries_written_while_workers_join_reach_every_replica(
@@ -56,7 +48,7 @@ async def test_entries_written_while_workers_join_reach_every_replica(
     first = worker_factory("w1").start()
     applied = stack.streamapp("tables", "apply", str(TABLES), "--key", str(stack.admin_key))
     assert applied.returncode == 0, applied.stderr.decode()
-    assert wait_until(lambda: dataset_entries(first) == SEED_DATASETS, 120), "seed not loaded"
+    await wait_until(lambda: dataset_entries(first) == SEED_DATASETS, 120, "the seed on w1")
 
     key = load_private_key(stack.admin_key)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all")
@@ -97,9 +89,11 @@ async def test_entries_written_while_workers_join_reach_every_replica(
     def all_hold_everything() -> bool:
         return all(dataset_entries(worker) == expected for worker in workers)
 
-    loaded = await asyncio.to_thread(wait_until, all_hold_everything, 120)
-    held = {worker.log_path.name: dataset_entries(worker) for worker in workers}
-    assert loaded, f"expected {expected} datasets on every worker, they hold {held}"
+    def held() -> str:
+        counts = {worker.log_path.name: dataset_entries(worker) for worker in workers}
+        return f"expected {expected} datasets on every worker, they hold {counts}"
+
+    await wait_until(all_hold_everything, 120, "every dataset on every worker", held)
 
     def verdict(record: Any) -> str:
         return str(dict(record.headers)["streamapp.update.verdict"].decode())
