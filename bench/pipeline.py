@@ -78,6 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 DATASETS = 10
 LINGER_MS = int(Settings.from_env().producer_linger_s * 1000)  # as the workers (environment)
+BATCH_BYTES = Settings.from_env().producer_max_batch_bytes  # as the workers (environment)
 CONTENT = [("content-type", b"application/cloudevents+json")]
 
 
@@ -164,7 +165,7 @@ async def wait_outputs(topics: list[str], expected: int, timeout_s: float) -> No
 
 async def plain_loop_clients(names: Names, side: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     """A plain loop's consumer of the raw topic (its own group) and producer (the workers'
-    linger, acks=all), started."""
+    linger and batch size, acks=all), started."""
     consumer = AIOKafkaConsumer(
         names.raw,
         bootstrap_servers=BOOTSTRAP,
@@ -172,7 +173,9 @@ async def plain_loop_clients(names: Names, side: str) -> tuple[AIOKafkaConsumer,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=LINGER_MS, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP, linger_ms=LINGER_MS, max_batch_size=BATCH_BYTES, acks="all"
+    )
     await consumer.start()
     await producer.start()
     return consumer, producer

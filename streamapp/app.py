@@ -32,6 +32,7 @@ app = faust.App(
     # JWT authentication of every /v1/ view (streamapp/web/auth.py)
     web_application_options={"middlewares": [access_middleware]},
     producer_linger=settings.producer_linger_s,
+    producer_max_batch_size=settings.producer_max_batch_bytes,
     producer_acks=-1,
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=settings.heartbeat_interval_s,

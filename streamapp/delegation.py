@@ -18,6 +18,7 @@ a new token. Read tokens name one file each: minted per event.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ TOKEN_EVENT_TYPES = frozenset(
     {EventType.CREATED, EventType.READ, EventType.STAGED, EventType.ARCHIVED}
 )
 _CACHE_SECONDS = 5.0
+_ROOT_KEY = "macaroon-root.key"
 _WRITE_TOKENS_KEPT = 4096  # distinct write grants remembered; cleared when full
 
 
@@ -59,10 +61,12 @@ class SecretFiles:
     # keyed by the relative name: no path is built while the cached content is fresh
     _cache: dict[str, tuple[float, bytes | None]] = field(default_factory=dict)
 
-    def read(self, relative: str) -> bytes | None:
+    def read(self, relative: str, *, fresh: bool = False) -> bytes | None:
+        """The file's content (None: unreadable), read again if ``fresh`` or older than the
+        cache's few seconds."""
         now = self.clock()
         cached = self._cache.get(relative)
-        if cached is not None and now - cached[0] < _CACHE_SECONDS:
+        if not fresh and cached is not None and now - cached[0] < _CACHE_SECONDS:
             return cached[1]
         try:
             content: bytes | None = (self.directory / relative).read_bytes()
@@ -70,6 +74,18 @@ class SecretFiles:
             content = None
         self._cache[relative] = (now, content)
         return content
+
+
+@dataclass(frozen=True, slots=True)
+class Authority:
+    """The secret a (tenant, dataset)'s tokens are made from: ``relative`` names its file."""
+
+    relative: str
+    content: bytes
+
+    @property
+    def is_root_key(self) -> bool:
+        return self.relative == _ROOT_KEY
 
 
 @dataclass
@@ -82,31 +98,41 @@ class TokenIssuer:
     _write_tokens: dict[tuple[object, ...], tuple[MintedToken, datetime]] = field(
         default_factory=dict, repr=False
     )
+    # (tenant, dataset) -> when looked up (secrets' clock), the authority found
+    _authorities: dict[tuple[str, str], tuple[float, Authority | None]] = field(
+        default_factory=dict, repr=False
+    )
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
         subscription = delivery.subscription
         if event["type"] not in TOKEN_EVENT_TYPES:
-            return DelegatedTokens()
+            return _NO_TOKENS
         expires = lifetime_until(now, subscription.token_lifetime_s, self.max_lifetime_s)
+        authority = self._authority(delivery)
         problems: list[str] = []
         read = write = None
         if subscription.read and delivery.read_refused is not None:
             problems.append(f"no read token: {delivery.read_refused}")
         elif subscription.read:
             read = self._mint(
-                delivery, Grant(event["subject"], subscription.read, expires), now, problems
+                authority, Grant(event["subject"], subscription.read, expires), now, problems
             )
         output = delivery.dataset.output
         if delivery.write_refused is not None:
             problems.append(f"no write token: {delivery.write_refused}")
         elif delivery.write and output is not None:  # granted by domain/authorize.write_grant
             write = self._write_token(
-                delivery, Grant(output, delivery.write, expires), now, problems
+                delivery, authority, Grant(output, delivery.write, expires), now, problems
             )
         return DelegatedTokens(read, write, tuple(problems))
 
     def _write_token(
-        self, delivery: Delivery, grant: Grant, now: datetime, problems: list[str]
+        self,
+        delivery: Delivery,
+        authority: Authority | None,
+        grant: Grant,
+        now: datetime,
+        problems: list[str],
     ) -> MintedToken | None:
         """A write token minted for the same grant and authority, while at least half of its
         lifetime remains; else a new one."""
@@ -116,54 +142,61 @@ class TokenIssuer:
             grant.path,
             grant.activities,
             grant.expires - now,
-            self._authority(delivery),
+            authority,
         )
         kept = self._write_tokens.get(key)
         if kept is not None:
             earlier, minted_at = kept
             if earlier.expires - now >= (earlier.expires - minted_at) / 2:
                 return earlier
-        token = self._mint(delivery, grant, now, problems)
+        token = self._mint(authority, grant, now, problems)
         if token is not None:
             if len(self._write_tokens) >= _WRITE_TOKENS_KEPT:
                 self._write_tokens.clear()
             self._write_tokens[key] = (token, now)
         return token
 
-    def _authority(self, delivery: Delivery) -> tuple[str, bytes] | None:
-        """Which secret a token for ``delivery`` is made from, and its content."""
+    def _authority(self, delivery: Delivery) -> Authority | None:
+        """Which secret tokens for ``delivery`` are made from, in the order of the module's
+        docstring: looked up once per (tenant, dataset) every few seconds, not per event
+        (three file names per token were measurable), so a rotated or added file is used
+        within those seconds as before."""
+        key = (delivery.tenant, delivery.dataset.id)
+        now = self.secrets.clock()
+        cached = self._authorities.get(key)
+        if cached is not None and now - cached[0] < _CACHE_SECONDS:
+            return cached[1]
+        found = None
         for relative in (
             f"macaroons/tenants/{delivery.tenant}.macaroon",
             f"macaroons/datasets/{delivery.dataset.id}.macaroon",
-            "macaroon-root.key",
+            _ROOT_KEY,
         ):
-            content = self.secrets.read(relative)
+            content = self.secrets.read(relative, fresh=True)  # this cache's age is the bound
             if content is not None:
-                return relative, content
-        return None
+                found = Authority(relative, content)
+                break
+        if len(self._authorities) >= _WRITE_TOKENS_KEPT:
+            self._authorities.clear()
+        self._authorities[key] = (now, found)
+        return found
 
     def _mint(
-        self, delivery: Delivery, grant: Grant, now: datetime, problems: list[str]
+        self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]
     ) -> MintedToken | None:
-        for relative in (
-            f"macaroons/tenants/{delivery.tenant}.macaroon",
-            f"macaroons/datasets/{delivery.dataset.id}.macaroon",
-        ):
-            base = self.secrets.read(relative)
-            if base is not None:
-                try:
-                    return attenuate(base.decode("ascii", "replace").strip(), grant, now=now)
-                except TokenError as exc:
-                    problems.append(f"{relative.split('/')[1][:-1]} base macaroon: {exc}")
-                    return None
-        root_key = self.secrets.read("macaroon-root.key")
-        if root_key is None:
+        if authority is None:
             problems.append("no macaroon issuer configured for this dataset")
             return None
+        if not authority.is_root_key:
+            try:
+                return attenuate(_base_text(authority.content), grant, now=now)
+            except TokenError as exc:
+                problems.append(f"{authority.relative.split('/')[1][:-1]} base macaroon: {exc}")
+                return None
         try:
             return mint_with_root_key(
                 grant,
-                key=strip_trailing_newline(root_key),
+                key=strip_trailing_newline(authority.content),
                 identifier=self.identifier,
                 location=self.location,
                 identity=self.identity or None,
@@ -171,6 +204,15 @@ class TokenIssuer:
         except TokenError as exc:
             problems.append(f"root key: {exc}")
             return None
+
+
+_NO_TOKENS = DelegatedTokens()
+
+
+@functools.lru_cache(maxsize=1024)
+def _base_text(content: bytes) -> str:
+    """A base macaroon file's text (its parse is cached by that text: token_minting)."""
+    return content.decode("ascii", "replace").strip()
 
 
 def strip_trailing_newline(secret: bytes) -> bytes:

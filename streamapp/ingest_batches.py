@@ -42,7 +42,13 @@ from streamapp import observed
 from streamapp.agents.ingest import RawRecord, ingest_record
 from streamapp.app import app, settings
 from streamapp.kafka_auth import aiokafka_options
-from streamapp.outputs import EXIT_OUTPUT_LOST, aiokafka_of, send_lingering_now
+from streamapp.outputs import (
+    EXIT_OUTPUT_LOST,
+    aiokafka_of,
+    collecting,
+    fetch_outputs,
+    send_lingering_now,
+)
 from streamapp.topics import dead_letters, raw_storage_records, storage_events
 
 log = logging.getLogger(__name__)
@@ -150,7 +156,19 @@ class BatchIngest(faust.Service):
     async def _ingest(
         self, consumer: AIOKafkaConsumer, fetched: dict[Any, list[Any]]
     ) -> dict[TopicPartition, int]:
-        """Every record of the fetch through the agent's code; the offsets to commit."""
+        """Every record of the fetch through the agent's code; the offsets to commit. The
+        fetch's outputs go to the producer as one batch per topic partition at its end
+        (``outputs.FetchOutputs``), before anything of it can be committed."""
+        outputs = fetch_outputs(app.producer, "ingest")
+        with collecting(outputs):
+            offsets = await self._ingest_records(consumer, fetched)
+        if outputs is not None:
+            await outputs.submit()
+        return offsets
+
+    async def _ingest_records(
+        self, consumer: AIOKafkaConsumer, fetched: dict[Any, list[Any]]
+    ) -> dict[TopicPartition, int]:
         offsets: dict[TopicPartition, int] = {}
         taken = 0
         for tp, records in fetched.items():

@@ -115,6 +115,16 @@ def _at_least(value: float, minimum: float, name: str) -> float:
     return value
 
 
+def _batch_bytes(env: Mapping[str, str], default: int) -> int:
+    """A produce batch must hold one record and fit a produce request (the producer's 1 MB)."""
+    value = _int(env, "PRODUCER_MAX_BATCH_BYTES", default)
+    if not 1024 <= value <= 1_000_000:
+        raise SettingsError(
+            f"{ENV_PREFIX}PRODUCER_MAX_BATCH_BYTES={value} is not within 1024..1000000"
+        )
+    return value
+
+
 def _principals(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     found = tuple(p.strip() for p in _str(env, name, "").split(",") if p.strip())
     for principal in found:
@@ -160,6 +170,11 @@ class Settings:
     # sends many tiny requests. The batch-wise ingest sends a fetch's outputs without waiting
     # for it once the fetch is processed (ingest_batches.py)
     producer_linger_s: float = 0.05
+    # the most bytes one produce batch (one partition's records in a request) may hold. A full
+    # batch makes the next send wait until the sender has drained it: with aiokafka's 16 KiB
+    # (~12 tenant copies) the worker spent about half its produce CPU on that (docs/benchmarks.md
+    # "Produce batches"). Below the broker's 1 MiB message.max.bytes.
+    producer_max_batch_bytes: int = 262_144
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
     # Largest raw record accepted; anything bigger is dead-lettered, not parsed.
@@ -304,6 +319,7 @@ def _broker_and_topics(env: Mapping[str, str], defaults: Settings) -> dict[str, 
         "data_dir": Path(_str(env, "DATA_DIR", str(defaults.data_dir))),
         "store": _str(env, "STORE", defaults.store),
         "producer_linger_s": _float(env, "PRODUCER_LINGER", defaults.producer_linger_s),
+        "producer_max_batch_bytes": _batch_bytes(env, defaults.producer_max_batch_bytes),
         "session_timeout_s": _float(env, "SESSION_TIMEOUT", defaults.session_timeout_s),
         "heartbeat_interval_s": _float(env, "HEARTBEAT_INTERVAL", defaults.heartbeat_interval_s),
         "max_record_bytes": _int(env, "MAX_RECORD_BYTES", defaults.max_record_bytes),

@@ -19,11 +19,8 @@ that dead letter stops the worker, as an undeliverable output does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from streamapp.agents.authorize import Origin, deliver_event
 from streamapp.app import app, settings
@@ -115,7 +112,7 @@ async def _ingest(record: RawRecord) -> None:
     produced = False
     for outcome in outcomes:
         if isinstance(outcome, Normalized):
-            key, value = outcome.event["subject"].encode(), orjson.dumps(outcome.event)
+            key, value = outcome.event["subject"].encode(), outcome.json()
             try:
                 sent = await _produce(storage_events.get_topic_name(), key, value, _EVENT_HEADERS)
             except Exception as exc:  # noqa: BLE001 - refused at once (too large...): this record's
@@ -145,13 +142,13 @@ async def _dead_letter(record: RawRecord, reason: str) -> None:
 
 async def _send_dead_letter(
     key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-) -> Awaitable[Any]:
+) -> Any:
     return await _produce(dead_letters.get_topic_name(), key, value, headers)
 
 
 async def _produce(
     topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-) -> Awaitable[Any]:
+) -> Any:
     """Straight to the producer: the values are already serialized, and Topic.send's
     per-message machinery cost ~40 % of ingest throughput (docs/benchmarks.md)."""
     return await send_bytes(app.producer, topic, key, value, headers)

@@ -49,14 +49,15 @@ class Decision:
 
 
 def authorize(event: CanonicalEvent, index: PolicyIndex) -> Decision:
-    ownership = index.owner_of(event["source"], event["subject"])
+    source, subject = event["source"], event["subject"]
+    ownership = index.owner_of(source, subject)
     if ownership is None:
         return Decision(None, (), ())
     dataset = ownership.dataset
     # Datasets a token for the event's path would reach too (it covers the whole subtree)
     within = [
         index.datasets[i]
-        for i in index.areas_within(event["source"], event["subject"])
+        for i in index.areas_within(source, subject)
         if i != dataset.id and i in index.datasets
     ]
     deliveries: list[Delivery] = []
@@ -73,20 +74,20 @@ def authorize(event: CanonicalEvent, index: PolicyIndex) -> Decision:
             denied.append(Denial(tenant, mismatch))
             continue
         write, refused = write_grant(tenant, dataset, subscription, index)
-        read_refused = next(
-            (
-                "a read token for this path would also reach another tenant's data below it"
-                for other in within
-                if tenant not in other.entitled
-            ),
-            None,
-        )
+        read_refused = None
+        for other in within:
+            if tenant not in other.entitled_set:
+                read_refused = (
+                    "a read token for this path would also reach another tenant's data below it"
+                )
+                break
         deliveries.append(Delivery(tenant, dataset, subscription, write, refused, read_refused))
-    entitled = set(dataset.entitled)
-    denied.extend(
-        Denial(tenant, "dataset is not shared with the tenant")
-        for tenant in sorted(index.subscribers(dataset.id) - entitled)
-    )
+    subscribers = index.subscribers(dataset.id)
+    if not subscribers <= dataset.entitled_set:  # usually every subscriber is entitled
+        denied.extend(
+            Denial(tenant, "dataset is not shared with the tenant")
+            for tenant in sorted(subscribers - dataset.entitled_set)
+        )
     return Decision(ownership, tuple(deliveries), tuple(denied))
 
 
@@ -110,8 +111,12 @@ def filter_mismatch(filters: Filters, event: CanonicalEvent, relative: str) -> s
     the dataset root; a size bound is failed by an event whose size is unknown."""
     if filters.types and event["type"] not in filters.types:
         return f"type {event['type']} not selected"
-    if filters.paths and not any(glob.matches(relative) for glob in filters.paths):
-        return "path matches no glob"
+    if filters.paths:
+        for glob in filters.paths:
+            if glob.matches(relative):
+                break
+        else:
+            return "path matches no glob"
     size = event["data"].get("size")
     if filters.min_size is not None and (size is None or size < filters.min_size):
         return "size below min_size" if size is not None else "size unknown (size bound set)"

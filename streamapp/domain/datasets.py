@@ -7,7 +7,7 @@ validated once here into a frozen ``Dataset``; a ``PolicyError`` names the field
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamapp.domain.paths import (
@@ -32,6 +32,14 @@ class Dataset:
     output: str | None = None
     shared_with: tuple[str, ...] = ()
     write_shared_with: tuple[str, ...] = ()  # of shared_with: may also write into output
+    # ``entitled`` computed once: every event of the dataset asks for it
+    _entitled: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _entitled_set: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        entitled = tuple(dict.fromkeys((self.owner, *self.shared_with)))
+        object.__setattr__(self, "_entitled", entitled)
+        object.__setattr__(self, "_entitled_set", frozenset(entitled))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,7 +55,12 @@ class Dataset:
     @property
     def entitled(self) -> tuple[str, ...]:
         """The owner first, then the tenants it shares the dataset with."""
-        return tuple(dict.fromkeys((self.owner, *self.shared_with)))
+        return self._entitled
+
+    @property
+    def entitled_set(self) -> frozenset[str]:
+        """``entitled`` as a set, for membership."""
+        return self._entitled_set
 
     def may_write(self, tenant: str) -> bool:
         """Write tokens go to the owner, and to a shared tenant only by a write share."""

@@ -62,7 +62,7 @@ class PolicyIndex:
         best: _Node | None = None
         depth = 0
         segments = path[1:].split("/")
-        if any(segment in ("", ".", "..") for segment in segments) or "\x00" in path:
+        if "" in segments or "." in segments or ".." in segments or "\x00" in path:
             return None  # only normalized paths can be owned: "/a/../b" must not match "/a"
         for index, segment in enumerate(segments):
             child = node.children.get(segment)

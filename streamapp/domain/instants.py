@@ -38,6 +38,6 @@ def from_epoch_milliseconds(milliseconds: int) -> datetime:
 
 def rfc3339_utc(moment: datetime, *, always_milliseconds: bool = False) -> str:
     """``2026-05-04T08:18:30.123Z`` (microseconds only when they are there)."""
-    utc = moment.astimezone(UTC)
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     spec = "milliseconds" if always_milliseconds or utc.microsecond % 1000 == 0 else "microseconds"
-    return utc.isoformat(timespec=spec).replace("+00:00", "Z")
+    return utc.isoformat(timespec=spec)[:-6] + "Z"  # an aware UTC instant ends "+00:00"

@@ -64,6 +64,8 @@ def check_object_path(path: str, *, what: str = "path") -> str:
     segments = path[1:].split("/")
     if len(segments) > MAX_SEGMENTS:
         raise PathError(f"{what} has {len(segments)} segments, over the {MAX_SEGMENTS} limit")
+    if size == len(path) and max(map(len, segments)) <= MAX_SEGMENT_BYTES:
+        return path  # ASCII (a character is a byte) and every segment short: the usual path
     for segment in segments:
         if len(encoded := segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
             raise PathError(

@@ -140,15 +140,22 @@ def _extended(prefix: TokenPrefix, caveat: str) -> TokenPrefix:
 
 
 @functools.lru_cache(maxsize=4096)
-def _with_activities(prefix: TokenPrefix, caveat: str) -> TokenPrefix:
+def _with_activities(prefix: TokenPrefix, activities: tuple[str, ...]) -> TokenPrefix:
     """The chain up to a grant's activity caveat: the same for every event of a grant."""
+    caveat = f"activity:{','.join(activities)}"
+    _check_caveat(caveat)
     return _extended(prefix, caveat)
 
 
 def _extend(prefix: TokenPrefix, activities: Sequence[str], path: str, expires: datetime) -> str:
-    first, *rest = _grant_caveats(activities, path, expires)
+    """``prefix`` with the grant's caveats (``_grant_caveats``' order): only the ``path:`` and
+    ``before:`` caveats are per event; the activity caveat's chain is cached."""
+    before = b"before:" + format_instant(expires).encode("ascii")  # our own ASCII: no check
     try:
-        return _with_activities(prefix, first).token(*rest)
+        chain = _with_activities(prefix, tuple(activities))
+        if path == "/":
+            return chain.token_of(before)
+        return chain.token_of(_checked_caveat(f"path:{path}"), before)
     except ChainError as exc:
         raise TokenError(f"macaroon cannot be serialized: {exc}") from None
 
@@ -161,6 +168,17 @@ def _grant_caveats(activities: Sequence[str], path: str, expires: datetime) -> l
     for caveat in caveats:
         _check_caveat(caveat)
     return caveats
+
+
+def _checked_caveat(caveat: str) -> bytes:
+    """``caveat`` as UTF-8 if it may be a caveat (``_check_caveat``); one encoding when it is."""
+    try:
+        data = caveat.encode("utf-8")
+    except UnicodeEncodeError:
+        data = b""  # a lone surrogate: _check_caveat says which limit it fails first
+    if not data or len(data) > MAX_CAVEAT_BYTES or b"\n" in data or b"\x00" in data:
+        _check_caveat(caveat)
+    return data
 
 
 def _check_caveat(caveat: str) -> None:

@@ -56,3 +56,13 @@ def test_no_field_is_left_to_its_default_by_omission() -> None:
 def test_a_pending_limit_below_one_is_refused() -> None:
     with pytest.raises(SettingsError):
         Settings.from_env({"STREAMAPP_SINK_MAX_PENDING": "0"})
+
+
+def test_the_produce_batch_size_is_read_and_bounded() -> None:
+    assert (
+        Settings.from_env({"STREAMAPP_PRODUCER_MAX_BATCH_BYTES": "65536"}).producer_max_batch_bytes
+        == 65536
+    )
+    for refused in ("0", "1023", "1000001", "lots"):
+        with pytest.raises(SettingsError):
+            Settings.from_env({"STREAMAPP_PRODUCER_MAX_BATCH_BYTES": refused})
