@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -108,7 +109,7 @@ async def send_bytes(
     per message (~5 % of the pipeline's CPU, issue #13) and nothing we use; faust's ``flush``,
     before its commits and the batch-wise ingest's, flushes this same aiokafka producer."""
     outputs = _collecting.get()
-    if outputs is not None and key is not None:
+    if outputs is not None:
         await outputs.add(topic, key, value, headers)
         return COLLECTED
     return await aiokafka_of(producer).send(topic, value, key=key, headers=headers)
@@ -140,8 +141,10 @@ class FetchOutputs:
     murmur2, the default partitioner's rule: Java clients agree), a message over the producer's
     request limit refused at once (``MessageSizeTooLargeError``: the callers' dead-letter
     path), the order of a partition's messages (a partition's batches go in order), and
-    nothing of the fetch is committed before ``submit`` and the producer's flush. Messages
-    without a key are sent one by one (the default partitioner spreads them)."""
+    nothing of the fetch is committed before ``submit`` and the producer's flush. A message
+    without a key goes to a random available partition, as the default partitioner sends it.
+    Every output of the fetch's task is collected (dead letters too), so a topic's messages
+    stay in the order they were made."""
 
     def __init__(self, producer: Any, stage: str) -> None:
         self._producer = producer
@@ -167,7 +170,7 @@ class FetchOutputs:
         )
 
     async def add(
-        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
         if size > self._max_request_bytes:  # as aiokafka's send: refused before it is queued
@@ -180,7 +183,11 @@ class FetchOutputs:
         if not partitions:
             await self._producer.client._wait_on_metadata(topic)  # as send: unknown topic
             partitions = self._cluster.partitions_for_topic(topic)
-        slot = (topic, key_partition(key, len(partitions)))
+        if key is not None:
+            slot = (topic, key_partition(key, len(partitions)))
+        else:  # as DefaultPartitioner: any available partition (else any)
+            available = self._cluster.available_partitions_for_topic(topic) or partitions
+            slot = (topic, random.choice(list(available)))  # noqa: S311 - spreading, not secrecy
         batch = self._batches.get(slot)
         if batch is None:
             batch = self._batches[slot] = self._producer.create_batch()
@@ -198,6 +205,9 @@ class FetchOutputs:
             await self._send(slot, batch)
 
     async def _send(self, slot: tuple[str, int], batch: Any) -> None:
+        # send_batch waits until a batch the producer already holds for the partition has
+        # been sent: one from another task's send would otherwise keep it for its linger
+        send_lingering_now(self._producer)
         future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
         exit_if_undelivered(self._stage, future)
 

@@ -116,7 +116,8 @@ def _at_least(value: float, minimum: float, name: str) -> float:
 
 
 def _batch_bytes(env: Mapping[str, str], default: int) -> int:
-    """A produce batch must hold one record and fit a produce request (the producer's 1 MB)."""
+    """A produce batch must hold one record and fit the producer's 1 MB request limit (which
+    aiokafka checks per message, not per request: docs/benchmarks.md, "Produce batches")."""
     value = _int(env, "PRODUCER_MAX_BATCH_BYTES", default)
     if not 1024 <= value <= 1_000_000:
         raise SettingsError(

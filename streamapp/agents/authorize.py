@@ -166,7 +166,9 @@ async def _produce(
 async def _send_dead_letter(
     key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
 ) -> Any:
-    return await dead_letters.send(key=key, value=value, headers=headers)
+    # through send_bytes as every other output: in the batch-wise ingest a fetch's dead
+    # letters then stay in the order they were made (outputs.FetchOutputs)
+    return await _produce(dead_letters.get_topic_name(), key, value, headers)
 
 
 def _describe(exc: BaseException) -> str:

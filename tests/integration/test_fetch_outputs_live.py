@@ -130,3 +130,54 @@ async def test_a_topic_not_yet_in_the_metadata_is_waited_for(bootstrap: str) -> 
     finally:
         await producer.stop()
     assert [value for _, _, value in await _read_all(bootstrap, topic, 1)] == [b"first"]
+
+
+async def test_outputs_with_and_without_a_key_keep_the_order_they_were_made(
+    bootstrap: str,
+) -> None:
+    """Dead letters may have no key: collected too (a random available partition, as the
+    default partitioner), so a topic's messages are not reordered around them."""
+    topic = f"fetch-outputs-order-{uuid.uuid4().hex[:8]}"
+    await create_topics(bootstrap, [topic], 1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
+    await producer.start()
+    try:
+        outputs = FetchOutputs(producer, "test")
+        with collecting(outputs):
+            for n in range(30):
+                key = None if n % 3 == 1 else b"same-key"
+                assert await send_bytes(_FaustLike(producer), topic, key, b"%02d" % n, HEADERS) is (
+                    COLLECTED
+                )
+        await outputs.submit()
+        send_lingering_now(producer)
+        await asyncio.wait_for(producer.flush(), 60)
+    finally:
+        await producer.stop()
+    assert [value for _, _, value in await _read_all(bootstrap, topic, 30)] == [
+        b"%02d" % n for n in range(30)
+    ]
+
+
+async def test_submit_does_not_wait_out_another_sends_linger(bootstrap: str) -> None:
+    """A batch another task's ``send`` left lingering on the same partition: aiokafka's
+    ``send_batch`` waits until it is sent; ``submit`` has it sent at once rather than after
+    the linger (ten minutes here)."""
+    topic = f"fetch-outputs-linger-{uuid.uuid4().hex[:8]}"
+    await create_topics(bootstrap, [topic], 1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=600_000)
+    await producer.start()
+    try:
+        elsewhere = await producer.send(topic, b"plain", key=b"k", headers=HEADERS)
+        outputs = FetchOutputs(producer, "test")
+        await outputs.add(topic, b"k", b"collected", HEADERS)
+        await asyncio.wait_for(outputs.submit(), 10)
+        send_lingering_now(producer)
+        await asyncio.wait_for(asyncio.gather(elsewhere, producer.flush()), 60)
+    finally:
+        send_lingering_now(producer)
+        await producer.stop()
+    assert [value for _, _, value in await _read_all(bootstrap, topic, 2)] == [
+        b"plain",
+        b"collected",
+    ]
