@@ -42,11 +42,15 @@ def canonical(subject: str, event_id: str = "e1") -> CanonicalEvent:
     }
 
 
+DEAD_LETTER_TOPIC = "unit.deadletter"  # dead letters go through the same _produce
+
+
 class Captured:
     def __init__(self) -> None:
         self.tenant: list[tuple[str, bytes]] = []
         self.dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
         self.refused: set[str] = set()  # tenants whose copies the producer refuses at once
+        self.dead_letter_limit: int | None = None  # dead letters with larger values refused
 
     @staticmethod
     def _done() -> asyncio.Future[None]:
@@ -103,15 +107,17 @@ async def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seeded_index
     ) -> asyncio.Future[None]:
         if topic in sent.refused:
             raise ValueError("MessageSizeTooLargeError: 1000472 bytes")
-        sent.tenant.append((topic, value))
+        if topic == DEAD_LETTER_TOPIC:
+            if sent.dead_letter_limit is not None and len(value) > sent.dead_letter_limit:
+                raise ValueError("MessageSizeTooLargeError")
+            sent.dead.append((key, value, headers))
+        else:
+            sent.tenant.append((topic, value))
         return Captured._done()
 
     class DeadLetters:
-        async def send(
-            self, *, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-        ) -> asyncio.Future[None]:
-            sent.dead.append((key, value, headers))
-            return Captured._done()
+        def get_topic_name(self) -> str:
+            return DEAD_LETTER_TOPIC
 
     monkeypatch.setattr(authorize_module, "tenant_events", tenant_events)
     monkeypatch.setattr(authorize_module, "_produce", produce)
@@ -294,17 +300,7 @@ async def test_a_dead_letter_the_producer_refuses_leaves_a_stand_in(
     """Shared with ingest (``streamapp.outputs.send_dead_letter``): the original value too large
     for a dead letter -> an empty-valued one saying where the original stays."""
     captured.refused.add("alice")
-
-    class DeadLetters:
-        async def send(
-            self, *, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-        ) -> asyncio.Future[None]:
-            if len(value) > 100:
-                raise ValueError("MessageSizeTooLargeError")
-            captured.dead.append((key, value, headers))
-            return Captured._done()
-
-    monkeypatch.setattr(authorize_module, "dead_letters", DeadLetters())
+    captured.dead_letter_limit = 100  # bytes of value: the original is refused, a stand-in not
     value = orjson.dumps(canonical("/data/exp/a.h5", "big"))
     await put_all([(value, b"k0"), (orjson.dumps(canonical("/data/exp/b.h5", "next")), b"k1")])
 
