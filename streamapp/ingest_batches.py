@@ -41,6 +41,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from streamapp import observed
 from streamapp.agents.ingest import RawRecord, ingest_record
 from streamapp.app import app, settings
+from streamapp.gc_tuning import settle_long_lived
 from streamapp.kafka_auth import aiokafka_options
 from streamapp.outputs import (
     EXIT_OUTPUT_LOST,
@@ -130,6 +131,7 @@ class BatchIngest(faust.Service):
         # index would count as unowned and reach no tenant (the agent is held back by faust's
         # recovery in the same way).
         await getattr(app.tables, "recovery").completed.wait()  # noqa: B009 - untyped in faust
+        settle_long_lived()  # the tables are in memory: what lives now lives on
         consumer.subscribe(topics=list(settings.raw_topics), listener=_Rebalance(self))
         log.info("batch ingest: tables recovered, consuming %s", ", ".join(settings.raw_topics))
         while True:

@@ -152,26 +152,8 @@ def count(metric: Any, *labels: str, amount: float = 1) -> None:
     _pending[key] = _pending.get(key, 0) + amount
 
 
-# Observations made on the hot path, not yet in their (unlabelled) histograms (``observe``).
-_observed: list[tuple[Any, float]] = []
-_OBSERVED_MAX = 10_000  # folded at once when this many wait (no scrape for a while)
-
-
-def observe(metric: Any, value: float) -> None:
-    """``metric.observe(value)`` later, as ``count`` does for counters: a histogram's observe
-    takes its lock and searches its buckets, once per tenant copy for the minting time."""
-    _observed.append((metric, value))
-    if len(_observed) >= _OBSERVED_MAX:
-        fold()
-
-
 def fold() -> None:
-    """Move the pending counts and observations into their metrics (before a scrape)."""
-    if _observed:
-        observed = _observed[:]
-        _observed.clear()
-        for metric, value in observed:
-            metric.observe(value)
+    """Move the pending counts into their counters (before a scrape reads them)."""
     if not _pending:
         return
     pending = list(_pending.items())

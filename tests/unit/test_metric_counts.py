@@ -1,19 +1,11 @@
 """``metrics.count``/``fold``: hot-path counts reach their prometheus counters at the next fold
-(every scrape folds first), labelled and unlabelled, and nothing is counted twice; so do
-histogram observations (``observe``)."""
+(every scrape folds first), labelled and unlabelled, and nothing is counted twice."""
 
 from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from streamapp.metrics import (
-    DELIVERIES,
-    INGEST_RECORDS,
-    TOKEN_MINT_SECONDS,
-    count,
-    fold,
-    observe,
-)
+from streamapp.metrics import DELIVERIES, INGEST_RECORDS, count, fold
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -34,25 +26,3 @@ def test_counts_reach_the_counters_at_the_next_fold_once() -> None:
     assert sample(records, labels) == before[1] + 1
     fold()  # nothing pending: nothing added again
     assert sample("streamapp_deliveries_total") == before[0] + 3
-
-
-def test_observations_reach_the_histogram_at_the_next_fold_once() -> None:
-    fold()
-    count_name, sum_name = "streamapp_token_mint_seconds_count", "streamapp_token_mint_seconds_sum"
-    before = (sample(count_name), sample(sum_name))
-    observe(TOKEN_MINT_SECONDS, 0.25)
-    observe(TOKEN_MINT_SECONDS, 0.5)
-    assert sample(count_name) == before[0]  # not before the fold
-    fold()
-    assert sample(count_name) == before[0] + 2
-    assert sample(sum_name) == before[1] + 0.75
-    fold()
-    assert sample(count_name) == before[0] + 2
-
-
-def test_observations_are_folded_when_many_wait_without_a_scrape() -> None:
-    fold()
-    before = sample("streamapp_token_mint_seconds_count")
-    for _ in range(10_000):
-        observe(TOKEN_MINT_SECONDS, 0.001)
-    assert sample("streamapp_token_mint_seconds_count") == before + 10_000  # memory stays bounded
