@@ -152,6 +152,7 @@ class FetchOutputs:
         self._cluster = producer.client.cluster
         self._max_request_bytes: int = producer._max_request_size
         self._batches: dict[tuple[str, int], Any] = {}
+        self._partition_counts: dict[str, int] = {}
         self.messages = 0
 
     @staticmethod
@@ -179,14 +180,17 @@ class FetchOutputs:
                 "maximum request size you have configured with the max_request_size "
                 "configuration"
             )
-        partitions = self._cluster.partitions_for_topic(topic)
-        if not partitions:
-            await self._producer.client._wait_on_metadata(topic)  # as send: unknown topic
+        count = self._partition_counts.get(topic)  # per fetch: aiokafka copies a set per call
+        if count is None:
             partitions = self._cluster.partitions_for_topic(topic)
+            if not partitions:
+                await self._producer.client._wait_on_metadata(topic)  # as send: unknown topic
+                partitions = self._cluster.partitions_for_topic(topic)
+            count = self._partition_counts[topic] = len(partitions)
         if key is not None:
-            slot = (topic, key_partition(key, len(partitions)))
+            slot = (topic, key_partition(key, count))
         else:  # as DefaultPartitioner: any available partition (else any)
-            available = self._cluster.available_partitions_for_topic(topic) or partitions
+            available = self._cluster.available_partitions_for_topic(topic) or range(count)
             slot = (topic, random.choice(list(available)))  # noqa: S311 - spreading, not secrecy
         batch = self._batches.get(slot)
         if batch is None:
