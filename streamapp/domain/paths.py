@@ -30,6 +30,8 @@ def normalize_absolute_path(path: str) -> str:
     """
     if not path.startswith("/"):
         raise PathError(f"path is not absolute: {path!r}")
+    if "//" not in path and "/." not in path and "\x00" not in path and path[-1] != "/":
+        return path  # already normal (the usual case): what resolving would give back
     return "/" + "/".join(resolve_segments(path[1:], what="path"))
 
 

@@ -173,7 +173,15 @@ def parse_instant(value: str) -> datetime:
 
 def format_instant(moment: datetime) -> str:
     """dCache's form: ``2019-04-17T09:51:22.840Z``."""
-    return rfc3339_utc(moment, always_milliseconds=True)
+    last_moment, last_formatted = _last_formatted[0]
+    if last_moment == moment:  # a token's expiry is formatted again for its event: once is enough
+        return last_formatted
+    formatted = rfc3339_utc(moment, always_milliseconds=True)
+    _last_formatted[0] = (moment, formatted)
+    return formatted
+
+
+_last_formatted: list[tuple[datetime | None, str]] = [(None, "")]
 
 
 def deserialize(token: str) -> Macaroon:
