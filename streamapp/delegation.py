@@ -43,6 +43,7 @@ TOKEN_EVENT_TYPES = frozenset(
 _CACHE_SECONDS = 5.0
 _ROOT_KEY = "macaroon-root.key"
 _WRITE_TOKENS_KEPT = 4096  # distinct write grants remembered; cleared when full
+_READ_TOKENS_KEPT = 256  # the last events' read tokens (one event's copies share them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +77,11 @@ class SecretFiles:
         return content
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Authority:
-    """The secret a (tenant, dataset)'s tokens are made from: ``relative`` names its file."""
+    """The secret a (tenant, dataset)'s tokens are made from: ``relative`` names its file.
+    One object per (file, content) (``TokenIssuer`` interns them), so identity is equality:
+    the token caches' keys hash it without a Python-level ``__hash__``."""
 
     relative: str
     content: bytes
@@ -98,6 +101,8 @@ class TokenIssuer:
     _write_tokens: dict[tuple[object, ...], tuple[MintedToken, datetime]] = field(
         default_factory=dict, repr=False
     )
+    _read_tokens: dict[tuple[object, ...], MintedToken] = field(default_factory=dict, repr=False)
+    _interned: dict[tuple[str, bytes], Authority] = field(default_factory=dict, repr=False)
     # (tenant, dataset) -> when looked up (secrets' clock), the authority found
     _authorities: dict[tuple[str, str], tuple[float, Authority | None]] = field(
         default_factory=dict, repr=False
@@ -114,9 +119,11 @@ class TokenIssuer:
         if subscription.read and delivery.read_refused is not None:
             problems.append(f"no read token: {delivery.read_refused}")
         elif subscription.read:
-            read = self._mint(
-                authority, Grant(event["subject"], subscription.read, expires), now, problems
-            )
+            read = self._read_token(authority, subscription.read, event["subject"], expires, now)
+            if read is None:  # not minted: the reason, as minting says it
+                self._mint(
+                    authority, Grant(event["subject"], subscription.read, expires), now, problems
+                )
         output = delivery.dataset.output
         if delivery.write_refused is not None:
             problems.append(f"no write token: {delivery.write_refused}")
@@ -125,6 +132,27 @@ class TokenIssuer:
                 delivery, authority, Grant(output, delivery.write, expires), now, problems
             )
         return DelegatedTokens(read, write, tuple(problems))
+
+    def _read_token(
+        self,
+        authority: Authority | None,
+        activities: tuple[str, ...],
+        path: str,
+        expires: datetime,
+        now: datetime,
+    ) -> MintedToken | None:
+        """The read token of this grant from this authority, minted once for all the copies
+        of an event that share them (every input of the token is in the key: the same bytes
+        as minting again; ``expires`` carries the event's instant)."""
+        key = (authority, activities, path, expires)
+        token = self._read_tokens.get(key)
+        if token is None:
+            token = self._mint(authority, Grant(path, activities, expires), now, [])
+            if token is not None:
+                if len(self._read_tokens) >= _READ_TOKENS_KEPT:
+                    self._read_tokens.clear()
+                self._read_tokens[key] = token
+        return token
 
     def _write_token(
         self,
@@ -174,7 +202,9 @@ class TokenIssuer:
         ):
             content = self.secrets.read(relative, fresh=True)  # this cache's age is the bound
             if content is not None:
-                found = Authority(relative, content)
+                if len(self._interned) >= _WRITE_TOKENS_KEPT:
+                    self._interned.clear()
+                found = self._interned.setdefault((relative, content), Authority(relative, content))
                 break
         if len(self._authorities) >= _WRITE_TOKENS_KEPT:
             self._authorities.clear()

@@ -210,4 +210,9 @@ def _serialize(macaroon: Macaroon) -> str:
 
 
 def lifetime_until(now: datetime, seconds: int, cap_seconds: int) -> datetime:
-    return now + timedelta(seconds=max(1, min(seconds, cap_seconds)))
+    return now + _lifetime(seconds, cap_seconds)
+
+
+@functools.lru_cache(maxsize=256)
+def _lifetime(seconds: int, cap_seconds: int) -> timedelta:
+    return timedelta(seconds=max(1, min(seconds, cap_seconds)))

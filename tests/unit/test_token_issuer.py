@@ -1,0 +1,136 @@
+"""``TokenIssuer``'s caches never change what a token is: copies of one event for tenants
+sharing an authority and a grant get the same bytes (computed once), a tenant with a base
+macaroon of its own never gets a token made from another's secret, a file added later is
+used once the lookup's few seconds have passed, and a token that cannot be minted says why
+on every copy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pymacaroons import Macaroon
+
+from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.domain.authorize import authorize
+from streamapp.domain.datasets import parse_dataset
+from streamapp.domain.events import CanonicalEvent
+from streamapp.domain.index import PolicyIndex
+from streamapp.domain.policy import parse_tenant
+from streamapp.domain.tokens import deserialize
+
+SOURCE = "dcache://unit"
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+
+
+def event(subject: str) -> CanonicalEvent:
+    return {
+        "specversion": "1.0",
+        "id": "e",
+        "source": SOURCE,
+        "type": "storage.object.created",
+        "subject": subject,
+        "time": "2026-11-29T12:00:00Z",
+        "datacontenttype": "application/json",
+        "data": {"path": subject, "size": 1, "storage": "dcache"},
+    }
+
+
+def shared_index() -> PolicyIndex:
+    index = PolicyIndex()
+    index.put_dataset(
+        parse_dataset(
+            {
+                "id": "exp",
+                "owner": "alice",
+                "source": SOURCE,
+                "prefixes": ["/data/exp"],
+                "shared_with": ["bob", "carol"],
+            }
+        )
+    )
+    for tenant in ("alice", "bob", "carol"):
+        index.put_tenant(parse_tenant({"tenant": tenant, "subscriptions": [{"dataset": "exp"}]}))
+    return index
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def read_tokens(issuer: TokenIssuer, subject: str) -> dict[str, tuple[str | None, tuple[str, ...]]]:
+    found = {}
+    for delivery in authorize(event(subject), shared_index()).deliveries:
+        tokens = issuer.issue(delivery, event(subject), NOW)
+        found[delivery.tenant] = (tokens.read.token if tokens.read else None, tokens.problems)
+    return found
+
+
+def base_macaroon(key: bytes, identifier: str, path: str) -> str:
+    macaroon = Macaroon(location="unit", identifier=identifier, key=key)
+    macaroon.add_first_party_caveat(f"path:{path}")
+    return str(macaroon.serialize())
+
+
+def test_tenants_sharing_an_authority_get_the_same_token_and_others_their_own(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    (tmp_path / "macaroons" / "tenants").mkdir(parents=True)
+    (tmp_path / "macaroons" / "tenants" / "carol.macaroon").write_text(
+        base_macaroon(b"carols-own-key", "carol-base", "/data")
+    )
+    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)
+    first = read_tokens(issuer, "/data/exp/a.h5")
+
+    fresh = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)  # nothing cached
+    assert read_tokens(fresh, "/data/exp/a.h5") == first  # caches change no byte
+    alice, bob, carol = (first[t][0] for t in ("alice", "bob", "carol"))
+    assert alice is not None
+    assert alice == bob
+    assert carol is not None
+    assert carol != alice
+    assert deserialize(carol).identifier == "carol-base"  # carol's own base, never the root key
+    assert deserialize(alice).identifier == "root-id"
+    assert read_tokens(issuer, "/data/exp/b.h5")["bob"][0] != bob  # another file, another token
+
+
+def test_a_base_macaroon_added_later_is_used_after_the_lookups_seconds(tmp_path: Path) -> None:
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    clock = Clock()
+    issuer = TokenIssuer(SecretFiles(tmp_path, clock=clock), "root-id", "unit", "", 600)
+    before = read_tokens(issuer, "/data/exp/a.h5")["bob"][0]
+    assert before is not None
+    assert deserialize(before).identifier == "root-id"
+    (tmp_path / "macaroons" / "tenants").mkdir(parents=True)
+    (tmp_path / "macaroons" / "tenants" / "bob.macaroon").write_text(
+        base_macaroon(b"bobs-key", "bob-base", "/data")
+    )
+    clock.now = 4.0  # within the lookup's seconds: as before
+    assert read_tokens(issuer, "/data/exp/a.h5")["bob"][0] == before
+    clock.now = 5.5
+    after = read_tokens(issuer, "/data/exp/a.h5")["bob"][0]
+    assert after is not None
+    assert deserialize(after).identifier == "bob-base"
+
+
+def test_a_token_that_cannot_be_minted_says_why_on_every_copy(tmp_path: Path) -> None:
+    """Bob's and carol's base macaroons do not reach /data/exp: no token, the reason on each
+    of their copies, every time (failures are not cached as tokens)."""
+    (tmp_path / "macaroons" / "tenants").mkdir(parents=True)
+    for tenant in ("bob", "carol"):
+        (tmp_path / "macaroons" / "tenants" / f"{tenant}.macaroon").write_text(
+            base_macaroon(b"k", f"{tenant}-base", "/elsewhere")
+        )
+    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)
+    for _ in range(2):
+        found = read_tokens(issuer, "/data/exp/a.h5")
+        for tenant in ("bob", "carol"):
+            token, problems = found[tenant]
+            assert token is None
+            assert any("outside the base macaroon's scope" in p for p in problems)
+        assert found["alice"] == (None, ("no macaroon issuer configured for this dataset",))
