@@ -119,11 +119,9 @@ class TokenIssuer:
         if subscription.read and delivery.read_refused is not None:
             problems.append(f"no read token: {delivery.read_refused}")
         elif subscription.read:
-            read = self._read_token(authority, subscription.read, event["subject"], expires, now)
-            if read is None:  # not minted: the reason, as minting says it
-                self._mint(
-                    authority, Grant(event["subject"], subscription.read, expires), now, problems
-                )
+            read = self._read_token(
+                authority, Grant(event["subject"], subscription.read, expires), now, problems
+            )
         output = delivery.dataset.output
         if delivery.write_refused is not None:
             problems.append(f"no write token: {delivery.write_refused}")
@@ -136,18 +134,20 @@ class TokenIssuer:
     def _read_token(
         self,
         authority: Authority | None,
-        activities: tuple[str, ...],
-        path: str,
-        expires: datetime,
+        grant: Grant,
         now: datetime,
+        problems: list[str],
     ) -> MintedToken | None:
         """The read token of this grant from this authority, minted once for all the copies
-        of an event that share them (every input of the token is in the key: the same bytes
-        as minting again; ``expires`` carries the event's instant)."""
-        key = (authority, activities, path, expires)
+        of an event that share them: tenants whose tokens come from a dataset macaroon or the
+        root key with the same activities and lifetime (every input of the token is in the key,
+        so the bytes are those minting again would give; ``expires`` carries the event's
+        instant). With ten tenants per event minting was ~38 % of a worker's CPU
+        (docs/benchmarks.md). A failure is not kept: each copy says why."""
+        key = (authority, grant.activities, grant.path, grant.expires)
         token = self._read_tokens.get(key)
         if token is None:
-            token = self._mint(authority, Grant(path, activities, expires), now, [])
+            token = self._mint(authority, grant, now, problems)
             if token is not None:
                 if len(self._read_tokens) >= _READ_TOKENS_KEPT:
                     self._read_tokens.clear()

@@ -1,10 +1,13 @@
-"""Factories of realistic raw storage records (shapes from docs/formats.md §1, §3)."""
+"""Factories of realistic raw storage records (shapes from docs/formats.md §1, §3), and of the
+canonical events normalize makes of them."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 from urllib.parse import unquote_plus
+
+from streamapp.domain.events import CanonicalEvent
 
 
 def dcache_transfer(**overrides: Any) -> dict[str, Any]:
@@ -137,3 +140,17 @@ def minio_wrapped(record: dict[str, Any]) -> dict[str, Any]:
 
 def raw(record: Any) -> bytes:
     return json.dumps(record).encode()
+
+
+def created_event(source: str, subject: str, storage: str, time: str) -> CanonicalEvent:
+    """A canonical ``storage.object.created`` event of one byte at ``subject``."""
+    return {
+        "specversion": "1.0",
+        "id": "e",
+        "source": source,
+        "type": "storage.object.created",
+        "subject": subject,
+        "time": time,
+        "datacontenttype": "application/json",
+        "data": {"path": subject, "size": 1, "storage": storage},
+    }

@@ -150,18 +150,9 @@ def _with_activities(prefix: TokenPrefix, activities: tuple[str, ...]) -> TokenP
 def _extend(prefix: TokenPrefix, activities: Sequence[str], path: str, expires: datetime) -> str:
     """``prefix`` with the grant's caveats (``_grant_caveats``' order): only the ``path:`` and
     ``before:`` caveats are per event; the activity caveat's chain is cached."""
-    return _chained(prefix, tuple(activities), path, expires)
-
-
-@functools.lru_cache(maxsize=128)
-def _chained(prefix: TokenPrefix, activities: tuple[str, ...], path: str, expires: datetime) -> str:
-    """The token is a function of exactly these (an HMAC chain): the copies of one event for
-    tenants whose tokens come from the same authority and grant (a dataset macaroon or the
-    root key, the same activities and lifetime) get the same bytes, computed once. With ten
-    tenants per event minting was ~38 % of a worker's CPU (docs/benchmarks.md)."""
     before = b"before:" + format_instant(expires).encode("ascii")  # our own ASCII: no check
     try:
-        chain = _with_activities(prefix, activities)
+        chain = _with_activities(prefix, tuple(activities))
         if path == "/":
             return chain.token_of(before)
         return chain.token_of(_checked_caveat(f"path:{path}"), before)

@@ -55,6 +55,13 @@ async def _read_all(bootstrap: str, topic: str, count: int) -> list[tuple[int, b
     return found
 
 
+async def _written(producer: AIOKafkaProducer, outputs: FetchOutputs) -> None:
+    """As the batch-wise ingest ends a fetch: the batches handed over, sent now, acknowledged."""
+    await outputs.submit()
+    send_lingering_now(producer)
+    await asyncio.wait_for(producer.flush(), 60)
+
+
 async def test_batches_land_where_sends_would_in_order(bootstrap: str) -> None:
     """The same keys through ``send`` (one topic) and through the fetch's batches (another,
     same partition count): every key on the same partition, each partition in send order.
@@ -75,9 +82,7 @@ async def test_batches_land_where_sends_would_in_order(bootstrap: str) -> None:
                 value = b"%05d" % n + b"x" * (n % 300)
                 assert await send_bytes(faust_like, by_batch, key, value, HEADERS) is COLLECTED
         assert outputs.messages == len(keys)
-        await outputs.submit()
-        send_lingering_now(producer)
-        await asyncio.wait_for(producer.flush(), 60)
+        await _written(producer, outputs)
         outside = await send_bytes(faust_like, by_batch, b"after", b"99999", HEADERS)
         assert outside is not COLLECTED  # outside ``collecting``: a plain send, its future back
         await asyncio.wait_for(outside, 60)
@@ -105,9 +110,7 @@ async def test_a_message_over_the_request_limit_is_refused_at_once(bootstrap: st
         with pytest.raises(MessageSizeTooLargeError):
             await outputs.add(topic, b"k", b"x" * 20_000, HEADERS)
         await outputs.add(topic, b"k", b"small", HEADERS)  # the next one is taken
-        await outputs.submit()
-        send_lingering_now(producer)
-        await asyncio.wait_for(producer.flush(), 60)
+        await _written(producer, outputs)
     finally:
         await producer.stop()
     assert [value for _, _, value in await _read_all(bootstrap, topic, 1)] == [b"small"]
@@ -124,9 +127,7 @@ async def test_a_topic_not_yet_in_the_metadata_is_waited_for(bootstrap: str) -> 
         assert producer.client.cluster.partitions_for_topic(topic) is None
         outputs = FetchOutputs(producer, "test")
         await asyncio.wait_for(outputs.add(topic, b"k", b"first", HEADERS), 30)
-        await outputs.submit()
-        send_lingering_now(producer)
-        await asyncio.wait_for(producer.flush(), 60)
+        await _written(producer, outputs)
     finally:
         await producer.stop()
     assert [value for _, _, value in await _read_all(bootstrap, topic, 1)] == [b"first"]
@@ -149,9 +150,7 @@ async def test_outputs_with_and_without_a_key_keep_the_order_they_were_made(
                 assert await send_bytes(_FaustLike(producer), topic, key, b"%02d" % n, HEADERS) is (
                     COLLECTED
                 )
-        await outputs.submit()
-        send_lingering_now(producer)
-        await asyncio.wait_for(producer.flush(), 60)
+        await _written(producer, outputs)
     finally:
         await producer.stop()
     assert [value for _, _, value in await _read_all(bootstrap, topic, 30)] == [

@@ -16,6 +16,7 @@ from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.policy import parse_tenant
 from streamapp.domain.sink_rules import outgrown
+from tests.factories import created_event
 
 SOURCE = "s3://unit"
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -23,16 +24,7 @@ KEY = b"read-reach-root-key"
 
 
 def event(subject: str) -> CanonicalEvent:
-    return {
-        "specversion": "1.0",
-        "id": "e",
-        "source": SOURCE,
-        "type": "storage.object.created",
-        "subject": subject,
-        "time": "2026-11-28T12:00:00Z",
-        "datacontenttype": "application/json",
-        "data": {"path": subject, "size": 1, "storage": "s3"},
-    }
+    return created_event(SOURCE, subject, "s3", "2026-11-28T12:00:00Z")
 
 
 def index(shared_with_alpha: bool = False) -> PolicyIndex:

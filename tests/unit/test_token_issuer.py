@@ -18,22 +18,14 @@ from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.policy import parse_tenant
 from streamapp.domain.tokens import deserialize
+from tests.factories import created_event
 
 SOURCE = "dcache://unit"
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 
 
 def event(subject: str) -> CanonicalEvent:
-    return {
-        "specversion": "1.0",
-        "id": "e",
-        "source": SOURCE,
-        "type": "storage.object.created",
-        "subject": subject,
-        "time": "2026-11-29T12:00:00Z",
-        "datacontenttype": "application/json",
-        "data": {"path": subject, "size": 1, "storage": "dcache"},
-    }
+    return created_event(SOURCE, subject, "dcache", "2026-11-29T12:00:00Z")
 
 
 def shared_index() -> PolicyIndex:
