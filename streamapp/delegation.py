@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from streamapp.domain.authorize import Delivery
 from streamapp.domain.events import CanonicalEvent, EventType
@@ -35,6 +37,7 @@ from streamapp.domain.token_minting import (
     mint_with_root_key,
 )
 from streamapp.domain.tokens import TokenError
+from streamapp.metrics import TOKEN_MINT_SECONDS
 
 # A read token only makes sense while the object exists.
 TOKEN_EVENT_TYPES = frozenset(
@@ -42,7 +45,12 @@ TOKEN_EVENT_TYPES = frozenset(
 )
 _CACHE_SECONDS = 5.0
 _ROOT_KEY = "macaroon-root.key"
-_WRITE_TOKENS_KEPT = 4096  # distinct write grants remembered; cleared when full
+# How many entries each cache keeps; past that the oldest entry goes (not the whole cache:
+# with more (tenant, dataset) pairs than a cache holds, clearing it when full made every
+# lookup a miss, three file reads per copy). Sized for a facility's pairs, not for a bench.
+_AUTHORITIES_KEPT = 65536  # (tenant, dataset) pairs with events
+_WRITE_TOKENS_KEPT = 16384  # distinct write grants
+_INTERNED_KEPT = 4096  # distinct secret files
 _READ_TOKENS_KEPT = 256  # the last events' read tokens (one event's copies share them)
 
 
@@ -98,22 +106,56 @@ class TokenIssuer:
     location: str
     identity: str
     max_lifetime_s: int
-    _write_tokens: dict[tuple[object, ...], tuple[MintedToken, datetime]] = field(
-        default_factory=dict, repr=False
+    _write_tokens: OrderedDict[tuple[object, ...], tuple[MintedToken, datetime]] = field(
+        default_factory=OrderedDict, repr=False
     )
-    _read_tokens: dict[tuple[object, ...], MintedToken] = field(default_factory=dict, repr=False)
-    _interned: dict[tuple[str, bytes], Authority] = field(default_factory=dict, repr=False)
+    _read_tokens: OrderedDict[tuple[object, ...], MintedToken] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _interned: OrderedDict[tuple[str, bytes], Authority] = field(
+        default_factory=OrderedDict, repr=False
+    )
     # (tenant, dataset) -> when looked up (secrets' clock), the authority found
-    _authorities: dict[tuple[str, str], tuple[float, Authority | None]] = field(
+    _authorities: OrderedDict[tuple[str, str], tuple[float, Authority | None]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    # the copies of the last event that carry read tokens only, by what their tokens depend on
+    _event: CanonicalEvent | None = field(default=None, repr=False)
+    _event_now: datetime | None = field(default=None, repr=False)
+    _read_only_copies: dict[tuple[object, ...], DelegatedTokens] = field(
         default_factory=dict, repr=False
     )
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
-        subscription = delivery.subscription
         if event["type"] not in TOKEN_EVENT_TYPES:
             return _NO_TOKENS
-        expires = lifetime_until(now, subscription.token_lifetime_s, self.max_lifetime_s)
         authority = self._authority(delivery)
+        if delivery.write_refused is not None or (
+            delivery.write and delivery.dataset.output is not None
+        ):
+            return self._tokens(delivery, event, now, authority)
+        # A copy with a read token only is a function of the event, the instant, the authority,
+        # the read activities and lifetime, and a refusal: the copies of one event for tenants
+        # sharing those get the same tokens object (most of a shared dataset's copies).
+        if event is not self._event or now != self._event_now:
+            self._event, self._event_now = event, now
+            self._read_only_copies.clear()
+        subscription = delivery.subscription
+        key = (authority, subscription.read, subscription.token_lifetime_s, delivery.read_refused)
+        tokens = self._read_only_copies.get(key)
+        if tokens is None:
+            tokens = self._read_only_copies[key] = self._tokens(delivery, event, now, authority)
+        return tokens
+
+    def _tokens(
+        self,
+        delivery: Delivery,
+        event: CanonicalEvent,
+        now: datetime,
+        authority: Authority | None,
+    ) -> DelegatedTokens:
+        subscription = delivery.subscription
+        expires = lifetime_until(now, subscription.token_lifetime_s, self.max_lifetime_s)
         problems: list[str] = []
         read = write = None
         if subscription.read and delivery.read_refused is not None:
@@ -149,9 +191,7 @@ class TokenIssuer:
         if token is None:
             token = self._mint(authority, grant, now, problems)
             if token is not None:
-                if len(self._read_tokens) >= _READ_TOKENS_KEPT:
-                    self._read_tokens.clear()
-                self._read_tokens[key] = token
+                _keep(self._read_tokens, key, token, _READ_TOKENS_KEPT)
         return token
 
     def _write_token(
@@ -179,9 +219,7 @@ class TokenIssuer:
                 return earlier
         token = self._mint(authority, grant, now, problems)
         if token is not None:
-            if len(self._write_tokens) >= _WRITE_TOKENS_KEPT:
-                self._write_tokens.clear()
-            self._write_tokens[key] = (token, now)
+            _keep(self._write_tokens, key, (token, now), _WRITE_TOKENS_KEPT)
         return token
 
     def _authority(self, delivery: Delivery) -> Authority | None:
@@ -202,16 +240,25 @@ class TokenIssuer:
         ):
             content = self.secrets.read(relative, fresh=True)  # this cache's age is the bound
             if content is not None:
-                if len(self._interned) >= _WRITE_TOKENS_KEPT:
-                    self._interned.clear()
-                found = self._interned.setdefault((relative, content), Authority(relative, content))
+                found = self._interned.get((relative, content))
+                if found is None:
+                    found = Authority(relative, content)
+                    _keep(self._interned, (relative, content), found, _INTERNED_KEPT)
                 break
-        if len(self._authorities) >= _WRITE_TOKENS_KEPT:
-            self._authorities.clear()
-        self._authorities[key] = (now, found)
+        _keep(self._authorities, key, (now, found), _AUTHORITIES_KEPT)
         return found
 
     def _mint(
+        self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]
+    ) -> MintedToken | None:
+        started = time.perf_counter()
+        try:
+            return self._minted(authority, grant, now, problems)
+        finally:
+            # only tokens actually minted: a copy served from a cache is not a mint
+            TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
+
+    def _minted(
         self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]
     ) -> MintedToken | None:
         if authority is None:
@@ -237,6 +284,16 @@ class TokenIssuer:
 
 
 _NO_TOKENS = DelegatedTokens()
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _keep(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """Remember ``value``; past ``limit`` entries the oldest one goes."""
+    cache[key] = value
+    cache.move_to_end(key)  # a refreshed entry is the newest
+    if len(cache) > limit:
+        cache.popitem(last=False)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prometheus_client import REGISTRY
 from pymacaroons import Macaroon
 
 from streamapp.delegation import SecretFiles, TokenIssuer
@@ -126,3 +127,131 @@ def test_a_token_that_cannot_be_minted_says_why_on_every_copy(tmp_path: Path) ->
             assert token is None
             assert any("outside the base macaroon's scope" in p for p in problems)
         assert found["alice"] == (None, ("no macaroon issuer configured for this dataset",))
+
+
+def varied_index() -> PolicyIndex:
+    """Alice owns and writes; bob and carol read alike; dave reads with a shorter lifetime;
+    erin reads metadata only."""
+    index = PolicyIndex()
+    index.put_dataset(
+        parse_dataset(
+            {
+                "id": "exp",
+                "owner": "alice",
+                "source": SOURCE,
+                "prefixes": ["/data/exp"],
+                "output": "/data/exp/processed",
+                "shared_with": ["bob", "carol", "dave", "erin"],
+            }
+        )
+    )
+    subscriptions: dict[str, dict[str, object]] = {
+        "alice": {"dataset": "exp", "write": True},
+        "bob": {"dataset": "exp"},
+        "carol": {"dataset": "exp"},
+        "dave": {"dataset": "exp", "token_lifetime": 60},
+        "erin": {"dataset": "exp", "read": ["READ_METADATA"]},
+    }
+    for tenant, subscription in subscriptions.items():
+        index.put_tenant(parse_tenant({"tenant": tenant, "subscriptions": [subscription]}))
+    return index
+
+
+def test_copies_of_one_event_share_tokens_only_where_every_input_is_the_same(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)
+    one = event("/data/exp/a.h5")
+    copies = {
+        d.tenant: issuer.issue(d, one, NOW) for d in authorize(one, varied_index()).deliveries
+    }
+
+    assert copies["bob"] is copies["carol"]  # the same inputs: one tokens object
+    for tenant in ("alice", "dave", "erin"):
+        assert copies[tenant] is not copies["bob"]
+    alice, bob, dave, erin = (copies[t] for t in ("alice", "bob", "dave", "erin"))
+    assert alice.write is not None
+    assert bob.write is None
+    assert bob.read is not None
+    assert dave.read is not None
+    assert erin.read is not None
+    assert dave.read.expires < bob.read.expires  # its own, shorter lifetime
+    assert erin.read.activities == ("READ_METADATA",)
+    assert bob.read.activities != erin.read.activities
+    # every copy is what a fresh issuer mints for it alone (no cache changes a byte)
+    for delivery in authorize(one, varied_index()).deliveries:
+        fresh = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)
+        assert fresh.issue(delivery, one, NOW) == copies[delivery.tenant]
+
+    # the next event (even with the same subject) and another instant: recomputed
+    again = event("/data/exp/a.h5")
+    later = NOW.replace(second=1)
+    bob_delivery = next(d for d in authorize(again, varied_index()).deliveries if d.tenant == "bob")
+    assert issuer.issue(bob_delivery, again, NOW) is not copies["bob"]
+    moved = issuer.issue(bob_delivery, again, later)
+    assert moved.read is not None
+    assert moved.read.expires > bob.read.expires
+
+
+class CountingSecrets(SecretFiles):
+    reads = 0
+
+    def read(self, relative: str, *, fresh: bool = False) -> bytes | None:
+        self.reads += 1
+        return super().read(relative, fresh=fresh)
+
+
+def test_more_tenant_dataset_pairs_than_a_small_cache_still_read_no_file_per_copy(
+    tmp_path: Path,
+) -> None:
+    """With 5,000 (tenant, dataset) pairs a cache cleared at 4,096 entries made every lookup
+    a miss (three file reads per copy); the pairs' authorities are remembered."""
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    secrets = CountingSecrets(tmp_path, clock=Clock())
+    issuer = TokenIssuer(secrets, "root-id", "unit", "", 600)
+    index = PolicyIndex()
+    for n in range(50):
+        index.put_dataset(
+            parse_dataset(
+                {
+                    "id": f"ds-{n}",
+                    "owner": f"t-{n}-0",
+                    "source": SOURCE,
+                    "prefixes": [f"/data/ds-{n}"],
+                    "shared_with": [f"t-{n}-{k}" for k in range(1, 100)],
+                }
+            )
+        )
+        for k in range(100):
+            index.put_tenant(
+                parse_tenant({"tenant": f"t-{n}-{k}", "subscriptions": [{"dataset": f"ds-{n}"}]})
+            )
+    events = [event(f"/data/ds-{n}/f.h5") for n in range(50)]
+    decisions = [authorize(e, index) for e in events]
+    assert sum(len(d.deliveries) for d in decisions) == 5000
+    for e, decision in zip(events, decisions, strict=True):
+        for delivery in decision.deliveries:
+            issuer.issue(delivery, e, NOW)
+    first_round = secrets.reads
+    assert first_round == 3 * 5000  # tenant's, dataset's, then the root key: found
+    for e, decision in zip(events, decisions, strict=True):
+        for delivery in decision.deliveries:
+            assert issuer.issue(delivery, e, NOW).read is not None
+    assert secrets.reads == first_round
+
+
+def test_the_mint_histogram_counts_tokens_minted_not_copies(tmp_path: Path) -> None:
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)
+    one = event("/data/exp/a.h5")
+    deliveries = authorize(one, shared_index()).deliveries
+    assert len(deliveries) == 3
+
+    def minted() -> float:
+        return REGISTRY.get_sample_value("streamapp_token_mint_seconds_count") or 0.0
+
+    before = minted()
+    for delivery in deliveries:
+        issuer.issue(delivery, one, NOW)
+    assert minted() - before == 1  # three copies, one read token, no write grant
