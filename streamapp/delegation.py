@@ -51,7 +51,6 @@ _ROOT_KEY = "macaroon-root.key"
 _AUTHORITIES_KEPT = 65536  # (tenant, dataset) pairs with events
 _WRITE_TOKENS_KEPT = 16384  # distinct write grants
 _INTERNED_KEPT = 4096  # distinct secret files
-_READ_TOKENS_KEPT = 256  # the last events' read tokens (one event's copies share them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +92,7 @@ class Authority:
 
     relative: str
     content: bytes
+    key: bytes  # a root key's secret: ``content`` without its file's trailing newline
 
     @property
     def is_root_key(self) -> bool:
@@ -109,9 +109,6 @@ class TokenIssuer:
     _write_tokens: OrderedDict[tuple[object, ...], tuple[MintedToken, datetime]] = field(
         default_factory=OrderedDict, repr=False
     )
-    _read_tokens: OrderedDict[tuple[object, ...], MintedToken] = field(
-        default_factory=OrderedDict, repr=False
-    )
     _interned: OrderedDict[tuple[str, bytes], Authority] = field(
         default_factory=OrderedDict, repr=False
     )
@@ -119,17 +116,28 @@ class TokenIssuer:
     _authorities: OrderedDict[tuple[str, str], tuple[float, Authority | None]] = field(
         default_factory=OrderedDict, repr=False
     )
-    # the copies of the last event that carry read tokens only, by what their tokens depend on
+    # The event whose copies are being issued (``deliver_event`` issues them one after the
+    # other; another event in between only costs a recomputation): its read tokens and its
+    # read-only copies' tokens, by what they depend on.
     _event: CanonicalEvent | None = field(default=None, repr=False)
     _event_now: datetime | None = field(default=None, repr=False)
+    _event_wants_tokens: bool = field(default=False, repr=False)
+    _looked_up_at: float = field(default=0.0, repr=False)  # the secrets' clock at that event
+    _read_tokens: dict[tuple[object, ...], MintedToken] = field(default_factory=dict, repr=False)
     _read_only_copies: dict[tuple[object, ...], DelegatedTokens] = field(
         default_factory=dict, repr=False
     )
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
-        if event["type"] not in TOKEN_EVENT_TYPES:
+        if event is not self._event or now != self._event_now:  # the first copy of an event
+            self._event, self._event_now = event, now
+            self._event_wants_tokens = event["type"] in TOKEN_EVENT_TYPES
+            self._read_tokens.clear()
+            self._read_only_copies.clear()
+            self._looked_up_at = self.secrets.clock()
+        if not self._event_wants_tokens:
             return _NO_TOKENS
-        authority = self._authority(delivery)
+        authority = self._authority(delivery, self._looked_up_at)
         if delivery.write_refused is not None or (
             delivery.write and delivery.dataset.output is not None
         ):
@@ -137,9 +145,6 @@ class TokenIssuer:
         # A copy with a read token only is a function of the event, the instant, the authority,
         # the read activities and lifetime, and a refusal: the copies of one event for tenants
         # sharing those get the same tokens object (most of a shared dataset's copies).
-        if event is not self._event or now != self._event_now:
-            self._event, self._event_now = event, now
-            self._read_only_copies.clear()
         subscription = delivery.subscription
         key = (authority, subscription.read, subscription.token_lifetime_s, delivery.read_refused)
         tokens = self._read_only_copies.get(key)
@@ -162,7 +167,7 @@ class TokenIssuer:
             problems.append(f"no read token: {delivery.read_refused}")
         elif subscription.read:
             read = self._read_token(
-                authority, Grant(event["subject"], subscription.read, expires), now, problems
+                authority, event["subject"], subscription.read, expires, now=now, problems=problems
             )
         output = delivery.dataset.output
         if delivery.write_refused is not None:
@@ -176,7 +181,10 @@ class TokenIssuer:
     def _read_token(
         self,
         authority: Authority | None,
-        grant: Grant,
+        path: str,
+        activities: tuple[str, ...],
+        expires: datetime,
+        *,
         now: datetime,
         problems: list[str],
     ) -> MintedToken | None:
@@ -184,14 +192,14 @@ class TokenIssuer:
         of an event that share them: tenants whose tokens come from a dataset macaroon or the
         root key with the same activities and lifetime (every input of the token is in the key,
         so the bytes are those minting again would give; ``expires`` carries the event's
-        instant). With ten tenants per event minting was ~38 % of a worker's CPU
-        (docs/benchmarks.md). A failure is not kept: each copy says why."""
-        key = (authority, grant.activities, grant.path, grant.expires)
+        instant). Kept for the event's copies only: another event names another file.
+        A failure is not kept: each copy says why."""
+        key = (authority, activities, path, expires)
         token = self._read_tokens.get(key)
         if token is None:
-            token = self._mint(authority, grant, now, problems)
+            token = self._mint(authority, Grant(path, activities, expires), now, problems)
             if token is not None:
-                _keep(self._read_tokens, key, token, _READ_TOKENS_KEPT)
+                self._read_tokens[key] = token
         return token
 
     def _write_token(
@@ -222,13 +230,12 @@ class TokenIssuer:
             _keep(self._write_tokens, key, (token, now), _WRITE_TOKENS_KEPT)
         return token
 
-    def _authority(self, delivery: Delivery) -> Authority | None:
+    def _authority(self, delivery: Delivery, now: float) -> Authority | None:
         """Which secret tokens for ``delivery`` are made from, in the order of the module's
         docstring: looked up once per (tenant, dataset) every few seconds, not per event
         (three file names per token were measurable), so a rotated or added file is used
         within those seconds as before."""
         key = (delivery.tenant, delivery.dataset.id)
-        now = self.secrets.clock()
         cached = self._authorities.get(key)
         if cached is not None and now - cached[0] < _CACHE_SECONDS:
             return cached[1]
@@ -242,7 +249,7 @@ class TokenIssuer:
             if content is not None:
                 found = self._interned.get((relative, content))
                 if found is None:
-                    found = Authority(relative, content)
+                    found = Authority(relative, content, strip_trailing_newline(content))
                     _keep(self._interned, (relative, content), found, _INTERNED_KEPT)
                 break
         _keep(self._authorities, key, (now, found), _AUTHORITIES_KEPT)
@@ -273,7 +280,7 @@ class TokenIssuer:
         try:
             return mint_with_root_key(
                 grant,
-                key=strip_trailing_newline(authority.content),
+                key=authority.key,
                 identifier=self.identifier,
                 location=self.location,
                 identity=self.identity or None,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
+import math
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 INGEST_RECORDS = Counter(
     "streamapp_ingest_records",
@@ -39,7 +44,47 @@ TOKENS = Counter(
     "Delegated tokens, by kind (read/write) and result (minted, or why not).",
     ["kind", "result"],
 )
-TOKEN_MINT_SECONDS = Histogram(
+
+
+class LoopHistogram:
+    """A Prometheus histogram for a hot path of the event loop's thread: bucket counts and a
+    sum in a plain list, no lock and no value objects (prometheus-client's ``observe`` locks
+    twice per call: ~1.8 µs, once per minted token). Exposed like a ``Histogram`` (same
+    family, buckets, ``_count`` and ``_sum``) by ``collect``. Only that thread observes; a
+    scrape from another thread may see a bucket and the sum one observation apart."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._bounds = (*sorted(buckets), math.inf)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1  # le: value <= bound
+        self._sum += value
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, buckets = 0, []
+        for bound, counted in zip(self._bounds, self._counts, strict=True):
+            cumulative += counted
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=self._sum
+        )
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+
+TOKEN_MINT_SECONDS = LoopHistogram(
     "streamapp_token_mint_seconds",
     "Time to mint (or attenuate) one delegated macaroon.",
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),

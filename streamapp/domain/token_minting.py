@@ -59,12 +59,18 @@ def mint_with_root_key(
     """A new macaroon signed with the storage's root key (storages sharing it; tests)."""
     if not grant.activities:
         raise TokenError("a grant without activities needs no token")
-    if not path_segments(grant.path):
+    if not _names_a_segment(grant.path):
         # without a path caveat a root-key token reaches the whole storage: never minted
         raise TokenError("a grant on the root '/' is never minted with the root key")
-    prefix = _root_chain(key, identifier, location, identity or None)
-    token = _extend(prefix, grant.activities, grant.path, grant.expires)
+    chain = _root_activity_chain(key, identifier, location, identity or None, grant.activities)
+    token = _extend_chain(chain, grant.path, grant.expires)
     return MintedToken(token, grant.path, grant.activities, grant.expires)
+
+
+def _names_a_segment(path: str) -> bool:
+    """``path_segments(path)`` is not empty: a character besides ``/`` and ``.`` is in some
+    segment (the common case, one C call); else the segments decide (``..`` is one)."""
+    return bool(path.strip("/.")) or bool(path_segments(path))
 
 
 def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
@@ -147,12 +153,24 @@ def _with_activities(prefix: TokenPrefix, activities: tuple[str, ...]) -> TokenP
     return _extended(prefix, caveat)
 
 
+@functools.lru_cache(maxsize=1024)
+def _root_activity_chain(
+    key: bytes, identifier: str, location: str, identity: str | None, activities: tuple[str, ...]
+) -> TokenPrefix:
+    """A root key's chain up to a grant's activity caveat: one cache lookup per token."""
+    return _with_activities(_root_chain(key, identifier, location, identity), activities)
+
+
 def _extend(prefix: TokenPrefix, activities: Sequence[str], path: str, expires: datetime) -> str:
     """``prefix`` with the grant's caveats (``_grant_caveats``' order): only the ``path:`` and
     ``before:`` caveats are per event; the activity caveat's chain is cached."""
+    return _extend_chain(_with_activities(prefix, tuple(activities)), path, expires)
+
+
+def _extend_chain(chain: TokenPrefix, path: str, expires: datetime) -> str:
+    """A chain that ends with the activity caveat, with ``path:`` and ``before:``."""
     before = b"before:" + format_instant(expires).encode("ascii")  # our own ASCII: no check
     try:
-        chain = _with_activities(prefix, tuple(activities))
         if path == "/":
             return chain.token_of(before)
         return chain.token_of(_checked_caveat(f"path:{path}"), before)

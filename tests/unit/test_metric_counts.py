@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
-from streamapp.metrics import DELIVERIES, INGEST_RECORDS, count, fold
+from streamapp.metrics import DELIVERIES, INGEST_RECORDS, LoopHistogram, count, fold
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -26,3 +26,29 @@ def test_counts_reach_the_counters_at_the_next_fold_once() -> None:
     assert sample(records, labels) == before[1] + 1
     fold()  # nothing pending: nothing added again
     assert sample("streamapp_deliveries_total") == before[0] + 3
+
+
+def test_the_loop_histogram_exposes_what_prometheus_clients_histogram_would() -> None:
+    """The same observations (on, between and beyond the bounds) give the same samples."""
+    buckets = (0.001, 0.01, 0.1)
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = LoopHistogram("unit_mint_seconds", "doc", buckets, registry=ours_registry)
+    theirs = Histogram("unit_mint_seconds", "doc", buckets=buckets, registry=theirs_registry)
+    for value in (0.0, 0.0005, 0.001, 0.002, 0.01, 0.05, 0.1, 0.5, 7.0):
+        ours.observe(value)
+        theirs.observe(value)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(ours_registry) == samples(theirs_registry)
+    assert samples(ours_registry)[("unit_mint_seconds_bucket", "0.001")] == 3
+    assert samples(ours_registry)[("unit_mint_seconds_count", "")] == 9
+    exposed = generate_latest(ours_registry).decode()
+    assert "# TYPE unit_mint_seconds histogram" in exposed
+    assert 'unit_mint_seconds_bucket{le="+Inf"} 9.0' in exposed

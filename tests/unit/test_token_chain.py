@@ -5,6 +5,7 @@ time)."""
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymacaroons import Macaroon, Verifier
 
-from streamapp.domain import token_minting, tokens
+from streamapp.domain import token_chain, token_minting, tokens
 from streamapp.domain.policy import ACTIVITIES
 from streamapp.domain.token_chain import ChainError, prefix_of, root_prefix
 
@@ -147,3 +148,17 @@ def test_non_ascii_location_or_identifier_is_refused() -> None:
         root_prefix(b"k", "id", "lö")
     with pytest.raises(ChainError, match="identifier is not ASCII"):
         root_prefix(b"k", "ïd", "loc")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32) | st.binary(max_size=100), data=st.binary(max_size=300)
+)
+def test_the_signature_hmac_is_hmac_sha256(key: bytes, data: bytes) -> None:
+    assert token_chain._signature_hmac(key, data) == hmac.digest(key, data, "sha256")
+
+
+@settings(max_examples=500, deadline=None)
+@given(path=st.text(alphabet="/.a", max_size=12) | st.text(max_size=20))
+def test_a_segment_is_named_exactly_when_path_segments_finds_one(path: str) -> None:
+    assert token_minting._names_a_segment(path) == bool(tokens.path_segments(path))
