@@ -121,6 +121,8 @@ class TokenIssuer:
     # read-only copies' tokens, by what they depend on.
     _event: CanonicalEvent | None = field(default=None, repr=False)
     _event_now: datetime | None = field(default=None, repr=False)
+    _event_subject: str = field(default="", repr=False)
+    _event_type: str = field(default="", repr=False)
     _event_wants_tokens: bool = field(default=False, repr=False)
     _looked_up_at: float = field(default=0.0, repr=False)  # the secrets' clock at that event
     _read_tokens: dict[tuple[object, ...], MintedToken] = field(default_factory=dict, repr=False)
@@ -129,9 +131,16 @@ class TokenIssuer:
     )
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
-        if event is not self._event or now != self._event_now:  # the first copy of an event
+        subject, kind = event["subject"], event["type"]
+        if (  # the first copy of an event (a dict changed in place counts as another)
+            event is not self._event
+            or now != self._event_now
+            or subject != self._event_subject
+            or kind != self._event_type
+        ):
             self._event, self._event_now = event, now
-            self._event_wants_tokens = event["type"] in TOKEN_EVENT_TYPES
+            self._event_subject, self._event_type = subject, kind
+            self._event_wants_tokens = kind in TOKEN_EVENT_TYPES
             self._read_tokens.clear()
             self._read_only_copies.clear()
             self._looked_up_at = self.secrets.clock()

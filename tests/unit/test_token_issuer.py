@@ -255,3 +255,22 @@ def test_the_mint_histogram_counts_tokens_minted_not_copies(tmp_path: Path) -> N
     for delivery in deliveries:
         issuer.issue(delivery, one, NOW)
     assert minted() - before == 1  # three copies, one read token, no write grant
+
+
+def test_an_event_dict_changed_in_place_is_another_event(tmp_path: Path) -> None:
+    """The per-event sharing is keyed by the event's identity, instant, subject and type: a
+    caller that reuses one dict for another file gets that file's token."""
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)
+    reused = event("/data/exp/a.h5")
+    bob = next(d for d in authorize(reused, shared_index()).deliveries if d.tenant == "bob")
+    first = issuer.issue(bob, reused, NOW).read
+    reused["subject"] = "/data/exp/b.h5"
+    second = issuer.issue(bob, reused, NOW).read
+    assert first is not None
+    assert second is not None
+    assert first.path == "/data/exp/a.h5"
+    assert second.path == "/data/exp/b.h5"
+    assert second.token != first.token
+    reused["type"] = "storage.object.deleted"  # no read token for a deleted file
+    assert issuer.issue(bob, reused, NOW).read is None
