@@ -124,7 +124,6 @@ class TokenIssuer:
     _event_subject: str = field(default="", repr=False)
     _event_type: str = field(default="", repr=False)
     _event_wants_tokens: bool = field(default=False, repr=False)
-    _looked_up_at: float = field(default=0.0, repr=False)  # the secrets' clock at that event
     _read_tokens: dict[tuple[object, ...], MintedToken] = field(default_factory=dict, repr=False)
     _read_only_copies: dict[tuple[object, ...], DelegatedTokens] = field(
         default_factory=dict, repr=False
@@ -143,10 +142,11 @@ class TokenIssuer:
             self._event_wants_tokens = kind in TOKEN_EVENT_TYPES
             self._read_tokens.clear()
             self._read_only_copies.clear()
-            self._looked_up_at = self.secrets.clock()
         if not self._event_wants_tokens:
             return _NO_TOKENS
-        authority = self._authority(delivery, self._looked_up_at)
+        # the clock per copy: an event's copies may be minutes apart (a slow broker), and a
+        # rotated file must be used within the lookup's seconds of each copy
+        authority = self._authority(delivery, self.secrets.clock())
         if delivery.write_refused is not None or (
             delivery.write and delivery.dataset.output is not None
         ):
@@ -232,7 +232,8 @@ class TokenIssuer:
         kept = self._write_tokens.get(key)
         if kept is not None:
             earlier, minted_at = kept
-            if earlier.expires - now >= (earlier.expires - minted_at) / 2:
+            # minted_at <= now: a clock stepped back must not stretch a token past its lifetime
+            if minted_at <= now and earlier.expires - now >= (earlier.expires - minted_at) / 2:
                 return earlier
         token = self._mint(authority, grant, now, problems)
         if token is not None:
@@ -268,11 +269,10 @@ class TokenIssuer:
         self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]
     ) -> MintedToken | None:
         started = time.perf_counter()
-        try:
-            return self._minted(authority, grant, now, problems)
-        finally:
-            # only tokens actually minted: a copy served from a cache is not a mint
+        token = self._minted(authority, grant, now, problems)
+        if token is not None:  # tokens minted: not a copy served from a cache, not a refusal
             TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
+        return token
 
     def _minted(
         self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,24 +62,29 @@ class LoopHistogram:
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
         self.name, self.documentation = name, documentation
-        self._bounds = (*sorted(buckets), math.inf)
+        bounds = sorted(buckets)
+        self._bounds = (*bounds, math.inf) if not bounds or bounds[-1] != math.inf else (*bounds,)
         self._counts = [0] * len(self._bounds)
         self._sum = 0.0
+        self._created = time.time()
         if registry is not None:
             registry.register(self)
 
     def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1  # le: value <= bound
         self._sum += value
+        if not math.isnan(value):  # NaN is in no bucket (as prometheus-client counts it)
+            self._counts[bisect.bisect_left(self._bounds, value)] += 1  # le: value <= bound
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         cumulative, buckets = 0, []
         for bound, counted in zip(self._bounds, self._counts, strict=True):
             cumulative += counted
-            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
-        yield HistogramMetricFamily(
+            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        family = HistogramMetricFamily(
             self.name, self.documentation, buckets=buckets, sum_value=self._sum
         )
+        family.add_sample(f"{self.name}_created", {}, self._created)
+        yield family
 
     def describe(self) -> Iterator[HistogramMetricFamily]:
         yield HistogramMetricFamily(self.name, self.documentation)

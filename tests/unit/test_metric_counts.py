@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from streamapp.metrics import DELIVERIES, INGEST_RECORDS, LoopHistogram, count, fold
@@ -34,21 +36,26 @@ def test_the_loop_histogram_exposes_what_prometheus_clients_histogram_would() ->
     ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
     ours = LoopHistogram("unit_mint_seconds", "doc", buckets, registry=ours_registry)
     theirs = Histogram("unit_mint_seconds", "doc", buckets=buckets, registry=theirs_registry)
-    for value in (0.0, 0.0005, 0.001, 0.002, 0.01, 0.05, 0.1, 0.5, 7.0):
+    for value in (0.0, 0.0005, 0.001, 0.002, 0.01, 0.05, 0.1, 0.5, 7.0, -1.0, math.inf, math.nan):
         ours.observe(value)
         theirs.observe(value)
 
-    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
-        return {
-            (s.name, s.labels.get("le", "")): s.value
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], str]:
+        return {  # the sum is NaN (one observation was): compared as text
+            (s.name, s.labels.get("le", "")): "created"
+            if s.name.endswith("_created")
+            else str(s.value)
             for family in registry.collect()
             for s in family.samples
-            if not s.name.endswith("_created")
         }
 
     assert samples(ours_registry) == samples(theirs_registry)
-    assert samples(ours_registry)[("unit_mint_seconds_bucket", "0.001")] == 3
-    assert samples(ours_registry)[("unit_mint_seconds_count", "")] == 9
+    assert samples(ours_registry)[("unit_mint_seconds_bucket", "0.001")] == "4.0"  # -1 too
+    assert samples(ours_registry)[("unit_mint_seconds_count", "")] == "11.0"  # not the NaN
     exposed = generate_latest(ours_registry).decode()
     assert "# TYPE unit_mint_seconds histogram" in exposed
-    assert 'unit_mint_seconds_bucket{le="+Inf"} 9.0' in exposed
+    assert 'unit_mint_seconds_bucket{le="+Inf"} 11.0' in exposed
+    assert exposed.count('le="+Inf"') == 1
+    with_inf = LoopHistogram("unit_inf_seconds", "doc", (1.0, math.inf), registry=None)
+    with_inf.observe(2.0)
+    assert [f.samples[1].value for f in with_inf.collect()] == [1.0]  # one +Inf bucket

@@ -274,3 +274,29 @@ def test_an_event_dict_changed_in_place_is_another_event(tmp_path: Path) -> None
     assert second.token != first.token
     reused["type"] = "storage.object.deleted"  # no read token for a deleted file
     assert issuer.issue(bob, reused, NOW).read is None
+
+
+def test_a_file_added_while_one_events_copies_are_sent_is_used_for_the_later_copies(
+    tmp_path: Path,
+) -> None:
+    """An event's copies may be prepared minutes apart (the loop awaits the producer between
+    them): each copy's authority is judged by the clock at that copy, not at the first one.
+    (Found by the adversary review of the per-event sharing.)"""
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    clock = Clock()
+    issuer = TokenIssuer(SecretFiles(tmp_path, clock=clock), "root-id", "unit", "", 600)
+    earlier = event("/data/exp/a.h5")
+    for delivery in authorize(earlier, shared_index()).deliveries:
+        issuer.issue(delivery, earlier, NOW)  # bob's authority (the root key) looked up at 0 s
+    clock.now = 3.0
+    one = event("/data/exp/b.h5")
+    deliveries = {d.tenant: d for d in authorize(one, shared_index()).deliveries}
+    issuer.issue(deliveries["alice"], one, NOW)
+    (tmp_path / "macaroons" / "tenants").mkdir(parents=True)
+    (tmp_path / "macaroons" / "tenants" / "bob.macaroon").write_text(
+        base_macaroon(b"bobs-key", "bob-base", "/data/exp")
+    )
+    clock.now = 60.0
+    bob = issuer.issue(deliveries["bob"], one, NOW)
+    assert bob.read is not None
+    assert deserialize(bob.read.token).identifier == "bob-base"
