@@ -308,7 +308,9 @@ class Workers:
                 process.kill()
 
 
-async def throughput_once(records: int, tenants: int, workers: int) -> dict[str, Any]:
+async def throughput_once(
+    records: int, tenants: int, workers: int, *, minting_stub: bool = False
+) -> dict[str, Any]:
     names_base = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
     names_app = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
     index = build_index(DATASETS, tenants)
@@ -342,7 +344,12 @@ async def throughput_once(records: int, tenants: int, workers: int) -> dict[str,
         )
         app = Workers(names_app, tenants, workers, work)
         try:
-            await app.start(private, worker_env(names_app, work, public, secrets))
+            env = worker_env(names_app, work, public, secrets)
+            if minting_stub:  # the workers' TokenIssuer.issue serves first tokens (no minting)
+                env["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (str(ROOT / "bench" / "minting_stub"), env.get("PYTHONPATH")) if p
+                )
+            await app.start(private, env)
             machine = MachineCpu()
             cpu_before = app.cpu_s()
             started = time.monotonic()
@@ -548,6 +555,31 @@ async def append_times(
     return out
 
 
+def minting_share(records: int, tenants: int, pairs: int) -> None:
+    """Alternating runs with minting and with the workers' ``issue`` stubbed
+    (bench/minting_stub): minting's share = the CPU per record it adds / the CPU with it."""
+    with_minting: list[int] = []
+    stubbed: list[int] = []
+    for _ in range(pairs):
+        for stub, runs in ((False, with_minting), (True, stubbed)):
+            run = asyncio.run(throughput_once(records, tenants, 1, minting_stub=stub))
+            runs.append(run["worker_cpu_us"])
+            print(json.dumps({**run, "minting_stub": stub}), flush=True)
+    shares = [round(100 * (w - s) / w, 1) for w, s in zip(with_minting, stubbed, strict=True)]
+    pooled = 100 * (sum(with_minting) - sum(stubbed)) / sum(with_minting)
+    print(
+        json.dumps(
+            {
+                "summary": f"minting share, tenants={tenants}",
+                "pairs_us": list(zip(with_minting, stubbed, strict=True)),
+                "share_pct_per_pair": shares,
+                "pooled_share_pct": round(pooled, 1),
+            }
+        ),
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -556,6 +588,10 @@ def main() -> None:
     thr.add_argument("--tenants", type=int, nargs="+", default=[1, 10])
     thr.add_argument("--workers", type=int, nargs="+", default=[1])
     thr.add_argument("--repeat", type=int, default=3)
+    share = sub.add_parser("minting-share", help="minting's share of the worker's CPU")
+    share.add_argument("--records", type=int, default=40_000)
+    share.add_argument("--tenants", type=int, default=10)
+    share.add_argument("--pairs", type=int, default=3)
     lat = sub.add_parser("latency")
     lat.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
     lat.add_argument("--seconds", type=int, default=30)
@@ -567,6 +603,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "serve-baseline":
         serve_baseline(args.prefix, args.records, args.secrets, args.floor)
+        return
+    if args.mode == "minting-share":
+        minting_share(args.records, args.tenants, args.pairs)
         return
     if args.mode == "latency":
         for rate in args.rates:

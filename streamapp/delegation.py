@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from streamapp.domain.authorize import Delivery
 from streamapp.domain.events import CanonicalEvent, EventType
@@ -53,8 +53,10 @@ _WRITE_TOKENS_KEPT = 16384  # distinct write grants
 _INTERNED_KEPT = 4096  # distinct secret files
 
 
-@dataclass(frozen=True, slots=True)
-class DelegatedTokens:
+class DelegatedTokens(NamedTuple):
+    """An event copy's tokens (immutable: one object may serve several tenants' copies; a
+    named tuple is made in a third of a frozen dataclass's time, once or twice per event)."""
+
     read: MintedToken | None = None
     write: MintedToken | None = None
     problems: tuple[str, ...] = ()
@@ -146,7 +148,12 @@ class TokenIssuer:
             return _NO_TOKENS
         # the clock per copy: an event's copies may be minutes apart (a slow broker), and a
         # rotated file must be used within the lookup's seconds of each copy
-        authority = self._authority(delivery, self.secrets.clock())
+        clock = self.secrets.clock()
+        cached = self._authorities.get((delivery.tenant, delivery.dataset.id))
+        if cached is not None and clock - cached[0] < _CACHE_SECONDS:
+            authority = cached[1]  # the common case, inline (once per copy)
+        else:
+            authority = self._authority(delivery, clock)
         if delivery.write_refused is not None or (
             delivery.write and delivery.dataset.output is not None
         ):
@@ -183,7 +190,7 @@ class TokenIssuer:
             problems.append(f"no write token: {delivery.write_refused}")
         elif delivery.write and output is not None:  # granted by domain/authorize.write_grant
             write = self._write_token(
-                delivery, authority, Grant(output, delivery.write, expires), now, problems
+                delivery, authority, output, expires, now=now, problems=problems
             )
         return DelegatedTokens(read, write, tuple(problems))
 
@@ -215,18 +222,21 @@ class TokenIssuer:
         self,
         delivery: Delivery,
         authority: Authority | None,
-        grant: Grant,
+        path: str,
+        expires: datetime,
+        *,
         now: datetime,
         problems: list[str],
     ) -> MintedToken | None:
         """A write token minted for the same grant and authority, while at least half of its
         lifetime remains; else a new one."""
+        activities = delivery.write
         key = (
             delivery.tenant,
             delivery.dataset.id,
-            grant.path,
-            grant.activities,
-            grant.expires - now,
+            path,
+            activities,
+            expires - now,
             authority,
         )
         kept = self._write_tokens.get(key)
@@ -235,7 +245,7 @@ class TokenIssuer:
             # minted_at <= now: a clock stepped back must not stretch a token past its lifetime
             if minted_at <= now and earlier.expires - now >= (earlier.expires - minted_at) / 2:
                 return earlier
-        token = self._mint(authority, grant, now, problems)
+        token = self._mint(authority, Grant(path, activities, expires), now, problems)
         if token is not None:
             _keep(self._write_tokens, key, (token, now), _WRITE_TOKENS_KEPT)
         return token
