@@ -13,7 +13,12 @@ one minted for (tenant, dataset, output area, activities, lifetime, authority) s
 following event while at least half of its lifetime remains — the same grant, never a wider
 one, and a token a consumer receives always has at least half its lifetime left. A changed
 grant (activities, area, lifetime) or a rotated base macaroon or root key is a different key:
-a new token. Read tokens name one file each: minted per event.
+a new token. Read tokens name one file each: minted per event, once for the copies of the
+event that share its inputs (authority, activities, lifetime): tenants sharing a dataset and
+its secret get the same bytes a separate mint would give, and a copy with a read token only is
+one shared (immutable) tokens object. A tenant with a base macaroon of its own never shares.
+The authority of a (tenant, dataset) is looked up at most every few seconds per copy, so a
+rotated or added file is used within those seconds.
 """
 
 from __future__ import annotations
@@ -278,35 +283,32 @@ class TokenIssuer:
     def _mint(
         self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]
     ) -> MintedToken | None:
-        started = time.perf_counter()
-        token = self._minted(authority, grant, now, problems)
-        if token is not None:  # tokens minted: not a copy served from a cache, not a refusal
-            TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
-        return token
-
-    def _minted(
-        self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]
-    ) -> MintedToken | None:
+        """A token for ``grant`` from ``authority``, or None with the reason in ``problems``.
+        The histogram times tokens minted (not copies served from a cache, not refusals)."""
         if authority is None:
             problems.append("no macaroon issuer configured for this dataset")
             return None
-        if not authority.is_root_key:
+        started = time.perf_counter()
+        if authority.relative != _ROOT_KEY:
             try:
-                return attenuate(_base_text(authority.content), grant, now=now)
+                token = attenuate(_base_text(authority.content), grant, now=now)
             except TokenError as exc:
                 problems.append(f"{authority.relative.split('/')[1][:-1]} base macaroon: {exc}")
                 return None
-        try:
-            return mint_with_root_key(
-                grant,
-                key=authority.key,
-                identifier=self.identifier,
-                location=self.location,
-                identity=self.identity or None,
-            )
-        except TokenError as exc:
-            problems.append(f"root key: {exc}")
-            return None
+        else:
+            try:
+                token = mint_with_root_key(
+                    grant,
+                    key=authority.key,
+                    identifier=self.identifier,
+                    location=self.location,
+                    identity=self.identity or None,
+                )
+            except TokenError as exc:
+                problems.append(f"root key: {exc}")
+                return None
+        TOKEN_MINT_SECONDS.observe(time.perf_counter() - started)
+        return token
 
 
 _NO_TOKENS = DelegatedTokens()

@@ -162,3 +162,33 @@ def test_the_signature_hmac_is_hmac_sha256(key: bytes, data: bytes) -> None:
 @given(path=st.text(alphabet="/.a", max_size=12) | st.text(max_size=20))
 def test_a_segment_is_named_exactly_when_path_segments_finds_one(path: str) -> None:
     assert token_minting._names_a_segment(path) == bool(tokens.path_segments(path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.binary(max_size=200) | st.binary(min_size=65_520, max_size=65_530),
+    second=st.binary(max_size=200),
+    key=st.binary(min_size=1, max_size=40),
+)
+def test_the_two_caveat_token_is_token_of_two_caveats(
+    first: bytes, second: bytes, key: bytes
+) -> None:
+    prefix = root_prefix(key, "id", "loc")
+    try:
+        expected: str | ChainError = prefix.token_of(first, second)
+    except ChainError as exc:
+        expected = exc
+    if isinstance(expected, ChainError):
+        with pytest.raises(ChainError):
+            prefix.token_of_two(first, second)
+    else:
+        assert prefix.token_of_two(first, second) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=st.datetimes(timezones=st.just(UTC)))
+def test_the_inline_expiry_is_format_instant(moment: datetime) -> None:
+    prefix = root_prefix(b"k", "id", "loc")
+    inline = token_minting._extend_chain(prefix, "/a", moment)
+    caveats = [c.caveat_id for c in tokens.deserialize(inline).caveats]
+    assert caveats == ["path:/a", f"before:{tokens.format_instant(moment)}"]
