@@ -101,10 +101,6 @@ class Authority:
     content: bytes
     key: bytes  # a root key's secret: ``content`` without its file's trailing newline
 
-    @property
-    def is_root_key(self) -> bool:
-        return self.relative == _ROOT_KEY
-
 
 @dataclass
 class TokenIssuer:
