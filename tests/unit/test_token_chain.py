@@ -187,8 +187,8 @@ def test_the_two_caveat_token_is_token_of_two_caveats(
 
 @settings(max_examples=300, deadline=None)
 @given(moment=st.datetimes(timezones=st.just(UTC)))
-def test_the_inline_expiry_is_format_instant(moment: datetime) -> None:
+def test_the_before_caveat_is_format_instant(moment: datetime) -> None:
     prefix = root_prefix(b"k", "id", "loc")
-    inline = token_minting._extend_chain(prefix, "/a", moment)
-    caveats = [c.caveat_id for c in tokens.deserialize(inline).caveats]
+    token = token_minting._extend_chain(prefix, "/a", moment)
+    caveats = [c.caveat_id for c in tokens.deserialize(token).caveats]
     assert caveats == ["path:/a", f"before:{tokens.format_instant(moment)}"]

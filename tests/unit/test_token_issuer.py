@@ -29,22 +29,29 @@ def event(subject: str) -> CanonicalEvent:
     return created_event(SOURCE, subject, "dcache", "2026-11-29T12:00:00Z")
 
 
-def shared_index() -> PolicyIndex:
+def exp_index(subscriptions: dict[str, dict[str, object]], **dataset: object) -> PolicyIndex:
+    """Dataset ``exp`` owned by the first tenant, shared with the others, each subscribed."""
+    owner, *partners = subscriptions
     index = PolicyIndex()
     index.put_dataset(
         parse_dataset(
             {
                 "id": "exp",
-                "owner": "alice",
+                "owner": owner,
                 "source": SOURCE,
                 "prefixes": ["/data/exp"],
-                "shared_with": ["bob", "carol"],
+                "shared_with": partners,
+                **dataset,
             }
         )
     )
-    for tenant in ("alice", "bob", "carol"):
-        index.put_tenant(parse_tenant({"tenant": tenant, "subscriptions": [{"dataset": "exp"}]}))
+    for tenant, subscription in subscriptions.items():
+        index.put_tenant(parse_tenant({"tenant": tenant, "subscriptions": [subscription]}))
     return index
+
+
+def shared_index() -> PolicyIndex:
+    return exp_index({tenant: {"dataset": "exp"} for tenant in ("alice", "bob", "carol")})
 
 
 class Clock:
@@ -132,29 +139,16 @@ def test_a_token_that_cannot_be_minted_says_why_on_every_copy(tmp_path: Path) ->
 def varied_index() -> PolicyIndex:
     """Alice owns and writes; bob and carol read alike; dave reads with a shorter lifetime;
     erin reads metadata only."""
-    index = PolicyIndex()
-    index.put_dataset(
-        parse_dataset(
-            {
-                "id": "exp",
-                "owner": "alice",
-                "source": SOURCE,
-                "prefixes": ["/data/exp"],
-                "output": "/data/exp/processed",
-                "shared_with": ["bob", "carol", "dave", "erin"],
-            }
-        )
+    return exp_index(
+        {
+            "alice": {"dataset": "exp", "write": True},
+            "bob": {"dataset": "exp"},
+            "carol": {"dataset": "exp"},
+            "dave": {"dataset": "exp", "token_lifetime": 60},
+            "erin": {"dataset": "exp", "read": ["READ_METADATA"]},
+        },
+        output="/data/exp/processed",
     )
-    subscriptions: dict[str, dict[str, object]] = {
-        "alice": {"dataset": "exp", "write": True},
-        "bob": {"dataset": "exp"},
-        "carol": {"dataset": "exp"},
-        "dave": {"dataset": "exp", "token_lifetime": 60},
-        "erin": {"dataset": "exp", "read": ["READ_METADATA"]},
-    }
-    for tenant, subscription in subscriptions.items():
-        index.put_tenant(parse_tenant({"tenant": tenant, "subscriptions": [subscription]}))
-    return index
 
 
 def test_copies_of_one_event_share_tokens_only_where_every_input_is_the_same(
