@@ -29,6 +29,7 @@ assignment, first metadata and token caches).
     .venv/bin/python -m bench.pipeline throughput [--records 100000] [--tenants 1 10]
         [--repeat 3] [--workers 1]
     .venv/bin/python -m bench.pipeline latency [--rates 1000 3000] [--seconds 30]
+        [--repeat N] [--sides floor baseline worker]
 
 Needs the broker of ``scripts/kafka``. Not part of the test run.
 """
@@ -64,6 +65,7 @@ from bench.authorize_live import (
     seed_updates,
     wait_for_policies,
 )
+from bench.ingest import delete_topics_with_prefixes
 from streamapp.admin_keys import generate_admin_keypair
 from streamapp.delegation import SecretFiles, TokenIssuer
 from streamapp.domain.authorize import authorize, authorized_event
@@ -79,6 +81,7 @@ PARTITIONS = 4
 DATASETS = 10
 LINGER_MS = int(Settings.from_env().producer_linger_s * 1000)  # as the workers (environment)
 BATCH_BYTES = Settings.from_env().producer_max_batch_bytes  # as the workers (environment)
+SIDES = ("floor", "baseline", "worker")  # latency: no work, the same-work loop, a worker
 CONTENT = [("content-type", b"application/cloudevents+json")]
 
 
@@ -308,11 +311,36 @@ class Workers:
                 process.kill()
 
 
+async def dropping_topics(prefixes: list[str]) -> None:
+    """Delete the topics a run made (its prefixes; a worker's internal topics start with them
+    too). Left behind, they piled up on the test broker — thousands of topics, tens of GB —
+    and every later run measured that broker: its start, its metadata responses (one took a
+    worker's loop 156 ms to decode) and its page cache (docs/benchmarks.md)."""
+    deleted = await delete_topics_with_prefixes(BOOTSTRAP, prefixes)
+    print(f"bench: {deleted} topics of this run deleted", file=sys.stderr, flush=True)
+
+
 async def throughput_once(
     records: int, tenants: int, workers: int, *, minting_stub: bool = False
 ) -> dict[str, Any]:
     names_base = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
     names_app = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
+    try:
+        return await _throughput(
+            names_base,
+            names_app,
+            records=records,
+            tenants=tenants,
+            workers=workers,
+            stub=minting_stub,
+        )
+    finally:
+        await dropping_topics([names_base.prefix, names_app.prefix])
+
+
+async def _throughput(
+    names_base: Names, names_app: Names, *, records: int, tenants: int, workers: int, stub: bool
+) -> dict[str, Any]:
     index = build_index(DATASETS, tenants)
     values = raw_records(records, DATASETS)
     receivers = receiving_tenants(index, values)
@@ -345,7 +373,7 @@ async def throughput_once(
         app = Workers(names_app, tenants, workers, work)
         try:
             env = worker_env(names_app, work, public, secrets)
-            if minting_stub:  # the workers' TokenIssuer.issue serves first tokens (no minting)
+            if stub:  # the workers' TokenIssuer.issue serves first tokens (no minting)
                 env["PYTHONPATH"] = os.pathsep.join(
                     p for p in (str(ROOT / "bench" / "minting_stub"), env.get("PYTHONPATH")) if p
                 )
@@ -383,7 +411,26 @@ async def throughput_once(
     }
 
 
-async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
+def latency_summary(rate: int, sides: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per side, the p50/p99/max of each run and their medians (raw record on its topic ->
+    copy on the tenant topic, and from the load generator's send)."""
+    summary: dict[str, Any] = {"summary": f"latency rate={rate}", "runs": len(results)}
+    for side in sides:
+        for leg in (side, f"{side}_from_raw_topic"):
+            figures = [r[leg] for r in results if r.get(leg, {}).get("received")]
+            summary[leg] = {
+                q: {
+                    "runs": [f[q] for f in figures],
+                    "median": statistics.median(f[q] for f in figures) if figures else None,
+                }
+                for q in ("p50_ms", "p99_ms", "max_ms")
+            }
+    return summary
+
+
+async def latency_once(
+    rate: int, seconds: int, sides: list[str] | tuple[str, ...] = SIDES
+) -> dict[str, Any]:
     """Both sides paced at ``rate``: the plain loop (a child process running ``baseline``) and
     one worker, each on its own topics, one after the other."""
     total = rate * seconds
@@ -396,8 +443,29 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
         "records": total,
         "warm_up_records": warm,
     }
-    for side in ("floor", "baseline", "worker"):
+    made: list[str] = []
+    try:
+        await _latency_sides(rate, warm_up, values, sides, result=result, made=made)
+    finally:
+        await dropping_topics(made)
+    return result
+
+
+async def _latency_sides(
+    rate: int,
+    warm_up: list[bytes],
+    values: list[bytes],
+    sides: list[str] | tuple[str, ...],
+    *,
+    result: dict[str, Any],
+    made: list[str],
+) -> None:
+    """The three sides of ``latency_once`` (figures into ``result``; topic prefixes into
+    ``made``, for deleting)."""
+    warm, total, everything = len(warm_up), len(values), warm_up + values
+    for side in sides:
         names = Names(f"bench-lat-{uuid.uuid4().hex[:8]}")
+        made.append(names.prefix)
         receivers = receiving_tenants(build_index(DATASETS, 1), everything)
         with tempfile.TemporaryDirectory() as scratch:
             work = Path(scratch)
@@ -458,7 +526,6 @@ async def latency_once(rate: int, seconds: int) -> dict[str, Any]:
             Path(f"{dump}-{side}-{rate}.json").write_bytes(  # noqa: ASYNC240 - once, after the run
                 orjson.dumps({"sent": sent_at, "raw": raw_appended, "appended": appended})
             )
-    return result
 
 
 def latency_figures(sent_at: dict[str, int], appended: dict[str, int]) -> dict[str, Any]:
@@ -595,6 +662,10 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
     lat.add_argument("--seconds", type=int, default=30)
+    lat.add_argument("--repeat", type=int, default=1, help="runs per rate (medians reported)")
+    lat.add_argument(
+        "--sides", nargs="+", choices=SIDES, default=list(SIDES), help="which sides to run"
+    )
     serve = sub.add_parser("serve-baseline", help="(internal) the plain loop for latency")
     serve.add_argument("prefix")
     serve.add_argument("records", type=int)
@@ -609,7 +680,12 @@ def main() -> None:
         return
     if args.mode == "latency":
         for rate in args.rates:
-            print(json.dumps(asyncio.run(latency_once(rate, args.seconds))), flush=True)
+            results = []
+            for _ in range(args.repeat):
+                results.append(asyncio.run(latency_once(rate, args.seconds, args.sides)))
+                print(json.dumps(results[-1]), flush=True)
+            if args.repeat > 1:
+                print(json.dumps(latency_summary(rate, args.sides, results)), flush=True)
         return
     for workers in args.workers:
         for tenants in args.tenants:
