@@ -60,6 +60,9 @@ HANDOVER_TIMEOUT_S = 10.0  # reading both groups' committed offsets at an assign
 # a turn for the loop's other tasks every this many records (~10-30 ms of work); yielding after
 # every record cost ~90 µs of CPU per record (docs/benchmarks.md)
 YIELD_EVERY = 64
+# fetches processed whose outputs or commit are still on their way (then the next one waits):
+# bounds what a stalled broker leaves in the producer and what a crash reads again
+MAX_UNSETTLED = 4
 
 
 class BatchIngest(faust.Service):
@@ -71,6 +74,9 @@ class BatchIngest(faust.Service):
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._settling: asyncio.Task[None] | None = None  # the last fetch's flush and commit
+        self._unsettled: list[asyncio.Task[None]] = []  # settlings not done, oldest first
+        # offsets whose outputs are acknowledged, left by a settling to a later one's commit
+        self._committable: dict[TopicPartition, int] = {}
         self._read: dict[TopicPartition, int] = {}  # next offset to process, per partition
         self._revocations = 0  # completed revocations: a fetch taken before one is dropped
         # the hand-over from the agent's group: where each partition starts (records below
@@ -196,28 +202,52 @@ class BatchIngest(faust.Service):
         self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
     ) -> None:
         """Commit ``offsets`` once every output sent so far is acknowledged — in the background,
-        so the next fetch is taken and processed while this one's outputs are on their way.
+        so the next fetches are taken and processed while this one's outputs are on their way.
 
         Waiting for them before the next fetch made each cycle fetch + work + produce round trip
         + commit round trip, and aiokafka fetches a partition again only once its last fetch
-        was taken: a record waited up to two cycles (p99 ~90 ms at 1,000 records/s). One
-        settling at a time: the previous one is awaited first (commits stay in order, and at
-        most two fetches' outputs are in flight)."""
-        await self._settled()
-        task = asyncio.create_task(self._settle(consumer, offsets), name="batch-ingest-commit")
+        was taken: a record waited up to two cycles (p99 ~90 ms at 1,000 records/s). Waiting
+        for the previous fetch's settling still put its produce round trip and its commit in
+        front of the next fetch: a commit slow for 20-220 ms, or a produce request the broker
+        held, delayed every record behind it by that much plus a cycle (docs/benchmarks.md).
+        Now up to MAX_UNSETTLED fetches settle at once; commits stay in order (each settling
+        waits for the one before), and one whose successor exists leaves its offsets to that
+        one's commit (a commit in flight at a time, not one per fetch)."""
+        self._unsettled = [task for task in self._unsettled if not task.done()]
+        if len(self._unsettled) >= MAX_UNSETTLED:
+            await asyncio.shield(self._unsettled[0])
+        task = asyncio.create_task(
+            self._settle(consumer, offsets, self._settling), name="batch-ingest-commit"
+        )
         task.add_done_callback(_exit_if_settling_failed)
         self._settling = task
+        self._unsettled.append(task)
 
-    async def _settle(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    async def _settle(
+        self,
+        consumer: AIOKafkaConsumer,
+        offsets: dict[TopicPartition, int],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
         # every output of the records taken acknowledged (a refused one has stopped the worker)
         await app.producer.flush()
+        if previous is not None:
+            await previous  # the fetches before this one are merged (or committed) first
+        committable = self._committable
+        for tp, offset in offsets.items():
+            if offset > committable.get(tp, -1):
+                committable[tp] = offset
+        if self._settling is not asyncio.current_task():
+            return  # a later fetch's settling commits these with its own
+        self._committable = {}
         try:
-            await consumer.commit(offsets)
+            await consumer.commit(committable)
         except (CommitFailedError, KafkaError) as exc:  # replayed by the next owner
             log.warning("batch ingest: commit failed: %r", exc)
 
     async def _settled(self) -> None:
-        """The last fetch's outputs acknowledged and its offsets committed (or failed)."""
+        """Every fetch's outputs acknowledged and its offsets committed (or failed): the last
+        settling waits for the ones before it."""
         if self._settling is not None:
             await asyncio.shield(self._settling)
 
