@@ -5,8 +5,9 @@ docs/benchmarks.md: about half the agent's CPU per record, a few ms of latency.
 Instead of faust's agent, one aiokafka consumer of its own group (``<app id>-ingest``) takes a
 fetch at a time and runs every record through the same code as the agent
 (``agents.ingest.ingest_record``: normalize, canonical event, the tenant copies, dead letters),
-then, in the background while the next fetch is processed, waits until the producer has every
-output of the fetch acknowledged and commits the fetch. The fetch is the batch: once all of
+then, in the background while the next fetches are processed, waits until the producer has
+every output of the fetch acknowledged and commits it (in order; fetches settling together in
+one commit). The fetch is the batch: once all of
 its outputs are handed to the producer they are sent without waiting out the producer's linger
 (``outputs.send_lingering_now``). What it saves is faust's per-event consume path (conductor,
 stream, ack, sensors).
@@ -60,8 +61,9 @@ HANDOVER_TIMEOUT_S = 10.0  # reading both groups' committed offsets at an assign
 # a turn for the loop's other tasks every this many records (~10-30 ms of work); yielding after
 # every record cost ~90 µs of CPU per record (docs/benchmarks.md)
 YIELD_EVERY = 64
-# fetches processed whose outputs or commit are still on their way (then the next one waits):
-# bounds what a stalled broker leaves in the producer and what a crash reads again
+# settlings outstanding before the next fetch waits: bounds what a stalled broker leaves in the
+# producer and what a crash reads again (a settling whose offsets wait for a later one's commit
+# is done, so up to about twice as many fetches are uncommitted at a time)
 MAX_UNSETTLED = 4
 
 
@@ -232,18 +234,26 @@ class BatchIngest(faust.Service):
         # every output of the records taken acknowledged (a refused one has stopped the worker)
         await app.producer.flush()
         if previous is not None:
-            await previous  # the fetches before this one are merged (or committed) first
-        committable = self._committable
-        for tp, offset in offsets.items():
-            if offset > committable.get(tp, -1):
-                committable[tp] = offset
+            # the fetches before this one are merged (or committed) first; one cancelled (none
+            # is, but a chain must not end there: every later commit would be skipped) is
+            # covered by this flush; one that failed has stopped the worker: commit nothing
+            await asyncio.wait([previous])
+            if not previous.cancelled() and previous.exception() is not None:
+                return
+        _merge(self._committable, offsets)
         if self._settling is not asyncio.current_task():
             return  # a later fetch's settling commits these with its own
-        self._committable = {}
+        await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the offsets merged so far; a commit that fails leaves them for the next one
+        (never further back: merged by maximum)."""
+        committable, self._committable = self._committable, {}
         try:
             await consumer.commit(committable)
-        except (CommitFailedError, KafkaError) as exc:  # replayed by the next owner
+        except (CommitFailedError, KafkaError) as exc:  # else replayed by the next owner
             log.warning("batch ingest: commit failed: %r", exc)
+            _merge(self._committable, committable)
 
     async def _settled(self) -> None:
         """Every fetch's outputs acknowledged and its offsets committed (or failed): the last
@@ -289,6 +299,10 @@ class BatchIngest(faust.Service):
         try:
             async with self._lock:
                 await self._settled()
+                if self._committable and self._consumer is not None:
+                    await self._commit(self._consumer)  # what an earlier commit failed to
+                # offsets of partitions that may be read elsewhere now: never committed later
+                self._committable.clear()
                 self._read.clear()  # positions of partitions that may be read elsewhere now
                 self._floors.clear()
                 self._revocations += 1
@@ -378,6 +392,13 @@ async def _let_the_fetcher_ask_again() -> None:
     cycle (1,000 records/s: p50 20-30 ms with, 6 ms without; docs/benchmarks.md)."""
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+def _merge(into: dict[TopicPartition, int], offsets: dict[TopicPartition, int]) -> None:
+    """``offsets`` into ``into``, the further offset of each partition kept."""
+    for tp, offset in offsets.items():
+        if offset > into.get(tp, -1):
+            into[tp] = offset
 
 
 def _exit_if_settling_failed(task: asyncio.Task[None]) -> None:

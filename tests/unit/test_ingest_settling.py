@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from streamapp import ingest_batches
 
@@ -157,3 +158,58 @@ async def test_settled_means_every_fetch_committed(producer: Producer) -> None:
     producer.acknowledge(0)
     await waiting
     assert consumer.commits == [{P0: 10, P1: 4}]
+
+
+class FailingOnce(Consumer):
+    """The first commit fails as a commit during a rebalance can (CommitFailedError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise CommitFailedError("rebalancing")
+        await super().commit(offsets)
+
+
+async def test_a_failed_commit_is_retried_with_the_next(producer: Producer) -> None:
+    service, consumer = ingest_batches.BatchIngest(), FailingOnce()
+    await settle(service, consumer, {P0: 10, P1: 5})
+    producer.acknowledge(0)
+    await settled(service)
+    assert consumer.failed
+    assert consumer.commits == []
+    await settle(service, consumer, {P0: 12})
+    producer.acknowledge(1)
+    await settled(service)
+    assert consumer.commits == [{P0: 12, P1: 5}]  # P1's progress is not left behind
+
+
+async def test_a_revocation_commits_what_failed_before_and_keeps_nothing(
+    producer: Producer,
+) -> None:
+    service, consumer = ingest_batches.BatchIngest(), FailingOnce()
+    service._consumer = consumer
+    await settle(service, consumer, {P1: 5})
+    producer.acknowledge(0)
+    await settled(service)
+    assert consumer.commits == []
+    await asyncio.wait_for(service.on_revoked(), 10)
+    assert consumer.commits == [{P1: 5}]
+    assert service._committable == {}  # nothing of a revoked partition is committed later
+
+
+async def test_a_cancelled_settling_does_not_end_the_commits(producer: Producer) -> None:
+    """No settling is cancelled today (every wait on one is shielded); if one ever is, the
+    ones after it still commit (their flush covers its outputs)."""
+    service, consumer = ingest_batches.BatchIngest(), Consumer()
+    await settle(service, consumer, {P0: 10})
+    first = service._settling
+    assert first is not None
+    await settle(service, consumer, {P0: 20})
+    first.cancel()
+    producer.acknowledge(1)
+    await settled(service)
+    assert consumer.commits == [{P0: 20}]
