@@ -30,6 +30,12 @@ assignment, first metadata and token caches).
         [--repeat 3] [--workers 1]
     .venv/bin/python -m bench.pipeline latency [--rates 1000 3000] [--seconds 30]
         [--repeat N] [--sides floor baseline worker]
+    .venv/bin/python -m bench.pipeline minting-share [--records 40000] [--tenants 10]
+        [--pairs 3] [--interleaved SLICE_S]
+
+Minting's share (``minting-share``): runs with minting against runs whose workers' ``issue`` is
+stubbed (bench/minting_stub), in pairs; or, with ``--interleaved``, ``--pairs`` runs of one
+worker each that alternates the two every SLICE_S seconds (CPU per copy compared slice-wise).
 
 Needs the broker of ``scripts/kafka``. Not part of the test run.
 """
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -321,7 +328,12 @@ async def dropping_topics(prefixes: list[str]) -> None:
 
 
 async def throughput_once(
-    records: int, tenants: int, workers: int, *, minting_stub: bool = False
+    records: int,
+    tenants: int,
+    workers: int,
+    *,
+    minting_stub: bool = False,
+    worker_env_extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     names_base = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
     names_app = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
@@ -333,13 +345,21 @@ async def throughput_once(
             tenants=tenants,
             workers=workers,
             stub=minting_stub,
+            env_extra=worker_env_extra or {},
         )
     finally:
         await dropping_topics([names_base.prefix, names_app.prefix])
 
 
 async def _throughput(
-    names_base: Names, names_app: Names, *, records: int, tenants: int, workers: int, stub: bool
+    names_base: Names,
+    names_app: Names,
+    *,
+    records: int,
+    tenants: int,
+    workers: int,
+    stub: bool,
+    env_extra: dict[str, str],
 ) -> dict[str, Any]:
     index = build_index(DATASETS, tenants)
     values = raw_records(records, DATASETS)
@@ -373,6 +393,7 @@ async def _throughput(
         app = Workers(names_app, tenants, workers, work)
         try:
             env = worker_env(names_app, work, public, secrets)
+            env.update(env_extra)
             if stub:  # the workers' TokenIssuer.issue serves first tokens (no minting)
                 env["PYTHONPATH"] = os.pathsep.join(
                     p for p in (str(ROOT / "bench" / "minting_stub"), env.get("PYTHONPATH")) if p
@@ -622,6 +643,76 @@ async def append_times(
     return out
 
 
+def minting_share_interleaved(records: int, tenants: int, runs: int, slice_s: float) -> None:
+    """One worker per run alternating between minting and the stub every ``slice_s`` (the
+    stub's ``BENCH_MINTING_TOGGLE_S``): minting's share = 1 - (CPU per copy in the stubbed
+    slices) / (CPU per copy in the minting slices), over the slices with the worker busy."""
+    pooled = {0: [0.0, 0], 1: [0.0, 0]}  # parity -> CPU s, copies
+    shares = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as scratch:
+            slices = Path(scratch) / "slices.txt"
+            run = asyncio.run(
+                throughput_once(
+                    records,
+                    tenants,
+                    1,
+                    minting_stub=True,
+                    worker_env_extra={
+                        "BENCH_MINTING_TOGGLE_S": str(slice_s),
+                        "BENCH_MINTING_SLICES": str(slices),
+                    },
+                )
+            )
+            per = busy_slices(slices.read_text().split("\n"))
+        run_totals = {0: [0.0, 0], 1: [0.0, 0]}
+        for parity, cpu, copies in per:
+            for totals in (pooled, run_totals):
+                totals[parity][0] += cpu
+                totals[parity][1] += copies
+        share = 1 - (run_totals[1][0] / run_totals[1][1]) / (run_totals[0][0] / run_totals[0][1])
+        shares.append(round(100 * share, 1))
+        print(
+            json.dumps(
+                {
+                    **run,
+                    "interleaved_slices": [sum(1 for p in per if p[0] == q) for q in (0, 1)],
+                    "minting_us_per_copy": round(1e6 * run_totals[0][0] / run_totals[0][1], 2),
+                    "stubbed_us_per_copy": round(1e6 * run_totals[1][0] / run_totals[1][1], 2),
+                    "share_pct": shares[-1],
+                }
+            ),
+            flush=True,
+        )
+    share = 1 - (pooled[1][0] / pooled[1][1]) / (pooled[0][0] / pooled[0][1])
+    print(
+        json.dumps(
+            {
+                "summary": f"minting share interleaved, tenants={tenants}, slices of {slice_s} s",
+                "share_pct_per_run": shares,
+                "pooled_share_pct": round(100 * share, 1),
+            }
+        ),
+        flush=True,
+    )
+
+
+def busy_slices(lines: list[str]) -> list[tuple[int, float, int]]:
+    """(parity, CPU s, copies) of each whole slice in which the worker was busy: consecutive
+    lines of the stub's slice log, keeping slices with at least half the median's copies (the
+    first and last of the run are partly idle)."""
+    rows = [tuple(line.split()) for line in lines if line.strip()]
+    parsed = [(int(i), int(p), float(c), int(n)) for i, p, c, n in rows]
+    out = []
+    for before, after in itertools.pairwise(parsed):
+        if after[0] == before[0] + 1 and after[3] > before[3]:
+            out.append((after[1], after[2] - before[2], after[3] - before[3]))
+    if not out:
+        return []
+    median = statistics.median(n for _, _, n in out)
+    return [s for s in out if s[2] >= median / 2]
+
+
 def minting_share(records: int, tenants: int, pairs: int) -> None:
     """Alternating runs with minting and with the workers' ``issue`` stubbed
     (bench/minting_stub): minting's share = the CPU per record it adds / the CPU with it."""
@@ -659,6 +750,13 @@ def main() -> None:
     share.add_argument("--records", type=int, default=40_000)
     share.add_argument("--tenants", type=int, default=10)
     share.add_argument("--pairs", type=int, default=3)
+    share.add_argument(
+        "--interleaved",
+        type=float,
+        default=0.0,
+        metavar="SLICE_S",
+        help="instead: one worker per run alternating minting and the stub every SLICE_S",
+    )
     lat = sub.add_parser("latency")
     lat.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
     lat.add_argument("--seconds", type=int, default=30)
@@ -676,7 +774,10 @@ def main() -> None:
         serve_baseline(args.prefix, args.records, args.secrets, args.floor)
         return
     if args.mode == "minting-share":
-        minting_share(args.records, args.tenants, args.pairs)
+        if args.interleaved > 0:
+            minting_share_interleaved(args.records, args.tenants, args.pairs, args.interleaved)
+        else:
+            minting_share(args.records, args.tenants, args.pairs)
         return
     if args.mode == "latency":
         for rate in args.rates:

@@ -6,6 +6,9 @@ profiler undercounted it)."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from datetime import datetime
 
 from streamapp import delegation
@@ -26,4 +29,38 @@ def _first_tokens(
     return tokens
 
 
-delegation.TokenIssuer.issue = _first_tokens  # type: ignore[method-assign]
+# Interleaved (``BENCH_MINTING_TOGGLE_S`` set): one worker alternates between minting and the
+# stub every that many seconds, and a thread writes, at each switch, the process's CPU time and
+# the copies issued so far (``BENCH_MINTING_SLICES``, one line per switch). Both modes then share
+# the process, its caches and the machine's moments: the comparison of separate runs differed
+# by more than what it measures (docs/benchmarks.md).
+_TOGGLE_S = float(os.environ.get("BENCH_MINTING_TOGGLE_S") or 0)
+_copies = 0
+
+
+def _interleaved(
+    self: delegation.TokenIssuer, delivery: Delivery, event: CanonicalEvent, now: datetime
+) -> delegation.DelegatedTokens:
+    global _copies  # noqa: PLW0603 - one counter read by the slice thread
+    _copies += 1
+    if int(time.monotonic() / _TOGGLE_S) % 2:  # odd slices: the stub
+        return _first_tokens(self, delivery, event, now)
+    return _real_issue(self, delivery, event, now)
+
+
+def _write_slices(path: str) -> None:
+    with open(path, "a", buffering=1) as out:
+        while True:
+            slice_index = int(time.monotonic() / _TOGGLE_S)
+            time.sleep(max(0.0, (slice_index + 1) * _TOGGLE_S - time.monotonic()))
+            # the slice that just ended: its parity (1: stubbed), CPU so far, copies so far
+            out.write(f"{slice_index} {slice_index % 2} {time.process_time():.6f} {_copies}\n")
+
+
+if _TOGGLE_S > 0:
+    delegation.TokenIssuer.issue = _interleaved  # type: ignore[method-assign]
+    threading.Thread(
+        target=_write_slices, args=(os.environ["BENCH_MINTING_SLICES"],), daemon=True
+    ).start()
+else:
+    delegation.TokenIssuer.issue = _first_tokens  # type: ignore[method-assign]
