@@ -17,8 +17,11 @@ a new token. Read tokens name one file each: minted per event, once for the copi
 event that share its inputs (authority, activities, lifetime): tenants sharing a dataset and
 its secret get the same bytes a separate mint would give, and a copy with a read token only is
 one shared (immutable) tokens object. A tenant with a base macaroon of its own never shares.
-The authority of a (tenant, dataset) is looked up at most every few seconds per copy, so a
-rotated or added file is used within those seconds.
+The authority of a copy is looked up per tenant (its own base macaroon), per dataset (the
+dataset's) and once for the root key, each at most every few seconds, so a rotated or added
+file is used within those seconds; no cache is keyed by (tenant, dataset) pairs, whose number
+is the product of two large ones (10,000 datasets shared with 10 tenants each made every
+lookup of such a cache a miss: three file reads per copy).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,7 +56,8 @@ _ROOT_KEY = "macaroon-root.key"
 # How many entries each cache keeps; past that the oldest entry goes (not the whole cache:
 # with more (tenant, dataset) pairs than a cache holds, clearing it when full made every
 # lookup a miss, three file reads per copy). Sized for a facility's pairs, not for a bench.
-_AUTHORITIES_KEPT = 65536  # (tenant, dataset) pairs with events
+_TENANTS_KEPT = 65536  # tenants with events (their own base macaroon or none)
+_DATASETS_KEPT = 262144  # datasets with events (their base macaroon or none)
 _WRITE_TOKENS_KEPT = 16384  # distinct write grants
 _INTERNED_KEPT = 4096  # distinct secret files
 
@@ -115,10 +119,14 @@ class TokenIssuer:
     _interned: OrderedDict[tuple[str, bytes], Authority] = field(
         default_factory=OrderedDict, repr=False
     )
-    # (tenant, dataset) -> when looked up (secrets' clock), the authority found
-    _authorities: OrderedDict[tuple[str, str], tuple[float, Authority | None]] = field(
+    # name -> when looked up (secrets' clock), the authority its file holds (None: no file)
+    _tenant_files: OrderedDict[str, tuple[float, Authority | None]] = field(
         default_factory=OrderedDict, repr=False
     )
+    _dataset_files: OrderedDict[str, tuple[float, Authority | None]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _root_file: tuple[float, Authority | None] = field(default=(float("-inf"), None), repr=False)
     # The event whose copies are being issued (``deliver_event`` issues them one after the
     # other; another event in between only costs a recomputation): its read tokens and its
     # read-only copies' tokens, by what they depend on.
@@ -133,6 +141,20 @@ class TokenIssuer:
     )
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
+        """The tokens of one copy of ``event``. Copies of one event issued one after the other
+        share what they can (the fields above); the clock is read per copy: an event's copies
+        may be minutes apart (a slow broker), and a rotated file must be used within the
+        lookup's seconds of each copy."""
+        return self.issue_event((delivery,), event, now)[0]
+
+    def issue_event(
+        self, deliveries: Sequence[Delivery], event: CanonicalEvent, now: datetime
+    ) -> list[DelegatedTokens]:
+        """The tokens of each of ``deliveries`` (copies of ``event``), in their order: what
+        ``issue`` gives for each in turn at one instant of the clock, with the per-event work
+        done once — an event's copies prepared together, as the authorization agent does (at
+        ten tenants per event the per-copy overhead was most of what minting cost, so this
+        loop is written out)."""
         subject, kind = event["subject"], event["type"]
         if (  # the first copy of an event (a dict changed in place counts as another)
             event is not self._event
@@ -146,28 +168,45 @@ class TokenIssuer:
             self._read_tokens.clear()
             self._read_only_copies.clear()
         if not self._event_wants_tokens:
-            return _NO_TOKENS
-        # the clock per copy: an event's copies may be minutes apart (a slow broker), and a
-        # rotated file must be used within the lookup's seconds of each copy
+            return [_NO_TOKENS] * len(deliveries)
         clock = self.secrets.clock()
-        cached = self._authorities.get((delivery.tenant, delivery.dataset.id))
-        if cached is not None and clock - cached[0] < _CACHE_SECONDS:
-            authority = cached[1]  # the common case, inline (once per copy)
-        else:
-            authority = self._authority(delivery, clock)
-        if delivery.write_refused is not None or (
-            delivery.write and delivery.dataset.output is not None
-        ):
-            return self._tokens(delivery, event, now, authority)
-        # A copy with a read token only is a function of the event, the instant, the authority,
-        # the read activities and lifetime, and a refusal: the copies of one event for tenants
-        # sharing those get the same tokens object (most of a shared dataset's copies).
-        subscription = delivery.subscription
-        key = (authority, subscription.read, subscription.token_lifetime_s, delivery.read_refused)
-        tokens = self._read_only_copies.get(key)
-        if tokens is None:
-            tokens = self._read_only_copies[key] = self._tokens(delivery, event, now, authority)
-        return tokens
+        fresh_for = _CACHE_SECONDS
+        tenant_files = self._tenant_files
+        read_only_copies = self._read_only_copies
+        shared: dict[str, Authority | None] = {}  # by dataset (one per event, normally)
+        copies = []
+        for delivery in deliveries:
+            cached = tenant_files.get(delivery.tenant)
+            if cached is None or clock - cached[0] >= fresh_for:
+                cached = self._tenant_file(delivery.tenant, clock)
+            authority = cached[1]
+            if authority is None:  # no base macaroon of its own: the dataset's, or the root key
+                dataset_id = delivery.dataset.id
+                if dataset_id in shared:
+                    authority = shared[dataset_id]
+                else:
+                    authority = shared[dataset_id] = self._dataset_or_root(dataset_id, clock)
+            if delivery.write_refused is not None or (
+                delivery.write and delivery.dataset.output is not None
+            ):
+                copies.append(self._tokens(delivery, event, now, authority))
+                continue
+            # A copy with a read token only is a function of the event, the instant, the
+            # authority, the read activities and lifetime, and a refusal: the copies of one
+            # event for tenants sharing those get one tokens object (most of a shared
+            # dataset's copies).
+            subscription = delivery.subscription
+            key = (
+                authority,
+                subscription.read,
+                subscription.token_lifetime_s,
+                delivery.read_refused,
+            )
+            tokens = read_only_copies.get(key)
+            if tokens is None:
+                tokens = read_only_copies[key] = self._tokens(delivery, event, now, authority)
+            copies.append(tokens)
+        return copies
 
     def _tokens(
         self,
@@ -251,29 +290,36 @@ class TokenIssuer:
             _keep(self._write_tokens, key, (token, now), _WRITE_TOKENS_KEPT)
         return token
 
-    def _authority(self, delivery: Delivery, now: float) -> Authority | None:
-        """Which secret tokens for ``delivery`` are made from, in the order of the module's
-        docstring: looked up once per (tenant, dataset) every few seconds, not per event
-        (three file names per token were measurable), so a rotated or added file is used
-        within those seconds as before."""
-        key = (delivery.tenant, delivery.dataset.id)
-        cached = self._authorities.get(key)
-        if cached is not None and now - cached[0] < _CACHE_SECONDS:
+    # The authority of a copy, in the order of the module's docstring: each file looked up at
+    # most every few seconds (``clock``: the secrets' clock), not per copy — three file names
+    # per token were measurable.
+    def _tenant_file(self, tenant: str, clock: float) -> tuple[float, Authority | None]:
+        entry = (clock, self._file_authority(f"macaroons/tenants/{tenant}.macaroon"))
+        _keep(self._tenant_files, tenant, entry, _TENANTS_KEPT)
+        return entry
+
+    def _dataset_or_root(self, dataset_id: str, clock: float) -> Authority | None:
+        cached = self._dataset_files.get(dataset_id)
+        if cached is None or clock - cached[0] >= _CACHE_SECONDS:
+            cached = (clock, self._file_authority(f"macaroons/datasets/{dataset_id}.macaroon"))
+            _keep(self._dataset_files, dataset_id, cached, _DATASETS_KEPT)
+        if cached[1] is not None:
             return cached[1]
-        found = None
-        for relative in (
-            f"macaroons/tenants/{delivery.tenant}.macaroon",
-            f"macaroons/datasets/{delivery.dataset.id}.macaroon",
-            _ROOT_KEY,
-        ):
-            content = self.secrets.read(relative, fresh=True)  # this cache's age is the bound
-            if content is not None:
-                found = self._interned.get((relative, content))
-                if found is None:
-                    found = Authority(relative, content, strip_trailing_newline(content))
-                    _keep(self._interned, (relative, content), found, _INTERNED_KEPT)
-                break
-        _keep(self._authorities, key, (now, found), _AUTHORITIES_KEPT)
+        root = self._root_file
+        if clock - root[0] >= _CACHE_SECONDS:
+            root = self._root_file = (clock, self._file_authority(_ROOT_KEY))
+        return root[1]
+
+    def _file_authority(self, relative: str) -> Authority | None:
+        """The authority ``relative`` holds now (None: no such file). One object per (file,
+        content): the token caches' keys compare authorities by identity."""
+        content = self.secrets.read(relative, fresh=True)  # the lookups' age is the bound
+        if content is None:
+            return None
+        found = self._interned.get((relative, content))
+        if found is None:
+            found = Authority(relative, content, strip_trailing_newline(content))
+            _keep(self._interned, (relative, content), found, _INTERNED_KEPT)
         return found
 
     def _mint(

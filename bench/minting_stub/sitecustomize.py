@@ -1,14 +1,15 @@
 """Loaded only by the workers of ``bench.pipeline minting-share`` (on their ``PYTHONPATH``):
-``TokenIssuer.issue`` replaced by a stub that serves each (tenant, dataset) the tokens of its
-first event. The copies keep their sizes and every other step; what the worker's CPU per record
-loses against a run with minting is what minting costs (docs/benchmarks.md: a sampling
-profiler undercounted it)."""
+``TokenIssuer.issue`` and ``issue_event`` replaced by stubs that serve each (tenant, dataset)
+the tokens of its first event. The copies keep their sizes and every other step; what the
+worker's CPU per record loses against a run with minting is what minting costs
+(docs/benchmarks.md: a sampling profiler undercounted it)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
 
 from streamapp import delegation
@@ -16,6 +17,7 @@ from streamapp.domain.authorize import Delivery
 from streamapp.domain.events import CanonicalEvent
 
 _real_issue = delegation.TokenIssuer.issue
+_real_issue_event = delegation.TokenIssuer.issue_event
 _kept: dict[tuple[str, str], delegation.DelegatedTokens] = {}
 
 
@@ -27,6 +29,19 @@ def _first_tokens(
     if tokens is None:
         tokens = _kept[key] = _real_issue(self, delivery, event, now)
     return tokens
+
+
+def _first_tokens_of_copies(
+    self: delegation.TokenIssuer,
+    deliveries: Sequence[Delivery],
+    event: CanonicalEvent,
+    now: datetime,
+) -> list[delegation.DelegatedTokens]:
+    kept = _kept
+    try:  # one lookup per copy, as cheap as a stub gets
+        return [kept[(d.tenant, d.dataset.id)] for d in deliveries]
+    except KeyError:  # a (tenant, dataset)'s first event
+        return [_first_tokens(self, d, event, now) for d in deliveries]
 
 
 # Interleaved (``BENCH_MINTING_TOGGLE_S`` set): one worker alternates between minting and the
@@ -48,6 +63,19 @@ def _interleaved(
     return _real_issue(self, delivery, event, now)
 
 
+def _interleaved_event(
+    self: delegation.TokenIssuer,
+    deliveries: Sequence[Delivery],
+    event: CanonicalEvent,
+    now: datetime,
+) -> list[delegation.DelegatedTokens]:
+    global _copies  # noqa: PLW0603 - one counter read by the slice thread
+    _copies += len(deliveries)
+    if int(time.monotonic() / _TOGGLE_S) % 2:  # odd slices: the stub
+        return _first_tokens_of_copies(self, deliveries, event, now)
+    return _real_issue_event(self, deliveries, event, now)
+
+
 def _write_slices(path: str) -> None:
     with open(path, "a", buffering=1) as out:
         while True:
@@ -59,8 +87,10 @@ def _write_slices(path: str) -> None:
 
 if _TOGGLE_S > 0:
     delegation.TokenIssuer.issue = _interleaved  # type: ignore[method-assign]
+    delegation.TokenIssuer.issue_event = _interleaved_event  # type: ignore[method-assign]
     threading.Thread(
         target=_write_slices, args=(os.environ["BENCH_MINTING_SLICES"],), daemon=True
     ).start()
 else:
     delegation.TokenIssuer.issue = _first_tokens  # type: ignore[method-assign]
+    delegation.TokenIssuer.issue_event = _first_tokens_of_copies  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ import orjson
 
 from streamapp import observed
 from streamapp.app import app, settings
-from streamapp.delegation import SecretFiles, TokenIssuer
+from streamapp.delegation import DelegatedTokens, SecretFiles, TokenIssuer
 from streamapp.domain.authorize import Delivery, authorize, authorized_event
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CONTENT_TYPE, CanonicalEvent, EventFormatError, parse_canonical
@@ -101,9 +101,10 @@ async def deliver_event(event: CanonicalEvent, origin: Origin) -> None:
     count(AUTHORIZED_EVENTS, "delivered")
     now = datetime.now(UTC)
     key = event["subject"].encode()
-    for delivery in decision.deliveries:
+    issued = _issued_together(decision.deliveries, event, now)
+    for index, delivery in enumerate(decision.deliveries):
         try:
-            value = _tenant_copy(delivery, event, now)
+            value = _tenant_copy(delivery, event, now, issued[index] if issued else None)
         except Exception as exc:  # noqa: BLE001 - any failure of one copy: dead letter, go on
             # Only the exception's class: minting errors are not ours to word, and a
             # message from a token library has no place on a topic.
@@ -140,8 +141,27 @@ async def deliver_event(event: CanonicalEvent, origin: Origin) -> None:
         observed.delivered(delivery.tenant, event)
 
 
-def _tenant_copy(delivery: Delivery, event: CanonicalEvent, now: datetime) -> bytes:
-    tokens = issuer.issue(delivery, event, now)  # it times the tokens it mints
+def _issued_together(
+    deliveries: Sequence[Delivery], event: CanonicalEvent, now: datetime
+) -> list[DelegatedTokens] | None:
+    """Every copy's tokens at once (the per-event work done once); None if that fails, and
+    each copy is then issued alone, so that only the copies that fail become dead letters."""
+    try:
+        return issuer.issue_event(deliveries, event, now)  # it times the tokens it mints
+    except Exception as exc:  # noqa: BLE001 - each copy is tried alone: a failure is its own
+        log.warning(
+            "authorize: tokens of event %s not issued together (%s): copy by copy",
+            event.get("id"),
+            type(exc).__name__,
+        )
+        return None
+
+
+def _tenant_copy(
+    delivery: Delivery, event: CanonicalEvent, now: datetime, tokens: DelegatedTokens | None
+) -> bytes:
+    if tokens is None:
+        tokens = issuer.issue(delivery, event, now)
     _count_tokens(tokens.read is not None, tokens.write is not None, tokens.problems)
     value = authorized_event(event, delivery, tokens.read, tokens.write, tokens.problems)
     return orjson.dumps(value)

@@ -39,5 +39,23 @@ def from_epoch_milliseconds(milliseconds: int) -> datetime:
 def rfc3339_utc(moment: datetime, *, always_milliseconds: bool = False) -> str:
     """``2026-05-04T08:18:30.123Z`` (microseconds only when they are there)."""
     utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-    spec = "milliseconds" if always_milliseconds or utc.microsecond % 1000 == 0 else "microseconds"
-    return utc.isoformat(timespec=spec)[:-6] + "Z"  # an aware UTC instant ends "+00:00"
+    if always_milliseconds or utc.microsecond % 1000 == 0:
+        return _with_milliseconds(utc)
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"  # an aware UTC one ends "+00:00"
+
+
+def _with_milliseconds(utc: datetime) -> str:
+    """``utc.isoformat(timespec="milliseconds")`` in RFC 3339's UTC form, in a third of its
+    time (an aware ``isoformat`` asks the zone for its offset: 2.5 µs, and every delegated
+    token formats its expiry): the minute's text is kept, seconds and milliseconds appended.
+    Milliseconds are truncated, as ``isoformat`` does (the floor of the total is the same)."""
+    minute, within = divmod((utc - _EPOCH) // _MILLISECOND, 60_000)
+    kept_minute, text = _minute_text[0]
+    if minute != kept_minute:
+        text = utc.isoformat(timespec="minutes")[:-6] + ":"
+        _minute_text[0] = (minute, text)
+    return "%s%02d.%03dZ" % (text, within // 1000, within % 1000)  # noqa: UP031 - the fastest
+
+
+# the last minute formatted (an event's instants, a token's expiry, share it); replaced whole
+_minute_text: list[tuple[int | None, str]] = [(None, "")]

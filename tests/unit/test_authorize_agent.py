@@ -208,14 +208,16 @@ async def test_a_failing_copy_for_one_tenant_spares_the_others(
             parse_tenant({"tenant": "bob", "subscriptions": [{"dataset": "exp"}]}),
         ],
     )
-    real_issue = authorize_module.issuer.issue
+    # the tokens of alice's copy fail, whether an event's copies are issued together (the
+    # agent's path: one failure fails the lot, and each copy is then issued alone) or alone
+    real_tokens = authorize_module.issuer._tokens
 
-    def issue(delivery: Any, event: CanonicalEvent, now: datetime) -> Any:
+    def tokens(delivery: Any, event: CanonicalEvent, now: datetime, authority: Any) -> Any:
         if delivery.tenant == "alice":
             raise OverflowError("secret-looking detail")
-        return real_issue(delivery, event, now)
+        return real_tokens(delivery, event, now, authority)
 
-    monkeypatch.setattr(authorize_module.issuer, "issue", issue)
+    monkeypatch.setattr(authorize_module.issuer, "_tokens", tokens)
     await put_all([(orjson.dumps(canonical("/data/exp/a.h5")), b"k")])
 
     assert [tenant for tenant, _ in captured.tenant] == ["bob"]
