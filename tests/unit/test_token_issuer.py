@@ -360,7 +360,8 @@ def test_an_events_copies_issued_together_are_those_issued_one_by_one(tmp_path: 
         assert deserialize(carol_read.token).identifier == "carol-base"
         assert by_tenant["dave"].read is None
         assert any("outside the base macaroon's scope" in p for p in by_tenant["dave"].problems)
-    deleted = {**event("/data/exp/a.h5"), "type": "storage.object.deleted"}
+    deleted = event("/data/exp/a.h5")
+    deleted["type"] = "storage.object.deleted"
     deliveries = authorize(deleted, varied_index()).deliveries
     issued = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600).issue_event(
         deliveries, deleted, NOW
