@@ -16,7 +16,6 @@ from streamapp import delegation
 from streamapp.domain.authorize import Delivery
 from streamapp.domain.events import CanonicalEvent
 
-_real_issue = delegation.TokenIssuer.issue
 _real_issue_event = delegation.TokenIssuer.issue_event
 _kept: dict[tuple[str, str], delegation.DelegatedTokens] = {}
 
@@ -27,7 +26,8 @@ def _first_tokens(
     key = (delivery.tenant, delivery.dataset.id)
     tokens = _kept.get(key)
     if tokens is None:
-        tokens = _kept[key] = _real_issue(self, delivery, event, now)
+        # the real issue_event (issue calls issue_event, which is stubbed here too)
+        tokens = _kept[key] = _real_issue_event(self, (delivery,), event, now)[0]
     return tokens
 
 
@@ -60,7 +60,7 @@ def _interleaved(
     _copies += 1
     if int(time.monotonic() / _TOGGLE_S) % 2:  # odd slices: the stub
         return _first_tokens(self, delivery, event, now)
-    return _real_issue(self, delivery, event, now)
+    return _real_issue_event(self, (delivery,), event, now)[0]
 
 
 def _interleaved_event(
