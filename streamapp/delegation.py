@@ -42,7 +42,7 @@ from streamapp.domain.token_minting import (
     MintedToken,
     attenuate,
     lifetime_until,
-    mint_with_root_key,
+    root_key_token,
 )
 from streamapp.domain.tokens import TokenError
 from streamapp.metrics import TOKEN_MINT_SECONDS
@@ -113,7 +113,8 @@ class TokenIssuer:
     location: str
     identity: str
     max_lifetime_s: int
-    _write_tokens: OrderedDict[tuple[object, ...], tuple[MintedToken, datetime]] = field(
+    # grant -> the token, when minted, the last instant it is handed out again
+    _write_tokens: OrderedDict[tuple[object, ...], tuple[MintedToken, datetime, datetime]] = field(
         default_factory=OrderedDict, repr=False
     )
     _interned: OrderedDict[tuple[str, bytes], Authority] = field(
@@ -253,7 +254,7 @@ class TokenIssuer:
         key = (authority, activities, path, expires)
         token = self._read_tokens.get(key)
         if token is None:
-            token = self._mint(authority, Grant(path, activities, expires), now, problems)
+            token = self._mint(authority, path, activities, expires, now=now, problems=problems)
             if token is not None:
                 self._read_tokens[key] = token
         return token
@@ -281,13 +282,15 @@ class TokenIssuer:
         )
         kept = self._write_tokens.get(key)
         if kept is not None:
-            earlier, minted_at = kept
+            earlier, minted_at, half_life = kept
             # minted_at <= now: a clock stepped back must not stretch a token past its lifetime
-            if minted_at <= now and earlier.expires - now >= (earlier.expires - minted_at) / 2:
+            if minted_at <= now <= half_life:
                 return earlier
-        token = self._mint(authority, Grant(path, activities, expires), now, problems)
+        token = self._mint(authority, path, activities, expires, now=now, problems=problems)
         if token is not None:
-            _keep(self._write_tokens, key, (token, now), _WRITE_TOKENS_KEPT)
+            # the last instant at which at least half of its lifetime remains
+            half_life = token.expires - (token.expires - now) / 2
+            _keep(self._write_tokens, key, (token, now, half_life), _WRITE_TOKENS_KEPT)
         return token
 
     # The authority of a copy, in the order of the module's docstring: each file looked up at
@@ -323,24 +326,35 @@ class TokenIssuer:
         return found
 
     def _mint(
-        self, authority: Authority | None, grant: Grant, now: datetime, problems: list[str]
+        self,
+        authority: Authority | None,
+        path: str,
+        activities: tuple[str, ...],
+        expires: datetime,
+        *,
+        now: datetime,
+        problems: list[str],
     ) -> MintedToken | None:
-        """A token for ``grant`` from ``authority``, or None with the reason in ``problems``.
-        The histogram times tokens minted (not copies served from a cache, not refusals)."""
+        """A token for ``activities`` on ``path`` until ``expires`` from ``authority``, or None
+        with the reason in ``problems``. The histogram times tokens minted (not copies served
+        from a cache, not refusals)."""
         if authority is None:
             problems.append("no macaroon issuer configured for this dataset")
             return None
         started = time.perf_counter()
         if authority.relative != _ROOT_KEY:
             try:
+                grant = Grant(path, activities, expires)
                 token = attenuate(_base_text(authority.content), grant, now=now)
             except TokenError as exc:
                 problems.append(f"{authority.relative.split('/')[1][:-1]} base macaroon: {exc}")
                 return None
         else:
             try:
-                token = mint_with_root_key(
-                    grant,
+                token = root_key_token(
+                    path,
+                    activities,
+                    expires,
                     key=authority.key,
                     identifier=self.identifier,
                     location=self.location,

@@ -84,9 +84,8 @@ class TokenPrefix:
         outer = outer.copy()
         outer.update(inner.digest())
         padded = outer.digest() + _SIGNATURE_PAD
-        inner = hashlib.sha256(padded.translate(_INNER_TABLE))
-        inner.update(second)
-        signature = hashlib.sha256(padded.translate(_OUTER_TABLE) + inner.digest()).digest()
+        inner_digest = hashlib.sha256(padded.translate(_INNER_TABLE) + second).digest()
+        signature = hashlib.sha256(padded.translate(_OUTER_TABLE) + inner_digest).digest()
         raw = b"%b%04xcid %b\n%04xcid %b\n%b%b\n" % (
             self.packets,
             len(first) + _CID_FRAME,

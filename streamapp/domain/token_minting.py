@@ -12,7 +12,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 from pymacaroons import Macaroon
 from pymacaroons.exceptions import MacaroonException
@@ -45,8 +45,10 @@ class Grant:
     expires: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class MintedToken:
+class MintedToken(NamedTuple):
+    """A delegated token and what it grants (immutable: one object may serve several copies;
+    a named tuple is made in a third of a frozen dataclass's time, once per token minted)."""
+
     token: str
     path: str
     activities: tuple[str, ...]
@@ -57,14 +59,36 @@ def mint_with_root_key(
     grant: Grant, *, key: bytes, identifier: str, location: str, identity: str | None = None
 ) -> MintedToken:
     """A new macaroon signed with the storage's root key (storages sharing it; tests)."""
-    if not grant.activities:
+    return root_key_token(
+        grant.path,
+        grant.activities,
+        grant.expires,
+        key=key,
+        identifier=identifier,
+        location=location,
+        identity=identity,
+    )
+
+
+def root_key_token(
+    path: str,
+    activities: tuple[str, ...],
+    expires: datetime,
+    *,
+    key: bytes,
+    identifier: str,
+    location: str,
+    identity: str | None = None,
+) -> MintedToken:
+    """``mint_with_root_key`` of ``Grant(path, activities, expires)`` without making the
+    grant (the issuer's path: once per event)."""
+    if not activities:
         raise TokenError("a grant without activities needs no token")
-    if not _names_a_segment(grant.path):
+    if not _names_a_segment(path):
         # without a path caveat a root-key token reaches the whole storage: never minted
         raise TokenError("a grant on the root '/' is never minted with the root key")
-    chain = _root_activity_chain(key, identifier, location, identity or None, grant.activities)
-    token = _extend_chain(chain, grant.path, grant.expires)
-    return MintedToken(token, grant.path, grant.activities, grant.expires)
+    chain = _root_activity_chain(key, identifier, location, identity or None, activities)
+    return MintedToken(_extend_chain(chain, path, expires), path, activities, expires)
 
 
 def _names_a_segment(path: str) -> bool:
