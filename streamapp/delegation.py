@@ -217,7 +217,9 @@ class TokenIssuer:
         authority: Authority | None,
     ) -> DelegatedTokens:
         subscription = delivery.subscription
-        expires = lifetime_until(now, subscription.token_lifetime_s, self.max_lifetime_s)
+        expires = _whole_tenth(
+            lifetime_until(now, subscription.token_lifetime_s, self.max_lifetime_s)
+        )
         problems: list[str] = []
         read = write = None
         if subscription.read and delivery.read_refused is not None:
@@ -277,7 +279,7 @@ class TokenIssuer:
             delivery.dataset.id,
             path,
             activities,
-            expires - now,
+            delivery.subscription.token_lifetime_s,
             authority,
         )
         kept = self._write_tokens.get(key)
@@ -378,6 +380,13 @@ def _keep(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
     cache.move_to_end(key)  # a refreshed entry is the newest
     if len(cache) > limit:
         cache.popitem(last=False)
+
+
+def _whole_tenth(expires: datetime) -> datetime:
+    """``expires`` rounded down to a tenth of a second: tokens of the same grant minted
+    within one tenth share their chain through ``before:`` (domain/token_minting), so each
+    costs one HMAC. Never later than asked; a lifetime is at least a second."""
+    return expires.replace(microsecond=expires.microsecond - expires.microsecond % 100_000)
 
 
 @functools.lru_cache(maxsize=1024)

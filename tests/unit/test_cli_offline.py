@@ -262,8 +262,8 @@ def test_token_inspect_prints_the_caveats(cli: dict[str, Result]) -> None:
     body = result.only()
     assert body["caveats"] == [
         "activity:DOWNLOAD,READ_METADATA",
-        f"path:{FILE}",
         "before:2026-11-20T08:10:00.000Z",
+        f"path:{FILE}",
     ]
     assert (body["location"], body["identifier"]) == ("dcache.desy.example", "cli-test")
 

@@ -62,9 +62,9 @@ def slow_mint(grant: token_minting.Grant, key: bytes, identity: str | None) -> s
     if identity:
         macaroon.add_first_party_caveat(f"id:{identity}")
     macaroon.add_first_party_caveat(f"activity:{','.join(grant.activities)}")
+    macaroon.add_first_party_caveat(f"before:{tokens.format_instant(grant.expires)}")
     if grant.path != "/":
         macaroon.add_first_party_caveat(f"path:{grant.path}")
-    macaroon.add_first_party_caveat(f"before:{tokens.format_instant(grant.expires)}")
     serialized: str = macaroon.serialize()
     return serialized
 
@@ -130,9 +130,9 @@ def test_attenuated_tokens_equal_pymacaroons_attenuation(
 
     reference = Macaroon.deserialize(base_token)
     reference.add_first_party_caveat(f"activity:{','.join(activities)}")
+    reference.add_first_party_caveat(f"before:{tokens.format_instant(grant.expires)}")
     if path != "/":
         reference.add_first_party_caveat(f"path:{path}")
-    reference.add_first_party_caveat(f"before:{tokens.format_instant(grant.expires)}")
     assert minted.token == reference.serialize()
     at = NOW + timedelta(seconds=30)
     assert tokens.verify(
@@ -166,23 +166,25 @@ def test_a_segment_is_named_exactly_when_path_segments_finds_one(path: str) -> N
 
 @settings(max_examples=300, deadline=None)
 @given(
-    first=st.binary(max_size=200) | st.binary(min_size=65_520, max_size=65_530),
-    second=st.binary(max_size=200),
+    caveat=st.binary(max_size=200) | st.binary(min_size=65_520, max_size=65_530),
+    earlier=st.lists(st.binary(max_size=50), max_size=3),
     key=st.binary(min_size=1, max_size=40),
 )
-def test_the_two_caveat_token_is_token_of_two_caveats(
-    first: bytes, second: bytes, key: bytes
+def test_the_one_caveat_token_is_token_of_one_caveat(
+    caveat: bytes, earlier: list[bytes], key: bytes
 ) -> None:
     prefix = root_prefix(key, "id", "loc")
+    for data in earlier:  # a prefix with caveats of its own (the chain through before:)
+        prefix = prefix.extended(data.decode("utf-8", "replace"))
     try:
-        expected: str | ChainError = prefix.token_of(first, second)
+        expected: str | ChainError = prefix.token_of(caveat)
     except ChainError as exc:
         expected = exc
     if isinstance(expected, ChainError):
         with pytest.raises(ChainError):
-            prefix.token_of_two(first, second)
+            prefix.token_of_one(caveat)
     else:
-        assert prefix.token_of_two(first, second) == expected
+        assert prefix.token_of_one(caveat) == expected
 
 
 @settings(max_examples=300, deadline=None)
@@ -191,4 +193,24 @@ def test_the_before_caveat_is_format_instant(moment: datetime) -> None:
     prefix = root_prefix(b"k", "id", "loc")
     token = token_minting._extend_chain(prefix, "/a", moment)
     caveats = [c.caveat_id for c in tokens.deserialize(token).caveats]
-    assert caveats == ["path:/a", f"before:{tokens.format_instant(moment)}"]
+    assert caveats == [f"before:{tokens.format_instant(moment)}", "path:/a"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    paths=st.lists(_path, min_size=1, max_size=6),
+    tenths=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=6),
+)
+def test_tokens_sharing_an_expiry_are_each_what_pymacaroons_makes(
+    paths: list[str], tenths: list[int]
+) -> None:
+    """The chain through ``before:`` is cached per expiry: tokens minted in any order for a
+    few expiries (shared and not) are each byte for byte pymacaroons' token of their caveats."""
+    key = b"root-key-for-property-tests"
+    for index, path in enumerate(paths):
+        expires = NOW + timedelta(minutes=5, milliseconds=100 * tenths[index % len(tenths)])
+        grant = token_minting.Grant(path, ("DOWNLOAD",), expires)
+        minted = token_minting.mint_with_root_key(
+            grant, key=key, identifier="ident", location="loc"
+        )
+        assert minted.token == slow_mint(grant, key, None)

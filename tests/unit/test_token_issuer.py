@@ -6,9 +6,12 @@ on every copy."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from pymacaroons import Macaroon
 
@@ -18,7 +21,7 @@ from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import PolicyIndex
 from streamapp.domain.policy import parse_tenant
-from streamapp.domain.tokens import deserialize
+from streamapp.domain.tokens import deserialize, format_instant, verify
 from tests.factories import created_event
 
 SOURCE = "dcache://unit"
@@ -413,3 +416,47 @@ def test_files_added_later_are_used_after_the_lookups_seconds_when_issued_togeth
         "bob": "bob-base",
         "carol": "root-id",
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(microseconds=st.lists(st.integers(min_value=0, max_value=999_999), min_size=1, max_size=5))
+def test_expiries_are_whole_tenths_never_later_than_asked_and_tokens_stay_exact(
+    tmp_path_factory: pytest.TempPathFactory, microseconds: list[int]
+) -> None:
+    """The issuer rounds an expiry down to a tenth of a second (tokens of one tenth share the
+    chain through ``before:``): never later than the lifetime asked, less than a tenth
+    earlier, and each token is what pymacaroons makes of its caveats and verifies for its
+    file only."""
+    secrets = tmp_path_factory.mktemp("secrets")
+    (secrets / "macaroon-root.key").write_bytes(b"unit-root-key\n")
+    issuer = TokenIssuer(SecretFiles(secrets), "root-id", "unit", "", 600)
+    for n, micro in enumerate(microseconds):
+        now = NOW.replace(microsecond=micro)
+        one = event(f"/data/exp/f{n}.h5")
+        deliveries = authorize(one, varied_index()).deliveries
+        for delivery, tokens_ in zip(
+            deliveries, issuer.issue_event(deliveries, one, now), strict=True
+        ):
+            for token in (tokens_.read, tokens_.write):
+                if token is None:
+                    continue
+                asked = now + timedelta(seconds=delivery.subscription.token_lifetime_s)
+                assert token.expires <= asked
+                assert token.expires.microsecond % 100_000 == 0
+                if token is tokens_.read:  # a write token may be an earlier one, reused
+                    assert asked - token.expires < timedelta(milliseconds=100)
+                reference = Macaroon(location="unit", identifier="root-id", key=b"unit-root-key")
+                reference.add_first_party_caveat(f"activity:{','.join(token.activities)}")
+                reference.add_first_party_caveat(f"before:{format_instant(token.expires)}")
+                reference.add_first_party_caveat(f"path:{token.path}")
+                assert token.token == reference.serialize()
+            read = tokens_.read
+            assert read is not None
+            at = now + timedelta(seconds=0.5)
+            key = b"unit-root-key"
+            activity = read.activities[0]
+            assert verify(read.token, key=key, path=read.path, activity=activity, at=at).valid
+            other = read.path + ".other"
+            assert not verify(read.token, key=key, path=other, activity=activity, at=at).valid
+            late = read.expires + timedelta(milliseconds=1)
+            assert not verify(read.token, key=key, path=read.path, activity=activity, at=late).valid
