@@ -140,6 +140,7 @@ class TokenIssuer:
     _read_only_copies: dict[tuple[object, ...], DelegatedTokens] = field(
         default_factory=dict, repr=False
     )
+    _expiries: dict[int, datetime] = field(default_factory=dict, repr=False)  # by lifetime
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
         """The tokens of one copy of ``event``. Copies of one event issued one after the other
@@ -168,6 +169,7 @@ class TokenIssuer:
             self._event_wants_tokens = kind in TOKEN_EVENT_TYPES
             self._read_tokens.clear()
             self._read_only_copies.clear()
+            self._expiries.clear()
         if not self._event_wants_tokens:
             return [_NO_TOKENS] * len(deliveries)
         clock = self.secrets.clock()
@@ -217,9 +219,11 @@ class TokenIssuer:
         authority: Authority | None,
     ) -> DelegatedTokens:
         subscription = delivery.subscription
-        expires = _whole_tenth(
-            lifetime_until(now, subscription.token_lifetime_s, self.max_lifetime_s)
-        )
+        lifetime = subscription.token_lifetime_s
+        expires = self._expiries.get(lifetime)
+        if expires is None:  # once per lifetime and event
+            expires = _whole_tenth(lifetime_until(now, lifetime, self.max_lifetime_s))
+            self._expiries[lifetime] = expires
         problems: list[str] = []
         read = write = None
         if subscription.read and delivery.read_refused is not None:
