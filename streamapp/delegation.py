@@ -27,6 +27,7 @@ lookup of such a cache a miss: three file reads per copy).
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -53,6 +54,8 @@ TOKEN_EVENT_TYPES = frozenset(
 )
 _CACHE_SECONDS = 5.0
 _ROOT_KEY = "macaroon-root.key"
+_TENANT_FILES = "macaroons/tenants"
+_MACAROON_SUFFIX = ".macaroon"
 # How many entries each cache keeps; past that the oldest entry goes (not the whole cache:
 # with more (tenant, dataset) pairs than a cache holds, clearing it when full made every
 # lookup a miss, three file reads per copy). Sized for a facility's pairs, not for a bench.
@@ -94,6 +97,17 @@ class SecretFiles:
         self._cache[relative] = (now, content)
         return content
 
+    def names(self, relative_directory: str, suffix: str) -> frozenset[str]:
+        """The names, without ``suffix``, of the entries of a directory that end with it (none
+        if it cannot be listed). Read at each call: callers keep it for their few seconds."""
+        try:
+            with os.scandir(self.directory / relative_directory) as entries:
+                return frozenset(
+                    entry.name[: -len(suffix)] for entry in entries if entry.name.endswith(suffix)
+                )
+        except OSError:
+            return frozenset()
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Authority:
@@ -128,6 +142,9 @@ class TokenIssuer:
         default_factory=OrderedDict, repr=False
     )
     _root_file: tuple[float, Authority | None] = field(default=(float("-inf"), None), repr=False)
+    _tenant_names: tuple[float, frozenset[str]] = field(
+        default=(float("-inf"), frozenset()), repr=False
+    )
     # The event whose copies are being issued (``deliver_event`` issues them one after the
     # other; another event in between only costs a recomputation): its read tokens and its
     # read-only copies' tokens, by what they depend on.
@@ -176,13 +193,17 @@ class TokenIssuer:
         fresh_for = _CACHE_SECONDS
         tenant_files = self._tenant_files
         read_only_copies = self._read_only_copies
+        # tenants with a base macaroon of their own (often none: then no lookup per copy)
+        with_own = self._tenants_with_files(clock)
         shared: dict[str, Authority | None] = {}  # by dataset (one per event, normally)
         copies = []
         for delivery in deliveries:
-            cached = tenant_files.get(delivery.tenant)
-            if cached is None or clock - cached[0] >= fresh_for:
-                cached = self._tenant_file(delivery.tenant, clock)
-            authority = cached[1]
+            authority = None
+            if with_own and delivery.tenant in with_own:
+                cached = tenant_files.get(delivery.tenant)
+                if cached is None or clock - cached[0] >= fresh_for:
+                    cached = self._tenant_file(delivery.tenant, clock)
+                authority = cached[1]
             if authority is None:  # no base macaroon of its own: the dataset's, or the root key
                 dataset_id = delivery.dataset.id
                 if dataset_id in shared:
@@ -302,8 +323,17 @@ class TokenIssuer:
     # The authority of a copy, in the order of the module's docstring: each file looked up at
     # most every few seconds (``clock``: the secrets' clock), not per copy — three file names
     # per token were measurable.
+    def _tenants_with_files(self, clock: float) -> frozenset[str]:
+        """The tenants whose own base macaroon file exists, listed at most every few seconds:
+        a file added or removed is seen within them, as a changed one is (``_tenant_file``)."""
+        listed = self._tenant_names
+        if clock - listed[0] >= _CACHE_SECONDS:
+            names = self.secrets.names(_TENANT_FILES, _MACAROON_SUFFIX)
+            listed = self._tenant_names = (clock, names)
+        return listed[1]
+
     def _tenant_file(self, tenant: str, clock: float) -> tuple[float, Authority | None]:
-        entry = (clock, self._file_authority(f"macaroons/tenants/{tenant}.macaroon"))
+        entry = (clock, self._file_authority(f"{_TENANT_FILES}/{tenant}{_MACAROON_SUFFIX}"))
         _keep(self._tenant_files, tenant, entry, _TENANTS_KEPT)
         return entry
 

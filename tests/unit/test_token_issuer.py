@@ -231,7 +231,9 @@ def test_more_tenant_dataset_pairs_than_a_small_cache_still_read_no_file_per_cop
         for delivery in decision.deliveries:
             issuer.issue(delivery, e, NOW)
     first_round = secrets.reads
-    assert first_round == 5000 + 50 + 1  # each tenant's file, each dataset's, the root key
+    # no tenant has a file of its own (the directory listing says so): each dataset's file
+    # and the root key, once
+    assert first_round == 50 + 1
     for e, decision in zip(events, decisions, strict=True):
         for delivery in decision.deliveries:
             assert issuer.issue(delivery, e, NOW).read is not None
@@ -305,9 +307,14 @@ def test_pairs_beyond_any_pair_cache_read_no_file_per_copy(tmp_path: Path) -> No
     lookup was a miss, three file reads per copy (466 µs per event at 10,000 datasets x 10
     tenants in bench.authorize). Files are looked up per tenant and per dataset now."""
     (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    (tmp_path / "macaroons" / "tenants").mkdir(parents=True)
+    tenants = [f"t-{k}" for k in range(40)]
+    for tenant in tenants[:5]:  # five tenants with base macaroons of their own
+        (tmp_path / "macaroons" / "tenants" / f"{tenant}.macaroon").write_text(
+            base_macaroon(f"{tenant}-key".encode(), f"{tenant}-base", "/data")
+        )
     secrets = CountingSecrets(tmp_path, clock=Clock())
     issuer = TokenIssuer(secrets, "root-id", "unit", "", 600)
-    tenants = [f"t-{k}" for k in range(40)]
     index = PolicyIndex()
     for n in range(2000):
         index.put_dataset(
@@ -329,9 +336,14 @@ def test_pairs_beyond_any_pair_cache_read_no_file_per_copy(tmp_path: Path) -> No
     assert sum(len(d.deliveries) for d in decisions) == 80_000
     for _ in range(2):
         for e, decision in zip(events, decisions, strict=True):
-            for tokens in issuer.issue_event(decision.deliveries, e, NOW):
+            issued = issuer.issue_event(decision.deliveries, e, NOW)
+            for delivery, tokens in zip(decision.deliveries, issued, strict=True):
                 assert tokens.read is not None
-    assert secrets.reads == 40 + 2000 + 1  # each tenant's file, each dataset's, the root key
+                own = delivery.tenant in tenants[:5]
+                identifier = deserialize(tokens.read.token).identifier
+                assert identifier == (f"{delivery.tenant}-base" if own else "root-id")
+    # the five tenants' files, each dataset's file, the root key: once each
+    assert secrets.reads == 5 + 2000 + 1
 
 
 def test_an_events_copies_issued_together_are_those_issued_one_by_one(tmp_path: Path) -> None:
@@ -416,6 +428,18 @@ def test_files_added_later_are_used_after_the_lookups_seconds_when_issued_togeth
         "bob": "bob-base",
         "carol": "root-id",
     }
+    (tmp_path / "macaroons" / "tenants" / "bob.macaroon").unlink()  # bob's own: removed
+    clock.now = 14.9  # within the seconds of the last lookup (at 10 s): as before
+    assert identifiers("/data/exp/e.h5")["bob"] == "bob-base"
+    clock.now = 15.0
+    assert identifiers("/data/exp/f.h5") == {
+        "alice": "root-id",
+        "bob": "root-id",
+        "carol": "root-id",
+    }
+    (tmp_path / "macaroons" / "tenants").rmdir()  # no directory at all: the root key
+    clock.now = 20.0
+    assert set(identifiers("/data/exp/g.h5").values()) == {"root-id"}
 
 
 @settings(max_examples=200, deadline=None)
