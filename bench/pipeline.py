@@ -31,11 +31,13 @@ assignment, first metadata and token caches).
     .venv/bin/python -m bench.pipeline latency [--rates 1000 3000] [--seconds 30]
         [--repeat N] [--sides floor baseline worker]
     .venv/bin/python -m bench.pipeline minting-share [--records 40000] [--tenants 10]
-        [--pairs 3] [--interleaved SLICE_S]
+        [--pairs 3] [--interleaved SLICE_S | --timed]
 
 Minting's share (``minting-share``): runs with minting against runs whose workers' ``issue`` is
 stubbed (bench/minting_stub), in pairs; or, with ``--interleaved``, ``--pairs`` runs of one
-worker each that alternates the two every SLICE_S seconds (CPU per copy compared slice-wise).
+worker each that alternates the two every SLICE_S seconds (CPU per copy compared slice-wise);
+or, with ``--timed``, ``--pairs`` runs of one worker each whose issuer is timed by the thread's
+CPU clock inside it (bench/minting_timer).
 
 Needs the broker of ``scripts/kafka``. Not part of the test run.
 """
@@ -697,6 +699,71 @@ def minting_share_interleaved(records: int, tenants: int, runs: int, slice_s: fl
     )
 
 
+def minting_share_timed(records: int, tenants: int, runs: int) -> None:
+    """One worker per run whose ``issue_event`` and ``_mint`` are timed by the thread's CPU
+    clock (bench/minting_timer): minting's share = CPU inside ``issue_event`` / the process's
+    CPU, over the seconds in which the worker issued tokens (the first and last are partly
+    idle: left out). A direct measurement within the worker, beside the two by difference."""
+    shares: list[float] = []
+    inside_total = process_total = 0.0
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as scratch:
+            times = Path(scratch) / "times.txt"
+            run = asyncio.run(
+                throughput_once(
+                    records,
+                    tenants,
+                    1,
+                    worker_env_extra={
+                        "PYTHONPATH": str(ROOT / "bench" / "minting_timer"),
+                        "BENCH_MINTING_TIMES": str(times),
+                    },
+                )
+            )
+            rows = [
+                [float(x) for x in line.split()]
+                for line in times.read_text().splitlines()
+                if line.strip()
+            ]
+        busy = [
+            (before, after)
+            for before, after in itertools.pairwise(rows)
+            if after[2] > before[2] and before[2] > 0
+        ]
+        busy = busy[:-1]  # the last second with copies is partly idle
+        process_cpu = sum(after[0] - before[0] for before, after in busy)
+        inside = sum(after[1] - before[1] for before, after in busy) / 1e9
+        minted = sum(after[4] - before[4] for before, after in busy) / 1e9
+        events = sum(after[2] - before[2] for before, after in busy)
+        shares.append(round(100 * inside / process_cpu, 1))
+        inside_total += inside
+        process_total += process_cpu
+        print(
+            json.dumps(
+                {
+                    **run,
+                    "busy_seconds": len(busy),
+                    "issue_event_us_per_event": round(1e6 * inside / events, 1),
+                    "of_it_minting_us_per_event": round(1e6 * minted / events, 1),
+                    "process_us_per_event": round(1e6 * process_cpu / events, 1),
+                    "share_pct": shares[-1],
+                    "minted_tokens_share_pct": round(100 * minted / process_cpu, 1),
+                }
+            ),
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "summary": f"minting share timed in the worker, tenants={tenants}",
+                "share_pct_per_run": shares,
+                "pooled_share_pct": round(100 * inside_total / process_total, 1),
+            }
+        ),
+        flush=True,
+    )
+
+
 def busy_slices(lines: list[str]) -> list[tuple[int, float, int]]:
     """(parity, CPU s, copies) of each whole slice in which the worker was busy: consecutive
     lines of the stub's slice log, keeping slices with at least half the median's copies (the
@@ -757,6 +824,11 @@ def main() -> None:
         metavar="SLICE_S",
         help="instead: one worker per run alternating minting and the stub every SLICE_S",
     )
+    share.add_argument(
+        "--timed",
+        action="store_true",
+        help="instead: one worker per run, the issuer timed inside it (--pairs runs)",
+    )
     lat = sub.add_parser("latency")
     lat.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
     lat.add_argument("--seconds", type=int, default=30)
@@ -774,7 +846,9 @@ def main() -> None:
         serve_baseline(args.prefix, args.records, args.secrets, args.floor)
         return
     if args.mode == "minting-share":
-        if args.interleaved > 0:
+        if args.timed:
+            minting_share_timed(args.records, args.tenants, args.pairs)
+        elif args.interleaved > 0:
             minting_share_interleaved(args.records, args.tenants, args.pairs, args.interleaved)
         else:
             minting_share(args.records, args.tenants, args.pairs)

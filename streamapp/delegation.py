@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -94,7 +94,8 @@ class SecretFiles:
             content: bytes | None = (self.directory / relative).read_bytes()
         except OSError:
             content = None
-        self._cache[relative] = (now, content)
+        if not fresh:  # a fresh read is the caller's to keep (the issuer keeps its lookups)
+            self._cache[relative] = (now, content)
         return content
 
     def names(self, relative_directory: str, suffix: str) -> frozenset[str]:
@@ -158,6 +159,7 @@ class TokenIssuer:
         default_factory=dict, repr=False
     )
     _expiries: dict[int, datetime] = field(default_factory=dict, repr=False)  # by lifetime
+    _current_until: float = field(default=float("-inf"), repr=False)  # still_current
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
         """The tokens of one copy of ``event``. Copies of one event issued one after the other
@@ -174,6 +176,8 @@ class TokenIssuer:
         done once — an event's copies prepared together, as the authorization agent does (at
         ten tenants per event the per-copy overhead was most of what minting cost, so this
         loop is written out)."""
+        if now.tzinfo is not UTC:  # a lifetime added in a zone's wall time may cross a DST hour
+            now = now.astimezone(UTC)
         subject, kind = event["subject"], event["type"]
         if (  # the first copy of an event (a dict changed in place counts as another)
             event is not self._event
@@ -188,6 +192,7 @@ class TokenIssuer:
             self._read_only_copies.clear()
             self._expiries.clear()
         if not self._event_wants_tokens:
+            self._current_until = float("inf")  # no token, no file behind it
             return [_NO_TOKENS] * len(deliveries)
         clock = self.secrets.clock()
         fresh_for = _CACHE_SECONDS
@@ -195,7 +200,8 @@ class TokenIssuer:
         read_only_copies = self._read_only_copies
         # tenants with a base macaroon of their own (often none: then no lookup per copy)
         with_own = self._tenants_with_files(clock)
-        shared: dict[str, Authority | None] = {}  # by dataset (one per event, normally)
+        oldest = self._tenant_names[0]  # the oldest lookup these tokens rest on
+        shared: dict[str, tuple[float, Authority | None]] = {}  # by dataset (one, normally)
         copies = []
         for delivery in deliveries:
             authority = None
@@ -204,12 +210,14 @@ class TokenIssuer:
                 if cached is None or clock - cached[0] >= fresh_for:
                     cached = self._tenant_file(delivery.tenant, clock)
                 authority = cached[1]
+                oldest = min(oldest, cached[0])
             if authority is None:  # no base macaroon of its own: the dataset's, or the root key
                 dataset_id = delivery.dataset.id
-                if dataset_id in shared:
-                    authority = shared[dataset_id]
-                else:
-                    authority = shared[dataset_id] = self._dataset_or_root(dataset_id, clock)
+                fallback = shared.get(dataset_id)
+                if fallback is None:
+                    fallback = shared[dataset_id] = self._dataset_or_root(dataset_id, clock)
+                    oldest = min(oldest, fallback[0])
+                authority = fallback[1]
             if delivery.write_refused is not None or (
                 delivery.write and delivery.dataset.output is not None
             ):
@@ -230,7 +238,15 @@ class TokenIssuer:
             if tokens is None:
                 tokens = read_only_copies[key] = self._tokens(delivery, event, now, authority)
             copies.append(tokens)
+        self._current_until = oldest + fresh_for
         return copies
+
+    def still_current(self) -> bool:
+        """Whether every file lookup behind the last ``issue_event`` is still within its few
+        seconds. A caller that sends an event's copies one by one (awaiting the broker between
+        them) issues the rest alone (``issue``) once this is false, so an added, rotated or
+        removed file is used within those seconds for each copy, however slow the sends."""
+        return self.secrets.clock() < self._current_until
 
     def _tokens(
         self,
@@ -305,6 +321,7 @@ class TokenIssuer:
             path,
             activities,
             delivery.subscription.token_lifetime_s,
+            self.max_lifetime_s,  # a lowered cap is another grant
             authority,
         )
         kept = self._write_tokens.get(key)
@@ -337,17 +354,19 @@ class TokenIssuer:
         _keep(self._tenant_files, tenant, entry, _TENANTS_KEPT)
         return entry
 
-    def _dataset_or_root(self, dataset_id: str, clock: float) -> Authority | None:
+    def _dataset_or_root(self, dataset_id: str, clock: float) -> tuple[float, Authority | None]:
+        """The dataset's base macaroon, else the root key, and when the older of the lookups
+        it rests on was made."""
         cached = self._dataset_files.get(dataset_id)
         if cached is None or clock - cached[0] >= _CACHE_SECONDS:
             cached = (clock, self._file_authority(f"macaroons/datasets/{dataset_id}.macaroon"))
             _keep(self._dataset_files, dataset_id, cached, _DATASETS_KEPT)
         if cached[1] is not None:
-            return cached[1]
+            return cached
         root = self._root_file
         if clock - root[0] >= _CACHE_SECONDS:
             root = self._root_file = (clock, self._file_authority(_ROOT_KEY))
-        return root[1]
+        return min(cached[0], root[0]), root[1]
 
     def _file_authority(self, relative: str) -> Authority | None:
         """The authority ``relative`` holds now (None: no such file). One object per (file,

@@ -103,6 +103,8 @@ async def deliver_event(event: CanonicalEvent, origin: Origin) -> None:
     key = event["subject"].encode()
     issued = _issued_together(decision.deliveries, event, now)
     for index, delivery in enumerate(decision.deliveries):
+        if issued is not None and not issuer.still_current():
+            issued = None  # slow sends: the rest issued alone, on lookups within their seconds
         try:
             value = _tenant_copy(delivery, event, now, issued[index] if issued else None)
         except Exception as exc:  # noqa: BLE001 - any failure of one copy: dead letter, go on

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
 from pymacaroons import Macaroon
@@ -22,6 +22,7 @@ from streamapp.domain.tokens import (
     Scope,
     TokenError,
     as_path,
+    chroot,
     deserialize,
     first_party_caveats,
     format_instant,
@@ -92,8 +93,12 @@ def root_key_token(
 
 
 def _names_a_segment(path: str) -> bool:
-    """``path_segments(path)`` is not empty: a character besides ``/`` and ``.`` is in some
-    segment (the common case, one C call); else the segments decide (``..`` is one)."""
+    """``path`` resolved as dCache resolves a ``path:`` caveat (``chroot``: ``..`` stops at
+    the root) names a segment, i.e. is not the whole storage. Without ``..`` (the common case,
+    one C call each): a character besides ``/`` and ``.`` is in some segment, or a segment of
+    three dots or more; with ``..`` the resolution decides (``/data/..`` is ``/``)."""
+    if ".." in path:
+        return bool(chroot([], path))
     return bool(path.strip("/.")) or bool(path_segments(path))
 
 
@@ -199,7 +204,9 @@ def _extend_chain(chain: TokenPrefix, path: str, expires: datetime) -> str:
     per tenth) and a token costs one HMAC, its path's. First-party caveats are conjunctive: the
     order changes no token's reach; ``path:`` stays after every caveat of a base macaroon
     (a ``root:`` there is what it is relative to)."""
-    timed = _with_before(chain, expires)
+    # in UTC: two instants of one zone differing only in ``fold`` are equal as keys but an
+    # hour apart (found by the adversary review)
+    timed = _with_before(chain, expires if expires.tzinfo is UTC else expires.astimezone(UTC))
     try:
         if path == "/":
             return timed.token_of()
@@ -208,7 +215,7 @@ def _extend_chain(chain: TokenPrefix, path: str, expires: datetime) -> str:
         raise TokenError(f"macaroon cannot be serialized: {exc}") from None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # ~100 s of tenths per chain; an entry holds a base's bytes
 def _with_before(chain: TokenPrefix, expires: datetime) -> TokenPrefix:
     """``chain`` with the ``before:`` caveat of ``expires`` (our own ASCII: no check)."""
     return _extended(chain, f"before:{format_instant(expires)}")

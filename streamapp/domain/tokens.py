@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pymacaroons import Macaroon, Verifier
@@ -173,6 +173,8 @@ def parse_instant(value: str) -> datetime:
 
 def format_instant(moment: datetime) -> str:
     """dCache's form: ``2019-04-17T09:51:22.840Z``."""
+    if moment.tzinfo is not UTC:  # equal instants of one zone may differ by an hour (fold)
+        moment = moment.astimezone(UTC)
     last_moment, last_formatted = _last_formatted[0]
     if last_moment == moment:  # a token's expiry is formatted again for its event: once is enough
         return last_formatted

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pymacaroons import Macaroon
 
 from streamapp.agents import authorize as authorize_module
 from streamapp.app import app
@@ -24,6 +25,7 @@ from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.deadletter import DeadLetterContext
 from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.policy import parse_tenant
+from streamapp.domain.tokens import deserialize
 from streamapp.tables import policy_index
 
 SOURCE = "dcache://unit"
@@ -313,3 +315,65 @@ async def test_a_dead_letter_the_producer_refuses_leaves_a_stand_in(
     assert context.reason.startswith("tenant alice: copy refused by the producer")
     assert f"the original {len(value)}-byte value is not kept here" in context.reason
     assert context.reason.endswith(f"{context.topic}/{context.partition}/{context.offset}")
+
+
+async def test_copies_sent_after_a_slow_send_use_files_added_meanwhile(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An event's copies are issued together, then sent one by one; when a send is slow (the
+    broker holds it a minute) the later copies are issued again on lookups within their few
+    seconds, so bob's base macaroon, added meanwhile, is used for bob's copy. (Found by the
+    adversary review of issuing copies together.)"""
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(
+        authorize_module,
+        "issuer",
+        TokenIssuer(SecretFiles(tmp_path, clock=clock), "unit", "unit", "", 600),
+    )
+    policy_index.replace_all(
+        [
+            parse_dataset(
+                {
+                    "id": "exp",
+                    "owner": "alice",
+                    "source": SOURCE,
+                    "prefixes": ["/data/exp"],
+                    "shared_with": ["bob"],
+                }
+            )
+        ],
+        [
+            parse_tenant({"tenant": tenant, "subscriptions": [{"dataset": "exp"}]})
+            for tenant in ("alice", "bob")
+        ],
+    )
+    base = Macaroon(location="unit", identifier="bob-base", key=b"bobs-key")
+    base.add_first_party_caveat("path:/data/exp")
+    captured_produce = authorize_module._produce
+
+    async def slow_produce(
+        topic: str, key: bytes | None, value: bytes, headers: Any
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = await captured_produce(topic, key, value, headers)
+        if topic == "alice":  # a minute on the broker; bob's own file appears meanwhile
+            (tmp_path / "macaroons" / "tenants").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "macaroons" / "tenants" / "bob.macaroon").write_text(base.serialize())
+            clock.now += 60.0
+        return future
+
+    monkeypatch.setattr(authorize_module, "_produce", slow_produce)
+    origin = authorize_module.Origin("storage.events", 0, 0, None, b"{}")
+    await authorize_module.deliver_event(canonical("/data/exp/a.h5"), origin)
+
+    identifiers = {
+        tenant: deserialize(orjson.loads(value)["readtoken"]).identifier
+        for tenant, value in captured.tenant
+    }
+    assert identifiers == {"alice": "unit", "bob": "bob-base"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -160,8 +161,17 @@ def test_the_signature_hmac_is_hmac_sha256(key: bytes, data: bytes) -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(path=st.text(alphabet="/.a", max_size=12) | st.text(max_size=20))
-def test_a_segment_is_named_exactly_when_path_segments_finds_one(path: str) -> None:
-    assert token_minting._names_a_segment(path) == bool(tokens.path_segments(path))
+def test_a_segment_is_named_exactly_when_the_resolved_path_has_one(path: str) -> None:
+    """As dCache resolves a ``path:`` caveat: ``..`` stops at the root, so ``/data/..`` is the
+    whole storage (the adversary review found ``/..`` minted with the root key)."""
+    assert token_minting._names_a_segment(path) == bool(tokens.chroot([], path))
+
+
+@pytest.mark.parametrize("path", ["/..", "/data/..", "/a/b/../..", "//./..//", "/.././.."])
+def test_a_path_resolving_to_the_root_is_never_minted_with_the_root_key(path: str) -> None:
+    grant = token_minting.Grant(path, ("DOWNLOAD",), NOW + timedelta(minutes=5))
+    with pytest.raises(tokens.TokenError, match="never minted with the root key"):
+        token_minting.mint_with_root_key(grant, key=b"k", identifier="id", location="loc")
 
 
 @settings(max_examples=300, deadline=None)
@@ -214,3 +224,25 @@ def test_tokens_sharing_an_expiry_are_each_what_pymacaroons_makes(
             grant, key=key, identifier="ident", location="loc"
         )
         assert minted.token == slow_mint(grant, key, None)
+
+
+def test_an_expiry_in_a_repeated_hour_gets_its_own_before_caveat() -> None:
+    """01:30 before and after New York's fall-back are equal as datetimes (they differ only
+    in ``fold``) but an hour apart: the cached chain through ``before:`` must not give the
+    earlier one the later's caveat (a token an hour too long; adversary review)."""
+    new_york = ZoneInfo("America/New_York")
+    early = datetime(2026, 11, 1, 1, 30, tzinfo=new_york, fold=0)  # 05:30Z
+    late = datetime(2026, 11, 1, 1, 30, tzinfo=new_york, fold=1)  # 06:30Z
+    key = b"root-key-for-property-tests"
+    for first, second in ((late, early), (early, late)):
+        for expires in (first, datetime(2030, 1, 1, tzinfo=UTC), second):
+            grant = token_minting.Grant("/data/a", ("DOWNLOAD",), expires)
+            minted = token_minting.mint_with_root_key(
+                grant, key=key, identifier="ident", location="loc"
+            )
+            assert minted.token == slow_mint(grant, key, None)
+            before = tokens.format_instant(expires)
+            assert before == expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            assert f"before:{before}" in tokens.first_party_caveats(
+                tokens.deserialize(minted.token)
+            )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -484,3 +485,38 @@ def test_expiries_are_whole_tenths_never_later_than_asked_and_tokens_stay_exact(
             assert not verify(read.token, key=key, path=other, activity=activity, at=at).valid
             late = read.expires + timedelta(milliseconds=1)
             assert not verify(read.token, key=key, path=read.path, activity=activity, at=late).valid
+
+
+def test_a_lowered_lifetime_cap_is_another_write_grant(tmp_path: Path) -> None:
+    """A write token minted under a longer cap is not handed out once the cap is lower."""
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 3600)
+    index = exp_index(
+        {"alice": {"dataset": "exp", "write": True, "token_lifetime": 3600}},
+        output="/data/exp/processed",
+    )
+    first_event = event("/data/exp/a.h5")
+    (alice,) = authorize(first_event, index).deliveries
+    first = issuer.issue(alice, first_event, NOW).write
+    assert first is not None
+    assert first.expires == NOW + timedelta(seconds=3600)
+    issuer.max_lifetime_s = 60
+    later = NOW + timedelta(seconds=1)
+    again = issuer.issue(alice, event("/data/exp/b.h5"), later).write
+    assert again is not None
+    assert again.expires == later + timedelta(seconds=60)
+
+
+def test_a_lifetime_is_counted_in_utc_across_a_zones_repeated_hour(tmp_path: Path) -> None:
+    """``now`` given in a zone just before its fall-back: the lifetime is 600 s of real time,
+    not of the zone's wall clock (which would give 70 minutes; adversary review)."""
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 3600)
+    now = datetime(2026, 11, 1, 1, 55, tzinfo=ZoneInfo("America/New_York"))  # 05:55Z
+    one = event("/data/exp/a.h5")
+    for tokens_ in issuer.issue_event(authorize(one, shared_index()).deliveries, one, now):
+        assert tokens_.read is not None
+        assert tokens_.read.expires == datetime(2026, 11, 1, 6, 5, tzinfo=UTC)
+        assert "before:2026-11-01T06:05:00.000Z" in (
+            c.caveat_id for c in deserialize(tokens_.read.token).caveats
+        )
