@@ -12,6 +12,7 @@ Minting and attenuation build on this: ``token_minting``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -175,15 +176,15 @@ def format_instant(moment: datetime) -> str:
     """dCache's form: ``2019-04-17T09:51:22.840Z``."""
     if moment.tzinfo is not UTC:  # equal instants of one zone may differ by an hour (fold)
         moment = moment.astimezone(UTC)
-    last_moment, last_formatted = _last_formatted[0]
-    if last_moment == moment:  # a token's expiry is formatted again for its event: once is enough
-        return last_formatted
-    formatted = rfc3339_utc(moment, always_milliseconds=True)
-    _last_formatted[0] = (moment, formatted)
-    return formatted
+    return _formatted_utc(moment)
 
 
-_last_formatted: list[tuple[datetime | None, str]] = [(None, "")]
+@functools.lru_cache(maxsize=256)
+def _formatted_utc(moment: datetime) -> str:
+    """Kept for a few instants: each copy of an event states its tokens' expiry
+    (``tokenexpires``), and a reused write token's and the event's read token's alternate;
+    the issuer's expiries are whole tenths, so they repeat for a tenth."""
+    return rfc3339_utc(moment, always_milliseconds=True)
 
 
 def deserialize(token: str) -> Macaroon:
