@@ -146,9 +146,9 @@ class TokenIssuer:
     _tenant_names: tuple[float, frozenset[str]] = field(
         default=(float("-inf"), frozenset()), repr=False
     )
-    # The event whose copies are being issued (``deliver_event`` issues them one after the
-    # other; another event in between only costs a recomputation): its read tokens and its
-    # read-only copies' tokens, by what they depend on.
+    # The event whose copies are being issued (together by ``issue_event``, or one after the
+    # other by ``issue``; another event in between only costs a recomputation): its read
+    # tokens, its read-only copies' tokens by what they depend on, its expiries by lifetime.
     _event: CanonicalEvent | None = field(default=None, repr=False)
     _event_now: datetime | None = field(default=None, repr=False)
     _event_subject: str = field(default="", repr=False)
