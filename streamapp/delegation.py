@@ -128,6 +128,11 @@ class TokenIssuer:
     location: str
     identity: str
     max_lifetime_s: int
+    # Expiries are rounded down to this many microseconds (a divisor of a second): tokens of
+    # one step share their chain through ``before:`` (domain/token_minting), so each costs one
+    # HMAC. A tenth of a second for the authorization stage; the sink, which mints one token
+    # per call to renew one, keeps the caveat's millisecond (a renewal is a new token).
+    expiry_step_us: int = 100_000
     # grant -> the token, when minted, the last instant it is handed out again
     _write_tokens: OrderedDict[tuple[object, ...], tuple[MintedToken, datetime, datetime]] = field(
         default_factory=OrderedDict, repr=False
@@ -160,6 +165,10 @@ class TokenIssuer:
     )
     _expiries: dict[int, datetime] = field(default_factory=dict, repr=False)  # by lifetime
     _current_until: float = field(default=float("-inf"), repr=False)  # still_current
+
+    def __post_init__(self) -> None:
+        if not 0 < self.expiry_step_us <= 1_000_000 or 1_000_000 % self.expiry_step_us:
+            raise ValueError("expiry_step_us must divide a second (1..1000000 microseconds)")
 
     def issue(self, delivery: Delivery, event: CanonicalEvent, now: datetime) -> DelegatedTokens:
         """The tokens of one copy of ``event``. Copies of one event issued one after the other
@@ -259,7 +268,9 @@ class TokenIssuer:
         lifetime = subscription.token_lifetime_s
         expires = self._expiries.get(lifetime)
         if expires is None:  # once per lifetime and event
-            expires = _whole_tenth(lifetime_until(now, lifetime, self.max_lifetime_s))
+            expires = _rounded_down(
+                lifetime_until(now, lifetime, self.max_lifetime_s), self.expiry_step_us
+            )
             self._expiries[lifetime] = expires
         problems: list[str] = []
         read = write = None
@@ -435,11 +446,10 @@ def _keep(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
         cache.popitem(last=False)
 
 
-def _whole_tenth(expires: datetime) -> datetime:
-    """``expires`` rounded down to a tenth of a second: tokens of the same grant minted
-    within one tenth share their chain through ``before:`` (domain/token_minting), so each
-    costs one HMAC. Never later than asked; a lifetime is at least a second."""
-    return expires.replace(microsecond=expires.microsecond - expires.microsecond % 100_000)
+def _rounded_down(expires: datetime, step_us: int) -> datetime:
+    """``expires`` rounded down to a multiple of ``step_us`` within its second: never later
+    than asked (a lifetime is at least a second, a step at most one)."""
+    return expires.replace(microsecond=expires.microsecond - expires.microsecond % step_us)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -65,6 +65,7 @@ def worker_sink_parts() -> SinkParts:
             location=settings.macaroon_location,
             identity=settings.macaroon_identity,
             max_lifetime_s=settings.token_max_lifetime_s,
+            expiry_step_us=1000,  # a renewed token is a new one (TokenIssuer.expiry_step_us)
         ),
         outcomes=FinalOutcomes(
             settings.data_dir / "sink-outcomes",

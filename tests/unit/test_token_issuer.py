@@ -520,3 +520,26 @@ def test_a_lifetime_is_counted_in_utc_across_a_zones_repeated_hour(tmp_path: Pat
         assert "before:2026-11-01T06:05:00.000Z" in (
             c.caveat_id for c in deserialize(tokens_.read.token).caveats
         )
+
+
+def test_an_expiry_step_of_a_millisecond_renews_to_a_new_token(tmp_path: Path) -> None:
+    """The sink's issuer keeps the caveat's millisecond: a token renewed a few milliseconds
+    after the one on the tenant's topic is a new token (the authorization stage's tenths would
+    give the same bytes within a tenth). A step that does not divide a second is refused."""
+    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
+    one = event("/data/exp/a.h5")
+    (alice, *_) = authorize(one, shared_index()).deliveries
+    stage = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)
+    sink = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600, expiry_step_us=1000)
+    minted = NOW.replace(microsecond=10_000)
+    renewed_at = NOW.replace(microsecond=13_000)
+    on_topic = stage.issue(alice, one, minted).read
+    assert on_topic is not None
+    assert stage.issue(alice, event("/data/exp/a.h5"), renewed_at).read == on_topic
+    renewed = sink.issue(alice, event("/data/exp/a.h5"), renewed_at).read
+    assert renewed is not None
+    assert renewed.token != on_topic.token
+    assert renewed.expires == renewed_at + timedelta(seconds=600)
+    for step in (0, 3, 7000, 2_000_000):
+        with pytest.raises(ValueError, match="must divide a second"):
+            TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600, expiry_step_us=step)
