@@ -337,23 +337,7 @@ async def test_copies_sent_after_a_slow_send_use_files_added_meanwhile(
         "issuer",
         TokenIssuer(SecretFiles(tmp_path, clock=clock), "unit", "unit", "", 600),
     )
-    policy_index.replace_all(
-        [
-            parse_dataset(
-                {
-                    "id": "exp",
-                    "owner": "alice",
-                    "source": SOURCE,
-                    "prefixes": ["/data/exp"],
-                    "shared_with": ["bob"],
-                }
-            )
-        ],
-        [
-            parse_tenant({"tenant": tenant, "subscriptions": [{"dataset": "exp"}]})
-            for tenant in ("alice", "bob")
-        ],
-    )
+    _share_with_bob()
     base = Macaroon(location="unit", identifier="bob-base", key=b"bobs-key")
     base.add_first_party_caveat("path:/data/exp")
     captured_produce = authorize_module._produce
