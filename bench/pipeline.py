@@ -30,14 +30,18 @@ assignment, first metadata and token caches).
         [--repeat 3] [--workers 1]
     .venv/bin/python -m bench.pipeline latency [--rates 1000 3000] [--seconds 30]
         [--repeat N] [--sides floor baseline worker]
-    .venv/bin/python -m bench.pipeline minting-share [--records 40000] [--tenants 10]
-        [--pairs 3] [--interleaved SLICE_S | --timed]
+    .venv/bin/python -m bench.pipeline minting-share [--records 200000] [--tenants 10]
+        [--pairs 3] [--interleaved SLICE_S | --timed | --sampled [--gil-only]]
+        [--tenant-macaroons]
 
 Minting's share (``minting-share``): runs with minting against runs whose workers' ``issue`` is
 stubbed (bench/minting_stub), in pairs; or, with ``--interleaved``, ``--pairs`` runs of one
 worker each that alternates the two every SLICE_S seconds (CPU per copy compared slice-wise);
 or, with ``--timed``, ``--pairs`` runs of one worker each whose issuer is timed by the thread's
-CPU clock inside it (bench/minting_timer).
+CPU clock inside it (bench/minting_timer); or, with ``--sampled``, ``--pairs`` runs of one
+worker each profiled by py-spy (samples with an issuer frame / all samples; py-spy is not a
+dependency: ``.venv/bin/python -m pip install py-spy``). ``--tenant-macaroons`` gives every
+tenant a base macaroon of its own: no copy shares a token (minting's worst case per event).
 
 Needs the broker of ``scripts/kafka``. Not part of the test run.
 """
@@ -65,6 +69,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymacaroons import Macaroon
 
 from bench.authorize import SOURCE, build_index
 from bench.authorize_live import (
@@ -269,6 +274,19 @@ def worker_env(names: Names, work: Path, public: Path, secrets: Path) -> dict[st
     }
 
 
+def write_tenant_macaroons(secrets: Path, tenants: list[str]) -> None:
+    """A base macaroon of each tenant's own (``macaroons/tenants/<tenant>.macaroon``, from the
+    storage's root key, confined to ``/data``), as an operator would install them: the issuer
+    then attenuates one per copy, and no copy shares another's token — minting's worst case
+    per event."""
+    directory = secrets / "macaroons" / "tenants"
+    directory.mkdir(parents=True, exist_ok=True)
+    for tenant in tenants:
+        base = Macaroon(location="bench", identifier=f"bench-{tenant}", key="bench-root-key")
+        base.add_first_party_caveat("path:/data")
+        (directory / f"{tenant}.macaroon").write_text(base.serialize() + "\n")
+
+
 class Workers:
     """``count`` real workers (the console script's defaults), seeded, policies loaded."""
 
@@ -336,6 +354,8 @@ async def throughput_once(
     *,
     minting_stub: bool = False,
     worker_env_extra: dict[str, str] | None = None,
+    sampled_to: Path | None = None,
+    tenant_macaroons: bool = False,
 ) -> dict[str, Any]:
     names_base = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
     names_app = Names(f"bench-pipe-{uuid.uuid4().hex[:8]}")
@@ -348,6 +368,8 @@ async def throughput_once(
             workers=workers,
             stub=minting_stub,
             env_extra=worker_env_extra or {},
+            sampled_to=sampled_to,
+            tenant_macaroons=tenant_macaroons,
         )
     finally:
         await dropping_topics([names_base.prefix, names_app.prefix])
@@ -362,6 +384,8 @@ async def _throughput(
     workers: int,
     stub: bool,
     env_extra: dict[str, str],
+    sampled_to: Path | None = None,
+    tenant_macaroons: bool = False,
 ) -> dict[str, Any]:
     index = build_index(DATASETS, tenants)
     values = raw_records(records, DATASETS)
@@ -373,6 +397,8 @@ async def _throughput(
         secrets = work / "secrets"
         secrets.mkdir()
         (secrets / "macaroon-root.key").write_bytes(b"bench-root-key")
+        if tenant_macaroons:
+            write_tenant_macaroons(secrets, receivers)
         issuer = TokenIssuer(SecretFiles(secrets), "bench", "bench", "", 3600)
 
         # (a) the plain loop: every topic exists and the input is on the broker first
@@ -401,6 +427,8 @@ async def _throughput(
                     p for p in (str(ROOT / "bench" / "minting_stub"), env.get("PYTHONPATH")) if p
                 )
             await app.start(private, env)
+            # py-spy from here (policies loaded) until the outputs are in: the run itself
+            sampler = start_sampler(app.processes[0].pid, sampled_to) if sampled_to else None
             machine = MachineCpu()
             cpu_before = app.cpu_s()
             started = time.monotonic()
@@ -411,6 +439,8 @@ async def _throughput(
             await wait_outputs(outputs, expected, 1800)
             app_cpu = app.cpu_s() - cpu_before
             wall = time.monotonic() - started
+            if sampler is not None:
+                stop_sampler(sampler)
             app_others = machine.used() - app_cpu
             span, count = await output_span(outputs, expected, 300)
             app_load = machine.load_start
@@ -430,6 +460,7 @@ async def _throughput(
         "baseline_others_cpu_pct": round(100 * base_others / max(base_span, 1e-9)),
         "worker_others_cpu_pct": round(100 * (app_others - filler_cpu) / max(wall, 1e-9)),
         "load_1m": [round(base_load, 2), round(app_load, 2)],
+        "worker_cpu_s": round(app_cpu, 2),
         "outputs": [base_count, count],
     }
 
@@ -645,7 +676,9 @@ async def append_times(
     return out
 
 
-def minting_share_interleaved(records: int, tenants: int, runs: int, slice_s: float) -> None:
+def minting_share_interleaved(
+    records: int, tenants: int, runs: int, slice_s: float, tenant_macaroons: bool
+) -> None:
     """One worker per run alternating between minting and the stub every ``slice_s`` (the
     stub's ``BENCH_MINTING_TOGGLE_S``): minting's share = 1 - (CPU per copy in the stubbed
     slices) / (CPU per copy in the minting slices), over the slices with the worker busy."""
@@ -664,6 +697,7 @@ def minting_share_interleaved(records: int, tenants: int, runs: int, slice_s: fl
                         "BENCH_MINTING_TOGGLE_S": str(slice_s),
                         "BENCH_MINTING_SLICES": str(slices),
                     },
+                    tenant_macaroons=tenant_macaroons,
                 )
             )
             per = busy_slices(slices.read_text().split("\n"))
@@ -699,7 +733,7 @@ def minting_share_interleaved(records: int, tenants: int, runs: int, slice_s: fl
     )
 
 
-def minting_share_timed(records: int, tenants: int, runs: int) -> None:
+def minting_share_timed(records: int, tenants: int, runs: int, tenant_macaroons: bool) -> None:
     """One worker per run whose ``issue_event`` and ``_mint`` are timed by the thread's CPU
     clock (bench/minting_timer): minting's share = CPU inside ``issue_event`` / the process's
     CPU, over the seconds in which the worker issued tokens (the first and last are partly
@@ -718,6 +752,7 @@ def minting_share_timed(records: int, tenants: int, runs: int) -> None:
                         "PYTHONPATH": str(ROOT / "bench" / "minting_timer"),
                         "BENCH_MINTING_TIMES": str(times),
                     },
+                    tenant_macaroons=tenant_macaroons,
                 )
             )
             rows = [
@@ -764,6 +799,135 @@ def minting_share_timed(records: int, tenants: int, runs: int) -> None:
     )
 
 
+# Frames of the issuer: everything it does for an event's copies (lookups, sharing, caches,
+# minting) runs in these files, and only the issuer calls into the token modules.
+ISSUER_FILES = (
+    "(streamapp/delegation.py)",
+    "(streamapp/domain/token_minting.py)",
+    "(streamapp/domain/token_chain.py)",
+)
+MINT_FRAME = "_mint (streamapp/delegation.py)"
+# Token work outside the issuer, for the wider reading: counting the tokens of a copy and
+# formatting its ``tokenexpires`` (putting the token strings into the copy is a few lines of
+# ``authorized_event``, not a frame of its own: not counted).
+BOOKKEEPING_FRAMES = (
+    "_count_tokens (streamapp/agents/authorize.py)",
+    "format_instant (streamapp/domain/tokens.py)",
+)
+SAMPLES_PER_S = 200
+# ``--gil-only``: only samples of a thread holding the GIL. py-spy counts every thread in state R
+# as running, and on two busy cores that includes a loop woken from epoll and still waiting
+# for a core (the samples' seconds came to 1.3x the worker's CPU seconds): those hold no GIL.
+# C work without the GIL (sockets, compression) then leaves the denominator: a bound from above.
+GIL_ONLY: list[str] = []
+
+
+def start_sampler(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` (blocking: the process is paused for each sample, so every
+    sample is a whole stack; non-blocking ones fail in fast-changing code and undercount it)."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed: .venv/bin/python -m pip install py-spy")
+    command = [spy, "record", "-p", str(pid), "-r", str(SAMPLES_PER_S), "-f", "raw", "--nolineno"]
+    command += GIL_ONLY
+    with output.with_suffix(".log").open("wb") as log:  # what py-spy says, if it fails
+        return subprocess.Popen([*command, "-o", str(output)], stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_sampler(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        spy.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+
+
+@dataclass(frozen=True)
+class SampledShares:
+    samples: int
+    issuer: int  # samples with an issuer frame
+    minted: int  # of those, inside ``_mint``
+    with_bookkeeping: int  # issuer or token bookkeeping
+
+
+def sampled_shares(raw: str) -> SampledShares:
+    """The counts of a py-spy raw profile (one line per distinct stack: frames joined by ';',
+    then a space and the count). Idle stacks are not in it (py-spy leaves out threads that are
+    not running)."""
+    total = issuer = minted = wider = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        if any(name in stack for name in ISSUER_FILES):
+            issuer += count
+            wider += count
+            if MINT_FRAME in stack:
+                minted += count
+        elif any(name in stack for name in BOOKKEEPING_FRAMES):
+            wider += count
+    return SampledShares(total, issuer, minted, wider)
+
+
+def minting_share_sampled(records: int, tenants: int, runs: int, tenant_macaroons: bool) -> None:
+    """One worker per run profiled by py-spy (blocking, 200 Hz) from the moment its policies
+    are loaded until the last copy is out: minting's share = samples with an issuer frame in
+    their stack / all samples of the worker's running threads — a sampling profile, as the
+    issue's own figures were taken. Also: the share with the token bookkeeping outside the
+    issuer, and the samples' seconds against the worker's CPU seconds (a check that the
+    profile saw the run: py-spy counts a runnable thread waiting for a core as running)."""
+    shares: list[float] = []
+    sampled_total = issuer_total = 0
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as scratch:
+            profile = Path(scratch) / "profile.txt"
+            run = asyncio.run(
+                throughput_once(
+                    records, tenants, 1, sampled_to=profile, tenant_macaroons=tenant_macaroons
+                )
+            )
+            spy_log = profile.with_suffix(".log").read_text(errors="replace")
+            if not profile.exists():
+                raise SystemExit(f"py-spy wrote no profile: {spy_log}")
+            counts = sampled_shares(profile.read_text())
+        if counts.issuer == 0:
+            raise SystemExit("no sample in the issuer: the profile did not see the run")
+        shares.append(round(100 * counts.issuer / counts.samples, 1))
+        sampled_total += counts.samples
+        issuer_total += counts.issuer
+        errors = [line for line in spy_log.splitlines() if "rror" in line or "behind" in line]
+        print(
+            json.dumps(
+                {
+                    **run,
+                    "samples": counts.samples,
+                    "sampled_s": round(counts.samples / SAMPLES_PER_S, 1),
+                    "share_pct": shares[-1],
+                    "minted_tokens_share_pct": round(100 * counts.minted / counts.samples, 1),
+                    "with_bookkeeping_share_pct": round(
+                        100 * counts.with_bookkeeping / counts.samples, 1
+                    ),
+                    "py_spy_said": errors[-3:],
+                }
+            ),
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "summary": f"minting share sampled by py-spy in the worker, tenants={tenants}"
+                + (", a base macaroon per tenant" if tenant_macaroons else "")
+                + (", GIL holders only" if GIL_ONLY else ""),
+                "share_pct_per_run": shares,
+                "pooled_share_pct": round(100 * issuer_total / max(sampled_total, 1), 1),
+            }
+        ),
+        flush=True,
+    )
+
+
 def busy_slices(lines: list[str]) -> list[tuple[int, float, int]]:
     """(parity, CPU s, copies) of each whole slice in which the worker was busy: consecutive
     lines of the stub's slice log, keeping slices with at least half the median's copies (the
@@ -780,14 +944,18 @@ def busy_slices(lines: list[str]) -> list[tuple[int, float, int]]:
     return [s for s in out if s[2] >= median / 2]
 
 
-def minting_share(records: int, tenants: int, pairs: int) -> None:
+def minting_share(records: int, tenants: int, pairs: int, tenant_macaroons: bool) -> None:
     """Alternating runs with minting and with the workers' ``issue`` stubbed
     (bench/minting_stub): minting's share = the CPU per record it adds / the CPU with it."""
     with_minting: list[int] = []
     stubbed: list[int] = []
     for _ in range(pairs):
         for stub, runs in ((False, with_minting), (True, stubbed)):
-            run = asyncio.run(throughput_once(records, tenants, 1, minting_stub=stub))
+            run = asyncio.run(
+                throughput_once(
+                    records, tenants, 1, minting_stub=stub, tenant_macaroons=tenant_macaroons
+                )
+            )
             runs.append(run["worker_cpu_us"])
             print(json.dumps({**run, "minting_stub": stub}), flush=True)
     shares = [round(100 * (w - s) / w, 1) for w, s in zip(with_minting, stubbed, strict=True)]
@@ -814,7 +982,7 @@ def main() -> None:
     thr.add_argument("--workers", type=int, nargs="+", default=[1])
     thr.add_argument("--repeat", type=int, default=3)
     share = sub.add_parser("minting-share", help="minting's share of the worker's CPU")
-    share.add_argument("--records", type=int, default=40_000)
+    share.add_argument("--records", type=int, default=200_000)  # 40,000: 6 s of work, too short
     share.add_argument("--tenants", type=int, default=10)
     share.add_argument("--pairs", type=int, default=3)
     share.add_argument(
@@ -828,6 +996,21 @@ def main() -> None:
         "--timed",
         action="store_true",
         help="instead: one worker per run, the issuer timed inside it (--pairs runs)",
+    )
+    share.add_argument(
+        "--sampled",
+        action="store_true",
+        help="instead: one worker per run, profiled by py-spy (--pairs runs)",
+    )
+    share.add_argument(
+        "--gil-only",
+        action="store_true",
+        help="with --sampled: only samples of a thread holding the GIL",
+    )
+    share.add_argument(
+        "--tenant-macaroons",
+        action="store_true",
+        help="every tenant has a base macaroon of its own (no token shared between copies)",
     )
     lat = sub.add_parser("latency")
     lat.add_argument("--rates", type=int, nargs="+", default=[1000, 3000])
@@ -846,12 +1029,17 @@ def main() -> None:
         serve_baseline(args.prefix, args.records, args.secrets, args.floor)
         return
     if args.mode == "minting-share":
+        own = args.tenant_macaroons
+        if args.gil_only:
+            GIL_ONLY.append("--gil")
         if args.timed:
-            minting_share_timed(args.records, args.tenants, args.pairs)
+            minting_share_timed(args.records, args.tenants, args.pairs, own)
+        elif args.sampled:
+            minting_share_sampled(args.records, args.tenants, args.pairs, own)
         elif args.interleaved > 0:
-            minting_share_interleaved(args.records, args.tenants, args.pairs, args.interleaved)
+            minting_share_interleaved(args.records, args.tenants, args.pairs, args.interleaved, own)
         else:
-            minting_share(args.records, args.tenants, args.pairs)
+            minting_share(args.records, args.tenants, args.pairs, own)
         return
     if args.mode == "latency":
         for rate in args.rates:
