@@ -26,7 +26,6 @@ lookup of such a cache a miss: three file reads per copy).
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections import OrderedDict
@@ -39,9 +38,8 @@ from typing import NamedTuple, TypeVar
 from streamapp.domain.authorize import Delivery
 from streamapp.domain.events import CanonicalEvent, EventType
 from streamapp.domain.token_minting import (
-    Grant,
     MintedToken,
-    attenuate,
+    attenuate_to,
     lifetime_until,
     root_key_token,
 )
@@ -119,6 +117,7 @@ class Authority:
     relative: str
     content: bytes
     key: bytes  # a root key's secret: ``content`` without its file's trailing newline
+    text: str  # a base macaroon's: the file's text (its parse is cached by it: token_minting)
 
 
 @dataclass
@@ -387,7 +386,12 @@ class TokenIssuer:
             return None
         found = self._interned.get((relative, content))
         if found is None:
-            found = Authority(relative, content, strip_trailing_newline(content))
+            found = Authority(
+                relative,
+                content,
+                strip_trailing_newline(content),
+                content.decode("ascii", "replace").strip(),
+            )
             _keep(self._interned, (relative, content), found, _INTERNED_KEPT)
         return found
 
@@ -410,8 +414,7 @@ class TokenIssuer:
         started = time.perf_counter()
         if authority.relative != _ROOT_KEY:
             try:
-                grant = Grant(path, activities, expires)
-                token = attenuate(_base_text(authority.content), grant, now=now)
+                token = attenuate_to(authority.text, path, activities, expires, now=now)
             except TokenError as exc:
                 problems.append(f"{authority.relative.split('/')[1][:-1]} base macaroon: {exc}")
                 return None
@@ -450,12 +453,6 @@ def _rounded_down(expires: datetime, step_us: int) -> datetime:
     """``expires`` rounded down to a multiple of ``step_us`` within its second: never later
     than asked (a lifetime is at least a second, a step at most one)."""
     return expires.replace(microsecond=expires.microsecond - expires.microsecond % step_us)
-
-
-@functools.lru_cache(maxsize=1024)
-def _base_text(content: bytes) -> str:
-    """A base macaroon file's text (its parse is cached by that text: token_minting)."""
-    return content.decode("ascii", "replace").strip()
 
 
 def strip_trailing_newline(secret: bytes) -> bytes:

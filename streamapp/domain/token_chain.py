@@ -34,9 +34,13 @@ class ChainError(ValueError):
     """A caveat that the v1 form cannot carry, or a macaroon we cannot extend."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TokenPrefix:
-    """A macaroon up to its signature: its packets so far and the signature after them."""
+    """A macaroon up to its signature: its packets so far and the signature after them.
+
+    Compared and hashed by identity: prefixes are keys of the minting caches, made once per
+    chain and kept by them, and a generated ``__hash__`` over the packets was two Python
+    calls per token (an equal prefix made again only gets entries of its own)."""
 
     packets: bytes
     signature: bytes  # the raw 32-byte HMAC-SHA256

@@ -108,38 +108,64 @@ def attenuate(base_token: str, grant: Grant, *, now: datetime) -> MintedToken:
     The result intersects with what the base allows: a path outside the base's scope, an
     activity the base does not allow, or an expired base yields no token (``TokenError``).
     """
+    return attenuate_to(base_token, grant.path, grant.activities, grant.expires, now=now)
+
+
+def attenuate_to(
+    base_token: str,
+    path: str,
+    activities: Sequence[str],
+    expires: datetime,
+    *,
+    now: datetime,
+) -> MintedToken:
+    """``attenuate`` of ``Grant(path, activities, expires)`` without making the grant (the
+    issuer's path: once per token; with a base macaroon per tenant, once per copy)."""
     base = _parsed_base(base_token)
-    scope = base.scope
-    if scope.expiry is not None and scope.expiry <= now:
+    expiry = base.scope.expiry
+    if expiry is not None and expiry <= now:
         raise TokenError("base macaroon has expired")
-    target = path_segments(grant.path)
-    confined = [*scope.root, *scope.path]
-    if not has_prefix(target, confined):
-        raise TokenError(f"{grant.path} is outside the base macaroon's scope")
-    # Only what the base lists explicitly: dCache refuses an activity caveat that would enlarge
-    # the set (READ_METADATA being implied does not make it listable).
-    activities = tuple(
-        a for a in grant.activities if scope.activities is None or a in scope.activities
-    )
-    if not activities:
+    relative = _relative_within(path, base.confined)
+    if relative is None:
+        raise TokenError(f"{path} is outside the base macaroon's scope")
+    granted = activities if type(activities) is tuple else tuple(activities)
+    if base.listed is not None:
+        granted = _listed_of(granted, base.listed)
+    if not granted:
         raise TokenError("the base macaroon allows none of the granted activities")
-    relative = as_path(target[len(confined) :])
-    expires = grant.expires if scope.expiry is None else min(grant.expires, scope.expiry)
     if base.prefix is not None:
-        token = _extend(base.prefix, activities, relative, grant.expires)
+        token = _extend(base.prefix, granted, relative, expires)
     else:  # not v1: pymacaroons serializes it (slow path)
         macaroon = base.macaroon.copy()  # add_first_party_caveat mutates: never the base
-        for caveat in _grant_caveats(activities, relative, grant.expires):
+        for caveat in _grant_caveats(granted, relative, expires):
             macaroon.add_first_party_caveat(caveat)
         token = _serialize(macaroon)
-    return MintedToken(token, grant.path, activities, expires)
+    return MintedToken(token, path, granted, expires if expiry is None else min(expires, expiry))
 
 
-@dataclass(frozen=True, slots=True)
+@functools.lru_cache(maxsize=256)  # the copies of an event name one path: a hit for most
+def _relative_within(path: str, confined: tuple[str, ...]) -> str | None:
+    """``path`` relative to the base's ``confined`` directory (None: not at or below it)."""
+    target = path_segments(path)
+    if not has_prefix(target, confined):
+        return None
+    return as_path(target[len(confined) :])
+
+
+@functools.lru_cache(maxsize=1024)
+def _listed_of(activities: tuple[str, ...], listed: frozenset[str]) -> tuple[str, ...]:
+    """Of ``activities``, those a base lists explicitly: dCache refuses an activity caveat
+    that would enlarge the set (READ_METADATA being implied does not make it listable)."""
+    return tuple(a for a in activities if a in listed)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class _Base:
     macaroon: Macaroon
     scope: Scope
     prefix: TokenPrefix | None  # None: not extendable on the fast path
+    confined: tuple[str, ...]  # the scope's root and path: a grant's path lies at or below
+    listed: frozenset[str] | None  # the activities the base lists (None: unrestricted)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -151,7 +177,8 @@ def _parsed_base(token: str) -> _Base:
         prefix: TokenPrefix | None = prefix_of(macaroon)
     except ChainError:
         prefix = None
-    return _Base(macaroon, scope, prefix)
+    listed = None if scope.activities is None else frozenset(scope.activities)
+    return _Base(macaroon, scope, prefix, (*scope.root, *scope.path), listed)
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,7 +237,7 @@ def _extend_chain(chain: TokenPrefix, path: str, expires: datetime) -> str:
     try:
         if path == "/":
             return timed.token_of()
-        return timed.token_of_one(_checked_caveat(f"path:{path}"))
+        return timed.token_of_one(_path_caveat(path))
     except ChainError as exc:
         raise TokenError(f"macaroon cannot be serialized: {exc}") from None
 
@@ -228,6 +255,11 @@ def _grant_caveats(activities: Sequence[str], path: str, expires: datetime) -> l
     for caveat in caveats:
         _check_caveat(caveat)
     return caveats
+
+
+@functools.lru_cache(maxsize=256)  # the copies of an event with a token each share its path
+def _path_caveat(path: str) -> bytes:
+    return _checked_caveat(f"path:{path}")
 
 
 def _checked_caveat(caveat: str) -> bytes:

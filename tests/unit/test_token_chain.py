@@ -246,3 +246,55 @@ def test_an_expiry_in_a_repeated_hour_gets_its_own_before_caveat() -> None:
             assert f"before:{before}" in tokens.first_party_caveats(
                 tokens.deserialize(minted.token)
             )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    path=_path,
+    granted=_activities,
+    bases=st.lists(
+        st.tuples(
+            st.lists(_segment, max_size=2),  # the base's path: caveat, below /data
+            st.none() | _activities,  # the activities it lists (None: no activity caveat)
+        ),
+        min_size=2,
+        max_size=4,
+    ),
+)
+def test_bases_of_one_event_each_give_their_own_attenuation(
+    path: str, granted: list[str], bases: list[tuple[list[str], list[str] | None]]
+) -> None:
+    """The copies of an event with a base macaroon per tenant are attenuated one after the
+    other for the same path (what is cached across them — the path's place below each base's
+    scope, the listed activities, the chains by identity — must never carry one base's
+    answer to another): each token is pymacaroons' own attenuation of its base, with the
+    activities both allow, and a path outside a base's scope is refused."""
+    key = b"storage-root-key"
+    full = "/data" + path
+    expires = NOW + timedelta(minutes=5)
+    for number, (scope_segments, listed) in enumerate(bases):
+        base = Macaroon(location="dcache", identifier=f"tenant-{number}", key=key)
+        if listed is not None:
+            base.add_first_party_caveat("activity:" + ",".join(listed))
+        base.add_first_party_caveat("root:/data")
+        if scope_segments:
+            base.add_first_party_caveat("path:/" + "/".join(scope_segments))
+        base_token = base.serialize()
+        expected = tuple(a for a in granted if listed is None or a in listed)
+        scope = "/" + "/".join(scope_segments)
+        inside = path == scope or path.startswith(scope.rstrip("/") + "/")
+        if not inside or not expected:
+            with pytest.raises(tokens.TokenError):
+                token_minting.attenuate_to(base_token, full, tuple(granted), expires, now=NOW)
+            continue
+        minted = token_minting.attenuate_to(base_token, full, tuple(granted), expires, now=NOW)
+        assert minted.activities == expected
+        relative = path[len(scope.rstrip("/")) :] or "/"
+        reference = Macaroon.deserialize(base_token)
+        reference.add_first_party_caveat(f"activity:{','.join(expected)}")
+        reference.add_first_party_caveat(f"before:{tokens.format_instant(expires)}")
+        if relative != "/":
+            reference.add_first_party_caveat(f"path:{relative}")
+        assert minted.token == reference.serialize()
+        at = NOW + timedelta(seconds=30)
+        assert tokens.verify(minted.token, key=key, path=full, activity=expected[0], at=at).valid
