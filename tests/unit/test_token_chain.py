@@ -298,3 +298,43 @@ def test_bases_of_one_event_each_give_their_own_attenuation(
         assert minted.token == reference.serialize()
         at = NOW + timedelta(seconds=30)
         assert tokens.verify(minted.token, key=key, path=full, activity=expected[0], at=at).valid
+
+
+def test_a_grant_path_with_dot_dot_is_never_attenuated() -> None:
+    """Compared segment by segment, ``/data/exp/run/../../other`` lies below a base confined
+    to /data/exp, and the storage would resolve the token's ``path:run/../../other`` to
+    /data/exp/other — not the grant's file. Refused, as for root-key tokens."""
+    key = b"storage-root-key"
+    base = Macaroon(location="dcache", identifier="base-id", key=key)
+    base.add_first_party_caveat("root:/data")
+    base.add_first_party_caveat("path:/exp")
+    expires = NOW + timedelta(minutes=5)
+    with pytest.raises(tokens.TokenError, match=r"'\.\.' segment"):
+        token_minting.attenuate_to(
+            base.serialize(), "/data/exp/run/../../other", ("DOWNLOAD",), expires, now=NOW
+        )
+    # a name that merely contains two dots is a name
+    minted = token_minting.attenuate_to(
+        base.serialize(), "/data/exp/run/a..b", ("DOWNLOAD",), expires, now=NOW
+    )
+    assert tokens.verify(
+        minted.token, key=key, path="/data/exp/run/a..b", activity="DOWNLOAD", at=NOW
+    ).valid
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_an_unknown_activity_is_never_put_into_a_token(restricted: bool) -> None:
+    """A base without an activity caveat allows every activity; a name dCache does not know
+    must still not reach the token (a grant comes from a checked policy: defence in depth)."""
+    base = Macaroon(location="dcache", identifier="base-id", key=b"storage-root-key")
+    if restricted:
+        base.add_first_party_caveat("activity:DOWNLOAD,EVERYTHING_ELSE")
+    expires = NOW + timedelta(minutes=5)
+    with pytest.raises(tokens.TokenError):
+        token_minting.attenuate_to(
+            base.serialize(), "/data/f", ("DOWNLOAD", "EVERYTHING"), expires, now=NOW
+        )
+    with pytest.raises(tokens.TokenError, match="unknown activity"):
+        token_minting.root_key_token(
+            "/data/f", ("EVERYTHING",), expires, key=b"k", identifier="i", location="l"
+        )
