@@ -123,7 +123,7 @@ async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) ->
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
-            await refresh_metadata(consumer)
+            await refresh_metadata(consumer, topic)
             partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             return state

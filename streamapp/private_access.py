@@ -44,6 +44,11 @@ async def producer_partitions_for(producer: Any, topic: str) -> Any:
     return await producer._ensure_producer().partitions_for(topic)
 
 
-async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
-    """Ask the broker for fresh metadata now (aiokafka has no public refresh)."""
-    await consumer._client.force_metadata_update()
+async def refresh_metadata(consumer: AIOKafkaConsumer, topic: str) -> None:
+    """Ask the broker for ``topic``'s metadata now (aiokafka has no public refresh). The client
+    tracks the topic first: a client tracking no topic asks for every topic of the cluster,
+    and decoding thousands stopped a worker's loop ~150 ms, here once per web request for a
+    tenant's events (docs/benchmarks.md). ``add_topic`` would not refresh a tracked topic."""
+    client = consumer._client
+    client._topics.add(topic)
+    await client.force_metadata_update()

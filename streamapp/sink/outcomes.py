@@ -153,6 +153,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return sorted(partitions)
-        await refresh_metadata(consumer)  # the topic may be brand new
+        await refresh_metadata(consumer, topic)  # the topic may be brand new
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no partitions (does it exist?)")

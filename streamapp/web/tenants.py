@@ -361,6 +361,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
         found = consumer.partitions_for_topic(topic)
         if found:
             return sorted(found)
-        await refresh_metadata(consumer)
+        await refresh_metadata(consumer, topic)
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no partitions")
