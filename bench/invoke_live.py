@@ -239,7 +239,12 @@ async def same_work(
                             for delivery in authorize(event, index).deliveries:
                                 tokens = issuer.issue(delivery, event, now)
                                 copy = authorized_event(
-                                    event, delivery, tokens.read, tokens.write, tokens.problems
+                                    event,
+                                    delivery,
+                                    tokens.read,
+                                    tokens.write,
+                                    tokens.problems,
+                                    expires_text=tokens.expires_text,
                                 )
                                 outputs.append(
                                     await producer.send(

@@ -165,7 +165,14 @@ def _tenant_copy(
     if tokens is None:
         tokens = issuer.issue(delivery, event, now)
     _count_tokens(tokens.read is not None, tokens.write is not None, tokens.problems)
-    value = authorized_event(event, delivery, tokens.read, tokens.write, tokens.problems)
+    value = authorized_event(
+        event,
+        delivery,
+        tokens.read,
+        tokens.write,
+        tokens.problems,
+        expires_text=tokens.expires_text,
+    )
     return orjson.dumps(value)
 
 

@@ -288,7 +288,14 @@ class Invoker:
         tokens = self.issuer.issue(delivery, canonical, now)
         # Built as the authorization stage builds it, so nothing of the old grant survives
         # (a write path without its token, a stale token error).
-        return authorized_event(canonical, delivery, tokens.read, tokens.write, tokens.problems)
+        return authorized_event(
+            canonical,
+            delivery,
+            tokens.read,
+            tokens.write,
+            tokens.problems,
+            expires_text=tokens.expires_text,
+        )
 
 
 @dataclass(frozen=True)
