@@ -239,12 +239,7 @@ async def same_work(
                             for delivery in authorize(event, index).deliveries:
                                 tokens = issuer.issue(delivery, event, now)
                                 copy = authorized_event(
-                                    event,
-                                    delivery,
-                                    tokens.read,
-                                    tokens.write,
-                                    tokens.problems,
-                                    expires_text=tokens.expires_text,
+                                    event, delivery, tokens.read, tokens.write, tokens.problems
                                 )
                                 outputs.append(
                                     await producer.send(

@@ -226,12 +226,7 @@ async def baseline(names: Names, tenants: int, issuer: TokenIssuer, records: int
                         for delivery in authorize(event, index).deliveries:
                             tokens = issuer.issue(delivery, event, now)
                             copy = authorized_event(
-                                event,
-                                delivery,
-                                tokens.read,
-                                tokens.write,
-                                tokens.problems,
-                                expires_text=tokens.expires_text,
+                                event, delivery, tokens.read, tokens.write, tokens.problems
                             )
                             pending.append(
                                 await producer.send(

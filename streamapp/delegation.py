@@ -43,7 +43,7 @@ from streamapp.domain.token_minting import (
     lifetime_until,
     root_key_token,
 )
-from streamapp.domain.tokens import TokenError, format_instant
+from streamapp.domain.tokens import TokenError
 from streamapp.metrics import TOKEN_MINT_SECONDS
 
 # A read token only makes sense while the object exists.
@@ -70,9 +70,6 @@ class DelegatedTokens(NamedTuple):
     read: MintedToken | None = None
     write: MintedToken | None = None
     problems: tuple[str, ...] = ()
-    # the copy's ``tokenexpires`` (the earlier expiry), formatted once per tokens object: the
-    # copies of an event share one (domain/authorize.authorized_event)
-    expires_text: str | None = None
 
 
 @dataclass
@@ -289,12 +286,7 @@ class TokenIssuer:
             write = self._write_token(
                 delivery, authority, output, expires, now=now, problems=problems
             )
-        if read is None:
-            soonest = None if write is None else write.expires
-        else:
-            soonest = read.expires if write is None else min(read.expires, write.expires)
-        expires_text = None if soonest is None else format_instant(soonest)
-        return DelegatedTokens(read, write, tuple(problems), expires_text)
+        return DelegatedTokens(read, write, tuple(problems))
 
     def _read_token(
         self,

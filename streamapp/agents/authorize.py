@@ -165,14 +165,7 @@ def _tenant_copy(
     if tokens is None:
         tokens = issuer.issue(delivery, event, now)
     _count_tokens(tokens.read is not None, tokens.write is not None, tokens.problems)
-    value = authorized_event(
-        event,
-        delivery,
-        tokens.read,
-        tokens.write,
-        tokens.problems,
-        expires_text=tokens.expires_text,
-    )
+    value = authorized_event(event, delivery, tokens.read, tokens.write, tokens.problems)
     return orjson.dumps(value)
 
 

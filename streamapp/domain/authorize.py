@@ -131,13 +131,9 @@ def authorized_event(
     read: MintedToken | None,
     write: MintedToken | None,
     problems: Sequence[str] = (),
-    *,
-    expires_text: str | None = None,
 ) -> dict[str, Any]:
     """The event as the tenant receives it: CloudEvents extension attributes (lower-case
-    alphanumerics only) name the tenant, the dataset and carry the delegated tokens.
-    ``expires_text``: the earlier of the tokens' expiries as ``format_instant`` gives it, if
-    the caller has it already (the issuer formats it once for the copies sharing tokens)."""
+    alphanumerics only) name the tenant, the dataset and carry the delegated tokens."""
     out: dict[str, Any] = {**event, "tenant": delivery.tenant, "dataset": delivery.dataset.id}
     expiries = []
     if read is not None:
@@ -148,7 +144,7 @@ def authorized_event(
         out["writepath"] = write.path
         expiries.append(write.expires)
     if expiries:
-        out["tokenexpires"] = expires_text or format_instant(min(expiries))
+        out["tokenexpires"] = format_instant(min(expiries))
     if problems:
         out["tokenerror"] = "; ".join(problems)
     return out

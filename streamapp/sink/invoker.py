@@ -288,14 +288,7 @@ class Invoker:
         tokens = self.issuer.issue(delivery, canonical, now)
         # Built as the authorization stage builds it, so nothing of the old grant survives
         # (a write path without its token, a stale token error).
-        return authorized_event(
-            canonical,
-            delivery,
-            tokens.read,
-            tokens.write,
-            tokens.problems,
-            expires_text=tokens.expires_text,
-        )
+        return authorized_event(canonical, delivery, tokens.read, tokens.write, tokens.problems)
 
 
 @dataclass(frozen=True)

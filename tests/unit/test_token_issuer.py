@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from pymacaroons import Macaroon
 
 from streamapp.delegation import SecretFiles, TokenIssuer
-from streamapp.domain.authorize import authorize, authorized_event
+from streamapp.domain.authorize import authorize
 from streamapp.domain.datasets import parse_dataset
 from streamapp.domain.events import CanonicalEvent
 from streamapp.domain.index import PolicyIndex
@@ -543,58 +543,3 @@ def test_an_expiry_step_of_a_millisecond_renews_to_a_new_token(tmp_path: Path) -
     for step in (0, 3, 7000, 2_000_000):
         with pytest.raises(ValueError, match="must divide a second"):
             TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600, expiry_step_us=step)
-
-
-@pytest.mark.parametrize(
-    ("subscription", "cap"),
-    [
-        ({"dataset": "exp"}, 600),  # a read token only
-        ({"dataset": "exp", "write": True, "token_lifetime": 120}, 600),  # both
-        ({"dataset": "exp", "write": True, "token_lifetime": 900}, 300),  # capped lifetime
-        ({"dataset": "exp", "read": [], "write": True}, 600),  # a write token only
-    ],
-)
-def test_the_issuer_formats_tokenexpires_as_the_copy_would(
-    tmp_path: Path, subscription: dict[str, object], cap: int
-) -> None:
-    """The issuer formats a copy's ``tokenexpires`` once per tokens object (the copies of an
-    event share one); the copy states exactly what it would have formatted itself: the earlier
-    of the two expiries, in dCache's form — also when they differ (a write token reused from
-    an event a minute earlier expires before the new read token)."""
-    (tmp_path / "macaroon-root.key").write_bytes(b"unit-root-key")
-    index = exp_index({"alice": subscription}, output="/data/exp/processed")
-    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", cap)
-    for offset, subject in ((0, "/data/exp/a.h5"), (50, "/data/exp/b.h5")):
-        (delivery,) = authorize(event(subject), index).deliveries
-        tokens = issuer.issue(delivery, event(subject), NOW + timedelta(seconds=offset))
-        minted = [t for t in (tokens.read, tokens.write) if t is not None]
-        assert minted, tokens.problems
-        assert tokens.expires_text == format_instant(min(t.expires for t in minted))
-        given = authorized_event(
-            event(subject),
-            delivery,
-            tokens.read,
-            tokens.write,
-            tokens.problems,
-            expires_text=tokens.expires_text,
-        )
-        assert given == authorized_event(
-            event(subject), delivery, tokens.read, tokens.write, tokens.problems
-        )
-        assert given["tokenexpires"] == tokens.expires_text
-    if tokens.read is not None and tokens.write is not None:  # the second event's
-        assert tokens.write.expires < tokens.read.expires  # reused: the write token's shows
-
-
-def test_a_copy_without_tokens_states_no_expiry(tmp_path: Path) -> None:
-    issuer = TokenIssuer(SecretFiles(tmp_path), "root-id", "unit", "", 600)  # no authority
-    (delivery,) = authorize(
-        event("/data/exp/a.h5"), exp_index({"alice": {"dataset": "exp"}})
-    ).deliveries
-    tokens = issuer.issue(delivery, event("/data/exp/a.h5"), NOW)
-    assert tokens.read is None
-    assert tokens.expires_text is None
-    copy = authorized_event(
-        event("/data/exp/a.h5"), delivery, None, None, tokens.problems, expires_text=None
-    )
-    assert "tokenexpires" not in copy
