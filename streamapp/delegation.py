@@ -117,7 +117,7 @@ class Authority:
     relative: str
     content: bytes
     key: bytes  # a root key's secret: ``content`` without its file's trailing newline
-    text: str  # a base macaroon's: the file's text (its parse is cached by it: token_minting)
+    text: str  # a base macaroon's file text (its parse is cached by it); "" for the root key
 
 
 @dataclass
@@ -390,7 +390,7 @@ class TokenIssuer:
                 relative,
                 content,
                 strip_trailing_newline(content),
-                content.decode("ascii", "replace").strip(),
+                "" if relative == _ROOT_KEY else content.decode("ascii", "replace").strip(),
             )
             _keep(self._interned, (relative, content), found, _INTERNED_KEPT)
         return found
